@@ -1,0 +1,49 @@
+"""`waservice` / `python -m waservice`: parse arguments, load configuration, serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import trio
+
+from . import __version__
+from .config import ConfigError, load_config
+from .logs import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="waservice", description="Multi-session WhatsApp REST API")
+    parser.add_argument("--config", type=Path, help="TOML configuration file (default: built-in defaults)")
+    parser.add_argument("--version", action="version", version=f"waservice {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"waservice: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level, config.logging.format, config.logging.engine_level)
+    log = logging.getLogger("waservice")
+    log.info(
+        "waservice %s on http://%s:%d (engine %s, data %s, api key %s)",
+        __version__,
+        config.server.host,
+        config.server.port,
+        config.sessions.engine,
+        config.data_dir.resolve(),
+        "required" if config.server.api_key else "off, loopback only",
+    )
+    from .server import serve_forever
+
+    try:
+        trio.run(serve_forever, config)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Test-only routes that script the fake engine; registered only when `engine = "fake"`."""
+
+from __future__ import annotations
+
+import attrs
+from quart import Blueprint, current_app
+from quart_schema import hide
+
+from ..engine.fake import FakeClient, FakeEngine
+from ..errors import UnknownSession
+from ..sessions.ids import validate_session_id
+from .validation import query_session_id, read_body
+
+bp = Blueprint("fake", __name__, url_prefix="/_fake")
+
+
+@attrs.define
+class FakeRequest:
+    session_id: str = "default"
+    phone: str = "15550001111"
+    reason: str = "stream error 503"
+
+
+def _client(session_id: str) -> FakeClient:
+    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
+    client = engine.clients.get(validate_session_id(session_id))
+    if client is None or not client.running:
+        raise UnknownSession(f"fake client '{session_id}' is not running")
+    return client
+
+
+@bp.post("/scan")
+@hide
+async def scan():
+    body = await read_body(FakeRequest)
+    _client(body.session_id).scan(body.phone)
+    return {"success": True}
+
+
+@bp.post("/rotate-qr")
+@hide
+async def rotate_qr():
+    body = await read_body(FakeRequest)
+    return {"success": True, "code": _client(body.session_id).rotate_qr()}
+
+
+@bp.post("/fail")
+@hide
+async def fail():
+    body = await read_body(FakeRequest)
+    _client(body.session_id).fail(body.reason)
+    return {"success": True}
+
+
+@bp.get("/sent")
+@hide
+async def sent():
+    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
+    client = engine.clients.get(query_session_id())
+    messages = [] if client is None else [attrs.asdict(m) for m in client.sent]
+    return {"success": True, "messages": messages}

@@ -1,0 +1,181 @@
+"""The seed's HTTP routes: validate, make one call into the session manager, shape the JSON."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from quart import Blueprint, current_app
+from quart_schema import document_querystring, document_request, document_response, tag
+
+from ..errors import NoQrCode
+from ..sessions.manager import SessionManager
+from ..sessions.supervisor import SessionInfo
+from .models import (
+    ActionResponse,
+    DeleteResponse,
+    ErrorResponse,
+    HealthResponse,
+    QrResponse,
+    SendRequest,
+    SendResponse,
+    SendResult,
+    SessionQuery,
+    SessionRequest,
+    SessionsResponse,
+    SessionView,
+    StatusResponse,
+)
+from .qr import qr_data_url
+from .validation import message_text, phone_number, query_session_id, read_body
+
+bp = Blueprint("api", __name__)
+
+
+def manager() -> SessionManager:
+    return current_app.extensions["waservice.manager"]
+
+
+def errors(*codes: int):
+    """Document the error shape for the given status codes."""
+
+    def decorate(func):
+        for code in codes:
+            func = document_response(ErrorResponse, code)(func)
+        return func
+
+    return decorate
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _view(info: SessionInfo) -> SessionView:
+    return SessionView(
+        session_id=info.session_id,
+        state=info.state,
+        phone_number=info.phone_number,
+        has_qr=info.has_qr,
+        reconnect_attempts=info.reconnect_attempts,
+        last_error=info.last_error,
+        state_changed_at=_iso(info.state_changed_at),
+    )
+
+
+@bp.get("/health")
+@tag(["Health"])
+@document_response(HealthResponse)
+async def health() -> HealthResponse:
+    """Server health check (never needs the API key)."""
+    return HealthResponse()
+
+
+@bp.get("/sessions")
+@tag(["Sessions"])
+@document_response(SessionsResponse)
+@errors(401)
+async def list_sessions() -> SessionsResponse:
+    """All sessions with their state, phone number, QR availability and last error."""
+    return SessionsResponse(sessions=[_view(s.info()) for s in manager().sessions()])
+
+
+@bp.delete("/sessions/<session_id>")
+@tag(["Sessions"])
+@document_response(DeleteResponse)
+@errors(400, 401)
+async def delete_session(session_id: str) -> DeleteResponse:
+    """Delete a session, unlink its device and remove its credentials (not 'default')."""
+    await manager().delete(session_id)
+    return DeleteResponse(message="Session deleted successfully")
+
+
+@bp.post("/connect")
+@tag(["Connection"])
+@document_request(SessionRequest)
+@document_response(ActionResponse)
+@errors(400, 401)
+async def connect() -> ActionResponse:
+    """Create the session if needed and connect it (idempotent)."""
+    body = await read_body(SessionRequest)
+    session = await manager().connect(body.session_id)
+    if session.info().state == "connected":
+        message = "Session already connected."
+    else:
+        message = "Connection initiated. Scan the QR code to authenticate."
+    return ActionResponse(session_id=body.session_id, message=message)
+
+
+@bp.get("/qr")
+@tag(["Connection"])
+@document_querystring(SessionQuery)
+@document_response(QrResponse)
+@errors(400, 401, 404)
+async def qr() -> QrResponse:
+    """The current QR code as a PNG data URL, plus the raw string the phone scans."""
+    session_id = query_session_id()
+    code = manager().get(session_id).machine.qr_code
+    if code is None:
+        raise NoQrCode(f"no QR code available for session '{session_id}'; POST /connect first, then poll /qr")
+    return QrResponse(session_id=session_id, qr=qr_data_url(code), code=code)
+
+
+@bp.get("/status")
+@tag(["Connection"])
+@document_querystring(SessionQuery)
+@document_response(StatusResponse)
+@errors(400, 401)
+async def status() -> StatusResponse:
+    """Connection state of one session, and why it is not connected."""
+    view = _view(manager().get(query_session_id()).info())
+    return StatusResponse(
+        session_id=view.session_id,
+        state=view.state,
+        phone_number=view.phone_number,
+        has_qr=view.has_qr,
+        reconnect_attempts=view.reconnect_attempts,
+        last_error=view.last_error,
+        state_changed_at=view.state_changed_at,
+    )
+
+
+@bp.post("/disconnect")
+@tag(["Connection"])
+@document_request(SessionRequest)
+@document_response(ActionResponse)
+@errors(400, 401)
+async def disconnect() -> ActionResponse:
+    """Disconnect a session (keeps its credentials; it stays down across restarts until /connect)."""
+    body = await read_body(SessionRequest)
+    await manager().disconnect(body.session_id)
+    return ActionResponse(session_id=body.session_id, message="WhatsApp disconnected successfully")
+
+
+@bp.post("/reset-reconnect")
+@tag(["Connection"])
+@document_request(SessionRequest)
+@document_response(ActionResponse)
+@errors(400, 401)
+async def reset_reconnect() -> ActionResponse:
+    """Reset the reconnect counter; a `failed` session starts connecting again."""
+    body = await read_body(SessionRequest)
+    manager().reset_reconnect(body.session_id)
+    return ActionResponse(
+        session_id=body.session_id, message="Reconnection attempts counter reset successfully"
+    )
+
+
+@bp.post("/send")
+@tag(["Messaging"])
+@document_request(SendRequest)
+@document_response(SendResponse)
+@errors(400, 401, 502)
+async def send() -> SendResponse:
+    """Send a text message; 2xx only once WhatsApp acknowledged it."""
+    body = await read_body(SendRequest)
+    number, text = phone_number(body.number), message_text(body.message)
+    sent = await manager().send_text(body.session_id, number, text)
+    return SendResponse(
+        session_id=body.session_id,
+        message="Message sent successfully",
+        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=sent.to),
+    )

@@ -1,0 +1,176 @@
+"""Configuration: `config.toml` (optional) + environment overrides, loaded into attrs classes."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn
+from cattrs.v import format_exception
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+def _positive(_: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value}")
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(
+        default=3002, validator=attrs.validators.and_(attrs.validators.ge(1), attrs.validators.le(65535))
+    )
+    api_key: str = attrs.field(default="", repr=False)  # never printed
+    shutdown_grace: float = attrs.field(default=10.0, validator=_positive)
+
+
+@attrs.frozen
+class SessionsConfig:
+    data_dir: str = "sessions"
+    engine: Literal["neonize", "fake"] = "neonize"
+
+
+@attrs.frozen
+class ReconnectConfig:
+    initial_delay: float = attrs.field(default=3.0, validator=_positive)
+    factor: float = attrs.field(default=2.0, validator=attrs.validators.ge(1))
+    max_delay: float = attrs.field(default=30.0, validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    engine_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.sessions.data_dir)
+
+
+# Environment variable -> (section, key). Values are parsed by cattrs like TOML strings.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "PORT": ("server", "port"),
+    "WASERVICE_HOST": ("server", "host"),
+    "WASERVICE_API_KEY": ("server", "api_key"),
+    "WASERVICE_DATA_DIR": ("sessions", "data_dir"),
+    "WASERVICE_ENGINE": ("sessions", "engine"),
+    "WASERVICE_LOG_LEVEL": ("logging", "level"),
+    "WASERVICE_LOG_FORMAT": ("logging", "format"),
+}
+
+
+def _converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    # Env values arrive as strings; TOML values must already have the right type.
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(str, _strict_str)
+    for cls in (ServerConfig, SessionsConfig, ReconnectConfig, LoggingConfig, Config):
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
+    return conv
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _with_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    merged = {
+        section: dict(values) if isinstance(values, dict) else values for section, values in raw.items()
+    }
+    for name, (section, key) in ENV_OVERRIDES.items():
+        if environ.get(name):
+            target = merged.setdefault(section, {})
+            if isinstance(target, dict):
+                target[key] = environ[name]
+    return merged
+
+
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"unknown key {', '.join(sorted(exc.extra_fields))!r}"
+    if not isinstance(exc, KeyError) and str(exc):
+        return f"invalid value ({exc})"
+    return format_exception(exc, type_)
+
+
+def _describe(error: BaseException) -> str:
+    if not isinstance(error, cattrs.BaseValidationError):
+        return str(error)
+    return "; ".join(cattrs.transform_error(error, path="config", format_exception=_format_exception))
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load `path` (a TOML file; None means built-in defaults) and apply environment overrides."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        config = _converter().structure(_with_env(raw, environ), Config)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid configuration: {_describe(exc)}") from None
+    _check_exposure(config)
+    return config
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(config: Config) -> None:
+    # No open relay: without an API key the API must not be reachable from other machines.
+    if not config.server.api_key and not is_loopback(config.server.host):
+        raise ConfigError(
+            f"refusing to listen on {config.server.host} without an API key: "
+            "set WASERVICE_API_KEY (or server.api_key), or bind 127.0.0.1"
+        )

@@ -1,0 +1,44 @@
+"""WhatsApp engines: `neonize` (the real one, whatsmeow) and `fake` (scripted, for tests)."""
+
+from __future__ import annotations
+
+from .base import (
+    Client,
+    Connected,
+    ConnectionLost,
+    Emit,
+    Engine,
+    EngineError,
+    EngineEvent,
+    LoggedOut,
+    Paired,
+    QrCode,
+    SentMessage,
+    Stopped,
+)
+
+__all__ = [
+    "Client",
+    "Connected",
+    "ConnectionLost",
+    "Emit",
+    "Engine",
+    "EngineError",
+    "EngineEvent",
+    "LoggedOut",
+    "Paired",
+    "QrCode",
+    "SentMessage",
+    "Stopped",
+    "create_engine",
+]
+
+
+def create_engine(name: str) -> Engine:
+    if name == "fake":
+        from .fake import FakeEngine
+
+        return FakeEngine()
+    from .neonize import NeonizeEngine  # imports the Go library: only when asked for
+
+    return NeonizeEngine()

@@ -1,0 +1,104 @@
+"""The narrow interface between a session supervisor and "a WhatsApp client"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+
+# -- events a client reports (delivered on the trio thread) -------------------------------------
+
+
+@attrs.frozen
+class QrCode:
+    code: str  # exactly what the phone must scan
+
+
+@attrs.frozen
+class Paired:
+    phone_number: str
+
+
+@attrs.frozen
+class Connected:
+    phone_number: str | None
+
+
+@attrs.frozen
+class ConnectionLost:
+    """Unexpected: the network, a stream error, a dial failure. Worth retrying."""
+
+    reason: str
+
+
+@attrs.frozen
+class LoggedOut:
+    """The phone removed this device; its credentials are gone."""
+
+    reason: str
+
+
+@attrs.frozen
+class Stopped:
+    """WhatsApp ended the connection for a reason retrying cannot fix (replaced, QR expired, ban)."""
+
+    reason: str
+
+
+EngineEvent = QrCode | Paired | Connected | ConnectionLost | LoggedOut | Stopped
+Emit = Callable[[EngineEvent], None]
+
+
+@attrs.frozen
+class SentMessage:
+    id: str
+    timestamp: int  # unix seconds, as WhatsApp acknowledged it
+    to: str
+
+
+class EngineError(Exception):
+    """The engine could not do what was asked; the message is safe to show to a user."""
+
+
+# -- the interface ------------------------------------------------------------------------------
+
+
+class Client(Protocol):
+    """One WhatsApp device, kept for the life of its session (never two per session)."""
+
+    async def run(self, emit: Emit) -> None:
+        """Connect, then stay connected until cancelled, reporting events through `emit`.
+
+        Returning (or raising EngineError) means the connection ended by itself; the
+        supervisor treats it as ConnectionLost unless an event already said otherwise.
+        On cancellation the client disconnects cleanly (credentials saved) before returning.
+        """
+        ...
+
+    async def send_text(self, number: str, text: str) -> SentMessage:
+        """Send a text to a phone number (digits with country code). Raises EngineError."""
+        ...
+
+    async def logout(self) -> None:
+        """Unlink this device from the phone, if connected."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything; the client is not used again."""
+        ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def client(self, session_id: str, directory: Path) -> Client: ...
+
+    def has_credentials(self, directory: Path) -> bool:
+        """Whether the device stored in `directory` is paired (can log in without a QR)."""
+        ...
+
+    def forget_credentials(self, directory: Path) -> None:
+        """Remove a device's stored credentials (after a logout or on delete)."""
+        ...

@@ -1,0 +1,774 @@
+// waservice web interface — vanilla JS, no build step, no external assets.
+// Every URL is relative so the page keeps working behind a reverse-proxy prefix.
+
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const REFRESH_MS = 5000;        // normal auto-refresh of GET sessions
+const FAST_REFRESH_MS = 1500;   // while a session is "connecting"
+const OFFLINE_RETRY_MS = 3000;  // while the server is unreachable
+const QR_POLL_MS = 2500;        // while a session is "qr_ready"
+const REQUEST_TIMEOUT_MS = 15000;
+const KEY_STORAGE = "waservice.apiKey";
+
+const STATES = {
+  disconnected: { label: "Disconnected", icon: "○" },
+  connecting: { label: "Connecting", icon: "◌" },
+  qr_ready: { label: "QR ready", icon: "▦" },
+  connected: { label: "Connected", icon: "✓" },
+  error: { label: "Error", icon: "!" },
+  failed: { label: "Failed", icon: "✕" },
+};
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// ---------------------------------------------------------------- storage --
+
+function getKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return memoryKey;
+  }
+}
+let memoryKey = "";
+function setKey(value) {
+  memoryKey = value;
+  try {
+    if (value) localStorage.setItem(KEY_STORAGE, value);
+    else localStorage.removeItem(KEY_STORAGE);
+  } catch {
+    /* storage unavailable (private mode): keep it in memory only */
+  }
+}
+
+// -------------------------------------------------------------------- API --
+
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+class NetworkError extends Error {}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const key = getKey();
+  if (key) headers["X-API-Key"] = key;
+
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), REQUEST_TIMEOUT_MS);
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "same-origin",
+      signal: ctrl.signal,
+    });
+  } catch (err) {
+    setOnline(false);
+    throw new NetworkError("The server is unreachable.");
+  } finally {
+    clearTimeout(timer);
+  }
+
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = null;
+  }
+  // A reverse proxy answering 502/503/504 with a non-JSON page means the
+  // service itself is down: treat it like a failed fetch.
+  if (!data && [502, 503, 504].includes(res.status)) {
+    setOnline(false);
+    throw new NetworkError("The server is unreachable.");
+  }
+  setOnline(true);
+
+  if (res.status === 401) {
+    requireKey();
+    throw new ApiError((data && data.error) || "An API key is required.", 401);
+  }
+  if (!res.ok || !data || data.success === false) {
+    const msg = (data && data.error) || `Request failed (HTTP ${res.status}).`;
+    throw new ApiError(msg, res.status);
+  }
+  if (res.ok) authOk();
+  return data;
+}
+
+const q = (id) => encodeURIComponent(id);
+
+// ------------------------------------------------------------ live region --
+
+const live = $("#live");
+let liveTimer = 0;
+function announce(text, kind = "info") {
+  live.textContent = "";
+  live.dataset.kind = kind;
+  // A tick between clearing and setting makes screen readers repeat
+  // identical consecutive messages.
+  requestAnimationFrame(() => {
+    live.textContent = text;
+    live.classList.add("show");
+  });
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(() => live.classList.remove("show"), 6000);
+}
+
+// ------------------------------------------------------------ time helpers --
+
+const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+function relativeTime(iso) {
+  if (!iso) return "—";
+  const t = new Date(iso);
+  if (Number.isNaN(t.getTime())) return String(iso);
+  const sec = Math.round((t.getTime() - Date.now()) / 1000);
+  const abs = Math.abs(sec);
+  if (abs < 10) return "just now";
+  if (abs < 60) return rtf.format(sec, "second");
+  if (abs < 3600) return rtf.format(Math.round(sec / 60), "minute");
+  if (abs < 86400) return rtf.format(Math.round(sec / 3600), "hour");
+  return rtf.format(Math.round(sec / 86400), "day");
+}
+function absoluteTime(iso) {
+  const t = new Date(iso);
+  return Number.isNaN(t.getTime()) ? String(iso || "") : t.toLocaleString();
+}
+function formatPhone(p) {
+  if (p === null || p === undefined || p === "") return null;
+  const s = String(p);
+  return /^\d+$/.test(s) ? `+${s}` : s;
+}
+
+// ----------------------------------------------------------- online state --
+
+const offlineBanner = $("#offline-banner");
+const offlineText = $("#offline-text");
+let online = true;
+let lastUpdated = null;
+
+function setOnline(value) {
+  if (value === online) return;
+  online = value;
+  offlineBanner.hidden = value;
+  document.body.classList.toggle("is-offline", !value);
+  if (!value) {
+    const since = lastUpdated ? ` Last update ${lastUpdated.toLocaleTimeString()}.` : "";
+    offlineText.textContent = `The page can't reach waservice. Retrying automatically…${since}`;
+  } else {
+    announce("Connection to the server restored.", "success");
+    scheduleRefresh(0);
+  }
+}
+
+const lastUpdatedEl = $("#last-updated");
+function renderLastUpdated() {
+  if (!lastUpdated) {
+    lastUpdatedEl.textContent = "";
+    return;
+  }
+  lastUpdatedEl.textContent = `Updated ${relativeTime(lastUpdated.toISOString())}`;
+  lastUpdatedEl.title = lastUpdated.toLocaleString();
+}
+
+// ---------------------------------------------------------------- API key --
+
+const keyPanel = $("#key-panel");
+const keyForm = $("#key-form");
+const keyInput = $("#key-input");
+const keyError = $("#key-error");
+const keyBtn = $("#key-btn");
+const keyForget = $("#key-forget");
+let authRequired = false;
+
+function showKeyPanel(focus = true) {
+  const wasHidden = keyPanel.hidden;
+  keyPanel.hidden = false;
+  keyBtn.setAttribute("aria-expanded", "true");
+  keyForget.hidden = !getKey();
+  if (wasHidden && focus) keyInput.focus();
+}
+function hideKeyPanel() {
+  keyPanel.hidden = true;
+  keyBtn.setAttribute("aria-expanded", "false");
+  keyError.hidden = true;
+}
+function showKeyError(text) {
+  keyError.textContent = text;
+  keyError.hidden = false;
+}
+
+function requireKey() {
+  const firstTime = !authRequired;
+  authRequired = true;
+  document.body.classList.add("needs-key");
+  if (getKey()) showKeyError("The saved API key was rejected by the server. Enter the correct key.");
+  else showKeyError("This server requires an API key.");
+  showKeyPanel(firstTime || keyPanel.hidden);
+  if (!cards.size) setLoading("Enter the API key to load sessions.");
+  if (firstTime) announce("An API key is required.", "error");
+}
+function authOk() {
+  if (!authRequired) return;
+  authRequired = false;
+  document.body.classList.remove("needs-key");
+  hideKeyPanel();
+}
+
+keyBtn.addEventListener("click", () => {
+  if (keyPanel.hidden) {
+    keyError.hidden = true;
+    showKeyPanel(true);
+  } else if (!authRequired) {
+    hideKeyPanel();
+  }
+});
+$("#key-cancel").addEventListener("click", () => {
+  hideKeyPanel();
+  keyBtn.focus();
+});
+keyForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const value = keyInput.value.trim();
+  if (!value) {
+    showKeyError("Enter the API key.");
+    keyInput.focus();
+    return;
+  }
+  setKey(value);
+  keyInput.value = "";
+  keyError.hidden = true;
+  hideKeyPanel();
+  authRequired = false;
+  document.body.classList.remove("needs-key");
+  announce("API key saved.", "success");
+  scheduleRefresh(0);
+});
+keyForget.addEventListener("click", () => {
+  setKey("");
+  keyInput.value = "";
+  keyForget.hidden = true;
+  announce("API key forgotten.", "info");
+  scheduleRefresh(0);
+});
+keyPanel.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && !authRequired) {
+    hideKeyPanel();
+    keyBtn.focus();
+  }
+});
+
+// --------------------------------------------------------- confirm dialog --
+
+const confirmDialog = $("#confirm-dialog");
+function confirmAction(text, okLabel = "Delete") {
+  if (typeof confirmDialog.showModal !== "function") {
+    return Promise.resolve(window.confirm(text));
+  }
+  $("#confirm-text").textContent = text;
+  $("#confirm-ok").textContent = okLabel;
+  confirmDialog.returnValue = "";
+  return new Promise((resolve) => {
+    confirmDialog.addEventListener(
+      "close",
+      () => resolve(confirmDialog.returnValue === "ok"),
+      { once: true },
+    );
+    confirmDialog.showModal();
+    $("#confirm-cancel").focus();
+  });
+}
+// Click on the backdrop cancels.
+confirmDialog.addEventListener("click", (ev) => {
+  if (ev.target === confirmDialog) confirmDialog.close("cancel");
+});
+
+// ------------------------------------------------------------------ cards --
+
+const grid = $("#sessions");
+const template = $("#card-template");
+const cards = new Map(); // session_id -> Card
+let uid = 0;
+
+const ACTIONS = [
+  { name: "connect", label: "Connect", kind: "primary" },
+  { name: "qr", label: "Get QR" },
+  { name: "status", label: "Check status" },
+  { name: "disconnect", label: "Disconnect" },
+  { name: "reset", label: "Reset reconnect" },
+  { name: "delete", label: "Delete", kind: "danger" },
+];
+
+class Card {
+  constructor(id) {
+    this.id = id;
+    this.state = null;
+    this.data = null;
+    this.qrCode = null;
+    this.qrTimer = 0;
+    this.qrBusy = false;
+    this.msgTimer = 0;
+    const n = ++uid;
+
+    const el = template.content.firstElementChild.cloneNode(true);
+    this.el = el;
+    el.dataset.sessionId = id;
+    const titleId = `card-title-${n}`;
+    const title = $(".card-title", el);
+    title.textContent = id;
+    title.id = titleId;
+    $(".card-inner", el).setAttribute("aria-labelledby", titleId);
+
+    this.badge = $(".badge", el);
+    this.badgeIcon = $(".badge-icon", el);
+    this.badgeText = $(".badge-text", el);
+    this.phone = $(".phone", el);
+    this.attempts = $(".attempts", el);
+    this.changed = $(".changed", el);
+    this.lastError = $(".last-error", el);
+    this.lastErrorText = $(".last-error-text", el);
+    this.qrBox = $(".qr-box", el);
+    this.qrImg = $(".qr", el);
+    this.qrImg.alt = `QR code to link session ${id}`;
+    this.msg = $(".card-msg", el);
+    this.sendForm = $(".send-form", el);
+    this.sendResult = $(".send-result", el);
+
+    // Unique ids for the send form's label/input pairs.
+    const numId = `send-number-${n}`;
+    const textId = `send-text-${n}`;
+    $(".send-number-label", el).htmlFor = numId;
+    $(".send-number", el).id = numId;
+    $(".send-text-label", el).htmlFor = textId;
+    $(".send-text", el).id = textId;
+    this.sendForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.send();
+    });
+
+    const actions = $(".actions", el);
+    actions.setAttribute("aria-label", `Actions for session ${id}`);
+    this.buttons = {};
+    for (const a of ACTIONS) {
+      if (a.name === "delete" && id === "default") continue;
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = `btn btn-small ${a.kind ? `btn-${a.kind}` : "btn-secondary"}`;
+      b.textContent = a.label;
+      b.dataset.action = a.name;
+      b.setAttribute("aria-describedby", titleId);
+      b.addEventListener("click", () => this.run(a.name, b));
+      actions.append(b);
+      this.buttons[a.name] = b;
+    }
+  }
+
+  update(s) {
+    this.data = { ...(this.data || {}), ...s };
+    const d = this.data;
+    const state = d.state || "disconnected";
+    const info = STATES[state] || { label: state, icon: "?" };
+    const prev = this.state;
+    this.state = state;
+
+    this.el.dataset.state = state;
+    this.badge.dataset.state = state;
+    this.badgeIcon.textContent = info.icon;
+    this.badgeText.textContent = info.label;
+    this.badge.title = `State: ${state}`;
+
+    const phone = formatPhone(d.phone_number);
+    this.phone.textContent = phone || "—";
+    this.phone.classList.toggle("muted", !phone);
+    this.attempts.textContent = String(d.reconnect_attempts ?? 0);
+    this.attempts.classList.toggle("warn", (d.reconnect_attempts ?? 0) > 0);
+    this.changed.dateTime = d.state_changed_at || "";
+    this.changed.dataset.iso = d.state_changed_at || "";
+    this.changed.textContent = relativeTime(d.state_changed_at);
+    this.changed.title = d.state_changed_at ? absoluteTime(d.state_changed_at) : "";
+
+    const showErr = state !== "connected" && !!d.last_error;
+    this.lastError.hidden = !showErr;
+    this.lastErrorText.textContent = showErr ? d.last_error : "";
+
+    const busyConnecting = state === "connected" || state === "connecting" || state === "qr_ready";
+    this.toggleButton("connect", !busyConnecting);
+    this.toggleButton("disconnect", state !== "disconnected");
+    this.buttons.qr.classList.toggle("btn-primary", state === "qr_ready");
+    this.buttons.qr.classList.toggle("btn-secondary", state !== "qr_ready");
+
+    this.sendForm.hidden = state !== "connected";
+
+    if (state === "qr_ready") {
+      if (!this.qrTimer) this.startQr();
+    } else if (this.qrTimer || !d.has_qr) {
+      this.stopQr();
+    }
+
+    if (prev && prev !== state) {
+      announce(`Session ${this.id} is now ${info.label.toLowerCase()}.`, state === "connected" ? "success" : "info");
+    }
+  }
+
+  toggleButton(name, enabled) {
+    const b = this.buttons[name];
+    if (b && !b.dataset.busy) b.disabled = !enabled;
+  }
+
+  tick() {
+    if (this.data) this.changed.textContent = relativeTime(this.data.state_changed_at);
+  }
+
+  // ----- QR -----
+  startQr() {
+    clearInterval(this.qrTimer);
+    this.qrTimer = setInterval(() => this.pollQr(), QR_POLL_MS);
+    this.pollQr();
+  }
+  stopQr() {
+    clearInterval(this.qrTimer);
+    this.qrTimer = 0;
+    this.qrCode = null;
+    this.qrBox.hidden = true;
+    this.qrImg.removeAttribute("src");
+    delete this.qrImg.dataset.code;
+  }
+  async pollQr(manual = false) {
+    if (this.qrBusy) return;
+    this.qrBusy = true;
+    try {
+      const data = await api(`qr?session_id=${q(this.id)}`);
+      if (!cards.has(this.id)) return;
+      this.showQr(data);
+      if (manual) this.message("QR code loaded.", "success");
+    } catch (err) {
+      if (manual) {
+        this.message(err.message, "error");
+      } else if (err instanceof ApiError && err.status === 404) {
+        // The QR is gone: the session probably changed state. Look again.
+        scheduleRefresh(0);
+      }
+    } finally {
+      this.qrBusy = false;
+    }
+  }
+  showQr(data) {
+    if (!data.qr) return;
+    if (data.code !== this.qrCode || !this.qrImg.getAttribute("src")) {
+      const rotated = this.qrCode !== null;
+      this.qrCode = data.code ?? null;
+      this.qrImg.src = data.qr;
+      this.qrImg.dataset.code = data.code ?? "";
+      if (rotated) announce(`New QR code for session ${this.id}.`, "info");
+    }
+    this.qrBox.hidden = false;
+  }
+
+  // ----- messages -----
+  message(text, kind = "info", { announceIt = true } = {}) {
+    clearTimeout(this.msgTimer);
+    this.msg.textContent = text;
+    this.msg.dataset.kind = kind;
+    this.msg.hidden = false;
+    if (announceIt) announce(`${this.id}: ${text}`, kind);
+    if (kind !== "error") this.msgTimer = setTimeout(() => (this.msg.hidden = true), 10000);
+  }
+
+  async run(action, button) {
+    if (action === "delete") {
+      const ok = await confirmAction(
+        `Delete session “${this.id}”? Its WhatsApp link and stored credentials are removed; you will have to scan a QR code again to use it.`,
+      );
+      if (!ok) {
+        button.focus();
+        return;
+      }
+    }
+    button.dataset.busy = "1";
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    this.el.classList.add("busy");
+    const body = { session_id: this.id };
+    try {
+      switch (action) {
+        case "connect": {
+          const r = await api("connect", { method: "POST", body });
+          this.message(r.message || "Connecting…", "success");
+          scheduleRefresh(0);
+          break;
+        }
+        case "qr":
+          await this.pollQr(true);
+          break;
+        case "status": {
+          const r = await api(`status?session_id=${q(this.id)}`);
+          this.update(r);
+          const info = STATES[r.state] || { label: r.state };
+          const parts = [`State: ${info.label}`];
+          if (r.phone_number) parts.push(formatPhone(r.phone_number));
+          parts.push(`${r.reconnect_attempts ?? 0} reconnect attempt(s)`);
+          if (r.last_error && r.state !== "connected") parts.push(`reason: ${r.last_error}`);
+          this.message(parts.join(" · "), "info");
+          break;
+        }
+        case "disconnect": {
+          const r = await api("disconnect", { method: "POST", body });
+          this.message(r.message || "Disconnected.", "success");
+          scheduleRefresh(0);
+          break;
+        }
+        case "reset": {
+          const r = await api("reset-reconnect", { method: "POST", body });
+          this.message(r.message || "Reconnect counter reset.", "success");
+          scheduleRefresh(0);
+          break;
+        }
+        case "delete": {
+          const r = await api(`sessions/${q(this.id)}`, { method: "DELETE" });
+          announce(`${this.id}: ${r.message || "Session deleted."}`, "success");
+          removeCard(this.id);
+          $("#sessions-heading").focus();
+          scheduleRefresh(0);
+          return;
+        }
+      }
+    } catch (err) {
+      this.message(err.message, "error");
+    } finally {
+      delete button.dataset.busy;
+      button.removeAttribute("aria-busy");
+      button.disabled = false;
+      this.el.classList.remove("busy");
+      if (this.data) this.update({}); // re-apply state-dependent enabling
+    }
+  }
+
+  async send() {
+    const numberEl = $(".send-number", this.el);
+    const textEl = $(".send-text", this.el);
+    const btn = $(".send-btn", this.el);
+    const number = numberEl.value.replace(/[\s()-]/g, "");
+    const message = textEl.value;
+    const show = (text, kind) => {
+      this.sendResult.textContent = text;
+      this.sendResult.dataset.kind = kind;
+      this.sendResult.hidden = false;
+      announce(`${this.id}: ${text}`, kind);
+    };
+    if (!number) {
+      show("Enter the recipient's number.", "error");
+      numberEl.focus();
+      return;
+    }
+    if (!message.trim()) {
+      show("Enter a message.", "error");
+      textEl.focus();
+      return;
+    }
+    btn.disabled = true;
+    btn.setAttribute("aria-busy", "true");
+    try {
+      const r = await api("send", {
+        method: "POST",
+        body: { session_id: this.id, number, message },
+      });
+      const id = r.result && r.result.id;
+      show(id ? `Sent ✓ — message id ${id}` : r.message || "Message sent.", "success");
+    } catch (err) {
+      show(err.message, "error");
+    } finally {
+      btn.disabled = false;
+      btn.removeAttribute("aria-busy");
+    }
+  }
+
+  destroy() {
+    this.stopQr();
+    clearTimeout(this.msgTimer);
+    this.el.remove();
+  }
+}
+
+function removeCard(id) {
+  const c = cards.get(id);
+  if (!c) return;
+  c.destroy();
+  cards.delete(id);
+  renderSummary();
+}
+
+function sortSessions(a, b) {
+  if (a.session_id === "default") return -1;
+  if (b.session_id === "default") return 1;
+  return a.session_id.localeCompare(b.session_id, undefined, { numeric: true });
+}
+
+const emptyEl = $("#sessions-empty");
+const loadingEl = $("#sessions-loading");
+function setLoading(text) {
+  loadingEl.textContent = text;
+  loadingEl.hidden = !text;
+}
+
+function renderSessions(list) {
+  const sorted = list.filter((s) => s && typeof s.session_id === "string").sort(sortSessions);
+  const seen = new Set();
+  sorted.forEach((s, i) => {
+    let card = cards.get(s.session_id);
+    if (!card) {
+      card = new Card(s.session_id);
+      cards.set(s.session_id, card);
+    }
+    card.update(s);
+    const at = grid.children[i];
+    if (at !== card.el) grid.insertBefore(card.el, at || null);
+    seen.add(s.session_id);
+  });
+  for (const id of [...cards.keys()]) if (!seen.has(id)) removeCard(id);
+  setLoading("");
+  renderSummary();
+}
+
+function renderSummary() {
+  const all = [...cards.values()];
+  emptyEl.hidden = all.length > 0 || !loadingEl.hidden;
+  const connected = all.filter((c) => c.state === "connected").length;
+  $("#session-count").textContent = all.length
+    ? `${all.length} session${all.length === 1 ? "" : "s"} · ${connected} connected`
+    : "";
+}
+
+// ---------------------------------------------------------- auto-refresh --
+
+let refreshTimer = 0;
+let refreshing = false;
+let refreshAgain = false;
+
+function scheduleRefresh(ms) {
+  clearTimeout(refreshTimer);
+  if (ms === undefined) {
+    const transient = [...cards.values()].some((c) => c.state === "connecting");
+    ms = !online ? OFFLINE_RETRY_MS : transient ? FAST_REFRESH_MS : REFRESH_MS;
+  }
+  refreshTimer = setTimeout(refresh, ms);
+}
+
+async function refresh() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  clearTimeout(refreshTimer);
+  try {
+    const data = await api("sessions");
+    renderSessions(Array.isArray(data.sessions) ? data.sessions : []);
+    lastUpdated = new Date();
+    renderLastUpdated();
+  } catch (err) {
+    if (err instanceof ApiError && err.status !== 401) {
+      if (!cards.size) setLoading(`Could not load sessions: ${err.message}`);
+      else announce(`Could not refresh sessions: ${err.message}`, "error");
+    } else if (err instanceof NetworkError && !cards.size) {
+      setLoading("Waiting for the server…");
+    }
+  } finally {
+    refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      scheduleRefresh(0);
+    } else {
+      scheduleRefresh();
+    }
+  }
+}
+
+$("#refresh-btn").addEventListener("click", () => {
+  scheduleRefresh(0);
+  announce("Refreshing…", "info");
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") scheduleRefresh(0);
+});
+
+// Keep the relative times fresh between refreshes.
+setInterval(() => {
+  for (const c of cards.values()) c.tick();
+  renderLastUpdated();
+}, 5000);
+
+// --------------------------------------------------------- create session --
+
+const createForm = $("#create-form");
+const createInput = $("#create-id");
+const createError = $("#create-error");
+const createBtn = $("#create-btn");
+
+function validateId(id) {
+  if (!id) return "Enter a session ID.";
+  if (id.length > 64) return `A session ID can have at most 64 characters (this one has ${id.length}).`;
+  if (!ID_RE.test(id)) {
+    const bad = [...new Set(id.replace(/[A-Za-z0-9_-]/g, ""))]
+      .map((ch) => (ch === " " ? "space" : `“${ch}”`))
+      .join(", ");
+    return `Only letters, digits, “_” and “-” are allowed (not ${bad}).`;
+  }
+  return "";
+}
+function showCreateError(text) {
+  createError.textContent = text;
+  createError.hidden = !text;
+  createInput.setAttribute("aria-invalid", text ? "true" : "false");
+}
+
+createInput.addEventListener("input", () => {
+  const v = createInput.value;
+  // Only complain live about real mistakes, not an empty field.
+  showCreateError(v ? validateId(v) : "");
+});
+
+createForm.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const id = createInput.value.trim();
+  const problem = validateId(id);
+  if (problem) {
+    showCreateError(problem);
+    createInput.focus();
+    return;
+  }
+  showCreateError("");
+  createBtn.disabled = true;
+  createBtn.setAttribute("aria-busy", "true");
+  try {
+    const existed = cards.has(id);
+    const r = await api("connect", { method: "POST", body: { session_id: id } });
+    createInput.value = "";
+    announce(
+      existed ? `Session ${id} already existed — ${r.message || "connecting"}.` : `Session ${id} created — ${r.message || "connecting"}.`,
+      "success",
+    );
+    await refresh();
+    const card = cards.get(id);
+    if (card) {
+      card.el.classList.add("flash");
+      setTimeout(() => card.el.classList.remove("flash"), 1600);
+      card.el.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    }
+  } catch (err) {
+    showCreateError(err instanceof NetworkError ? "The server is unreachable. Try again when it is back." : err.message);
+    createInput.focus();
+  } finally {
+    createBtn.disabled = false;
+    createBtn.removeAttribute("aria-busy");
+  }
+});
+
+// ------------------------------------------------------------------ start --
+
+refresh();
