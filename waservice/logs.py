@@ -8,6 +8,8 @@ import sys
 import time
 
 ENGINE_LOGGERS = ("neonize", "whatsmeow", "Whatsmeow", "hypercorn.error")
+# Text-only service: the missing-ffmpeg warning at every connect is noise.
+QUIET_LOGGERS = ("neonize.utils.ffmpeg",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,3 +40,5 @@ def setup_logging(level: str, fmt: str, engine_level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     for name in ENGINE_LOGGERS:
         logging.getLogger(name).setLevel(engine_level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

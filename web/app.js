@@ -107,22 +107,27 @@ const q = (id) => encodeURIComponent(id);
 
 const live = $("#live");
 let liveTimer = 0;
-function announce(text, kind = "info") {
+function announce(text, kind = "info", visual = true) {
+  // Everything goes to the aria-live region; only page-level news is also shown as a toast
+  // (card-level results are already visible inside their card).
   live.textContent = "";
   live.dataset.kind = kind;
+  clearTimeout(liveTimer);
+  if (!visual) live.classList.remove("show");
   // A tick between clearing and setting makes screen readers repeat
   // identical consecutive messages.
   requestAnimationFrame(() => {
     live.textContent = text;
-    live.classList.add("show");
+    if (visual) {
+      live.classList.add("show");
+      liveTimer = setTimeout(() => live.classList.remove("show"), 5000);
+    }
   });
-  clearTimeout(liveTimer);
-  liveTimer = setTimeout(() => live.classList.remove("show"), 6000);
 }
 
 // ------------------------------------------------------------ time helpers --
 
-const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
 function relativeTime(iso) {
   if (!iso) return "—";
   const t = new Date(iso);
@@ -383,7 +388,7 @@ class Card {
     this.badge.title = `State: ${state}`;
 
     const phone = formatPhone(d.phone_number);
-    this.phone.textContent = phone || "—";
+    this.phone.textContent = phone || "Not linked";
     this.phone.classList.toggle("muted", !phone);
     this.attempts.textContent = String(d.reconnect_attempts ?? 0);
     this.attempts.classList.toggle("warn", (d.reconnect_attempts ?? 0) > 0);
@@ -411,7 +416,7 @@ class Card {
     }
 
     if (prev && prev !== state) {
-      announce(`Session ${this.id} is now ${info.label.toLowerCase()}.`, state === "connected" ? "success" : "info");
+      announce(`Session ${this.id} changed to ${info.label}.`, state === "connected" ? "success" : "info", false);
     }
   }
 
@@ -464,7 +469,7 @@ class Card {
       this.qrCode = data.code ?? null;
       this.qrImg.src = data.qr;
       this.qrImg.dataset.code = data.code ?? "";
-      if (rotated) announce(`New QR code for session ${this.id}.`, "info");
+      if (rotated) announce(`New QR code for session ${this.id}.`, "info", false);
     }
     this.qrBox.hidden = false;
   }
@@ -475,7 +480,7 @@ class Card {
     this.msg.textContent = text;
     this.msg.dataset.kind = kind;
     this.msg.hidden = false;
-    if (announceIt) announce(`${this.id}: ${text}`, kind);
+    if (announceIt) announce(`${this.id}: ${text}`, kind, false);
     if (kind !== "error") this.msgTimer = setTimeout(() => (this.msg.hidden = true), 10000);
   }
 
@@ -558,7 +563,7 @@ class Card {
       this.sendResult.textContent = text;
       this.sendResult.dataset.kind = kind;
       this.sendResult.hidden = false;
-      announce(`${this.id}: ${text}`, kind);
+      announce(`${this.id}: ${text}`, kind, false);
     };
     if (!number) {
       show("Enter the recipient's number.", "error");
@@ -690,7 +695,7 @@ async function refresh() {
 
 $("#refresh-btn").addEventListener("click", () => {
   scheduleRefresh(0);
-  announce("Refreshing…", "info");
+  announce("Refreshing…", "info", false);
 });
 
 document.addEventListener("visibilitychange", () => {

@@ -98,6 +98,8 @@ class ReceivedMessage:
     own_copy_text: str | None = None  # the deviceSentMessage copy for the sender's own phone
     error: str | None = None
     received_at: float = 0.0
+    child_tags: tuple[str, ...] = ()  # e.g. ("participants", "device-identity", "bot")
+    attrs: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -111,4 +113,6 @@ class ReceivedMessage:
             "own_copy_text": self.own_copy_text,
             "error": self.error,
             "received_at": self.received_at,
+            "child_tags": list(self.child_tags),
+            "attrs": self.attrs,
         }

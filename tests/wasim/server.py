@@ -204,10 +204,10 @@ class Simulator:
         try:
             with conn.cancel_scope:
                 await self._run_connection(conn, ws)
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except (HandshakeError, codec.CodecError, proto.ProtoError) as exc:
-            log.warning("conn %d: protocol error: %s", conn.id, exc)
+        except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away: an ordinary end of a connection
+        except* (HandshakeError, codec.CodecError, proto.ProtoError) as group:
+            log.warning("conn %d: protocol error: %s", conn.id, group.exceptions)
         finally:
             self._on_closed(conn)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -505,6 +505,8 @@ class Simulator:
             text=None,
             type=node.attr("type", "text"),
             received_at=time.time(),
+            child_tags=tuple(child.tag for child in node.children),
+            attrs={key: str(value) for key, value in node.attrs.items()},
         )
         for target, enc in _encrypted_copies(node, to):
             owner = self._account_for(target)
