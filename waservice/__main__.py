@@ -37,12 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     from .server import serve_forever
 
+    exit_code = 0
     try:
         trio.run(serve_forever, config)
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return 0
+    except* OSError as group:  # e.g. the port is taken; arrives wrapped by the nursery
+        log.error("cannot start: %s", _first(group))
+        exit_code = 1
+    return exit_code
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
+import mimetypes
 from pathlib import Path
 
 import msgspec
-from quart import Response, request, send_from_directory
+from quart import Response, request
 from quart_schema import APIKeySecurityScheme, Info, OpenAPIProvider, QuartSchema
 from quart_trio import QuartTrio
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.security import safe_join
 
 from .. import __version__
 from ..errors import ServiceError, Unauthorized
@@ -72,18 +75,34 @@ def create_app(manager: SessionManager, api_key: str = "") -> QuartTrio:
     return app
 
 
+@functools.lru_cache(maxsize=64)
+def _read_asset(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _asset(root: Path, name: str) -> Response:
+    """A file from a directory of static assets (small, read once, kept in memory)."""
+    path = safe_join(str(root), name)
+    if path is None or not Path(path).is_file():
+        raise NotFound()
+    mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    response = Response(_read_asset(Path(path)), mimetype=mimetype)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
 def _add_pages(app: QuartTrio) -> None:
     @app.get("/")
     async def index() -> Response:
-        return await send_from_directory(web_root(), "index.html")
+        return _asset(web_root(), "index.html")
 
     @app.get("/static/<path:name>")
     async def static_file(name: str) -> Response:
-        return await send_from_directory(web_root(), name)
+        return _asset(web_root(), name)
 
     @app.get("/api-docs/assets/<path:name>")
     async def swagger_asset(name: str) -> Response:
-        return await send_from_directory(Path(str(swagger_ui_path)), name)
+        return _asset(Path(str(swagger_ui_path)), name)
 
     for view in (index, static_file, swagger_asset):
         view.__dict__["_quart_schema_hidden"] = True  # not part of the API document

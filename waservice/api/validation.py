@@ -7,6 +7,7 @@ import re
 from typing import TypeVar
 
 import msgspec
+import phonenumbers
 from quart import request
 
 from ..errors import InvalidRequest
@@ -52,11 +53,19 @@ def query_session_id() -> str:
 def phone_number(value: str) -> str:
     """Digits with country code; tolerates '+', spaces, dashes and brackets people paste."""
     digits = _NUMBER_FORMATTING.sub("", value.strip()).removeprefix("+")
-    if not _PHONE_NUMBER.fullmatch(digits):
+    if not _PHONE_NUMBER.fullmatch(digits) or not _possible(digits):
         raise InvalidRequest(
             "number must be a phone number with country code, digits only (7-15 digits), e.g. 573001234567"
         )
     return digits
+
+
+def _possible(digits: str) -> bool:
+    """A known country code and a length that country uses (libphonenumber's metadata)."""
+    try:
+        return phonenumbers.is_possible_number(phonenumbers.parse("+" + digits))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 def message_text(value: str) -> str:
