@@ -15,6 +15,7 @@ import ctypes
 import logging
 import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,16 @@ class NeonizeEngine:
     def __init__(self) -> None:
         self.bridge = BridgeLock()
         logging.getLogger("neonize.utils.log").setLevel(logging.getLogger("neonize").getEffectiveLevel())
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """The Go library prints to stdout ("Press Ctrl+C to exit", login events) on every connect.
+    Our logs go to stderr, so stdout (fd 1) is pointed at /dev/null for the whole process."""
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
     def client(self, session_id: str, directory: Path) -> NeonizeClient:
         return NeonizeClient(self, session_id, directory)
