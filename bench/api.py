@@ -84,7 +84,16 @@ def start_bare(workdir: Path) -> tuple[subprocess.Popen, str]:
     (workdir / "bare_app.py").write_text(BARE_APP)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b", f"127.0.0.1:{port}", "bare_app:app"],
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--worker-class",
+            "trio",
+            "-b",
+            f"127.0.0.1:{port}",
+            "bare_app:app",
+        ],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -100,7 +109,9 @@ def start_bare(workdir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def start_service(workdir: Path) -> ServiceProcess:
-    service = ServiceProcess(workdir / "data", env={"WASERVICE_ENGINE": "fake", "WASERVICE_LOG_LEVEL": "warning"})
+    service = ServiceProcess(
+        workdir / "data", env={"WASERVICE_ENGINE": "fake", "WASERVICE_LOG_LEVEL": "warning"}
+    )
     service.start()
     httpx.post(service.url + "/connect", json={"session_id": "bench"})
     time.sleep(0.2)

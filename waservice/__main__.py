@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except* OSError as group:  # e.g. the port is taken; arrives wrapped by the nursery
         log.error("cannot start: %s", _first(group))
         exit_code = 1
-    return exit_code
+    # Every session is stopped by now. A Go client stopped while showing a QR code finishes on its
+    # own non-daemon thread up to minutes later; nothing of it needs saving, so do not wait for it.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(exit_code)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -214,7 +214,7 @@ function requireKey() {
   document.body.classList.add("needs-key");
   if (getKey()) showKeyError("The saved API key was rejected by the server. Enter the correct key.");
   else showKeyError("This server requires an API key.");
-  showKeyPanel(firstTime || keyPanel.hidden);
+  showKeyPanel(firstTime); // reopen if closed, but only steal focus the first time
   if (!cards.size) setLoading("Enter the API key to load sessions.");
   if (firstTime) announce("An API key is required.", "error");
 }
@@ -318,6 +318,7 @@ class Card {
     this.qrTimer = 0;
     this.qrBusy = false;
     this.msgTimer = 0;
+    this.destroyed = false;
     const n = ++uid;
 
     const el = template.content.firstElementChild.cloneNode(true);
@@ -374,6 +375,7 @@ class Card {
   }
 
   update(s) {
+    if (this.destroyed) return;
     this.data = { ...(this.data || {}), ...s };
     const d = this.data;
     const state = d.state || "disconnected";
@@ -431,6 +433,7 @@ class Card {
 
   // ----- QR -----
   startQr() {
+    if (this.destroyed) return;
     clearInterval(this.qrTimer);
     this.qrTimer = setInterval(() => this.pollQr(), QR_POLL_MS);
     this.pollQr();
@@ -448,7 +451,7 @@ class Card {
     this.qrBusy = true;
     try {
       const data = await api(`qr?session_id=${q(this.id)}`);
-      if (!cards.has(this.id)) return;
+      if (this.destroyed) return;
       this.showQr(data);
       if (manual) this.message("QR code loaded.", "success");
     } catch (err) {
@@ -593,6 +596,7 @@ class Card {
   }
 
   destroy() {
+    this.destroyed = true;
     this.stopQr();
     clearTimeout(this.msgTimer);
     this.el.remove();

@@ -16,6 +16,7 @@ Environment knobs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -102,10 +103,18 @@ def _service_python() -> str:
 class Service:
     """One `python -m waservice` process with the fake engine."""
 
-    def __init__(self, data_dir: Path, log_path: Path, api_key: str | None = None, port: int | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        api_key: str | None = None,
+        config_path: Path | None = None,
+        port: int | None = None,
+    ):
         self.data_dir = data_dir
         self.log_path = log_path
         self.api_key = api_key
+        self.config_path = config_path
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -128,16 +137,18 @@ class Service:
         if self.api_key:
             env["WASERVICE_API_KEY"] = self.api_key
         module = os.environ.get("WASERVICE_BROWSER_MODULE", "waservice")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [_service_python(), "-m", module],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        args = [_service_python(), "-m", module]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -170,7 +181,9 @@ class Service:
         except OSError:
             return "(no log)"
 
-    def api(self, method: str, path: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
+    def api(
+        self, method: str, path: str, body: dict | None = None, key: str | None = None
+    ) -> tuple[int, dict]:
         """Call the HTTP API directly (not through the page): (status, parsed JSON)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
@@ -209,11 +222,16 @@ class Service:
 def service_factory(tmp_path: Path) -> Iterator:
     started: list[Service] = []
 
-    def make(api_key: str | None = None, start: bool = True) -> Service:
+    def make(api_key: str | None = None, config: str | None = None, start: bool = True) -> Service:
+        """config: TOML text passed with --config (environment settings still override it)."""
         n = len(started)
         data_dir = tmp_path / f"data{n}"
         data_dir.mkdir()
-        svc = Service(data_dir, tmp_path / f"service{n}.log", api_key=api_key)
+        config_path = None
+        if config is not None:
+            config_path = tmp_path / f"config{n}.toml"
+            config_path.write_text(config)
+        svc = Service(data_dir, tmp_path / f"service{n}.log", api_key=api_key, config_path=config_path)
         started.append(svc)
         if start:
             svc.start()
@@ -247,24 +265,26 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, request: pytest.FixtureRequest):
+def page(browser, service_factory, request: pytest.FixtureRequest):
+    # Depends on service_factory so that it is torn down first: the browser's idle keep-alive
+    # connections are closed before the service gets SIGTERM (they would hold its shutdown).
     context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
     pg = context.new_page()
     js_errors: list[str] = []
     pg.on("pageerror", lambda exc: js_errors.append(str(exc)))
+
     # The page's own files must load (relative static/ urls): a 404 there is a broken page.
-    pg.on(
-        "response",
-        lambda r: js_errors.append(f"{r.status} for {r.url}") if "/static/" in r.url and r.status >= 400 else None,
-    )
+    def on_response(r) -> None:
+        if "/static/" in r.url and r.status >= 400:
+            js_errors.append(f"{r.status} for {r.url}")
+
+    pg.on("response", on_response)
     pg.set_default_timeout(10_000)
     yield pg
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(Exception):  # best effort on a broken page
             pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failure.png"), full_page=True)
-        except Exception:  # noqa: BLE001 - best effort on a broken page
-            pass
     context.close()
     assert not js_errors, f"page errors (uncaught JavaScript exceptions, missing assets): {js_errors}"

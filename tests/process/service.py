@@ -46,6 +46,7 @@ class ServiceProcess:
         args = [sys.executable, "-m", "waservice"]
         if self._config is not None:
             args += ["--config", str(self._config)]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout

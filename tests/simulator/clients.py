@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -102,10 +103,8 @@ class RawClient:
 
     async def exit(self, timeout: float = 10.0) -> None:
         """Ask the driver to exit; kill it if it does not."""
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.command(cmd="exit")
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         with trio.move_on_after(timeout):
             await self.process.wait()
         self.kill()

@@ -34,12 +34,16 @@ _start = time.monotonic()
 def emit(event: str, **fields: Any) -> None:
     line = json.dumps({"event": event, "t": round(time.monotonic() - _start, 3), **fields}, default=str)
     with _lock:
-        _out.write(line + "\n")
-        _out.flush()
+        try:
+            _out.write(line + "\n")
+            _out.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the test runner went away; the process is about to end anyway
 
 
 def main() -> None:
     db_path, uuid = sys.argv[1], sys.argv[2]
+    import neonize
     from google.protobuf.json_format import MessageToDict
     from neonize.client import NewClient
     from neonize.events import (
@@ -55,8 +59,6 @@ def main() -> None:
         StreamReplacedEv,
         TemporaryBanEv,
     )
-
-    import neonize
 
     emit("started", neonize_file=neonize.__file__, pid=os.getpid())
     client = NewClient(db_path, uuid=uuid)
@@ -98,42 +100,49 @@ def main() -> None:
 
     threading.Thread(target=run_connect, name="connect", daemon=True).start()
 
+    def run_command(command: dict[str, Any]) -> None:
+        name = command.get("cmd")
+        try:
+            if name == "send":
+                try:
+                    response = client.send_message(command["to"], command["text"])
+                except Exception as exc:
+                    emit("send_error", error=str(exc), type=type(exc).__name__, to=command["to"])
+                else:
+                    emit("send_result", id=response.ID, timestamp=response.Timestamp, to=command["to"])
+            elif name in ("disconnect", "stop", "logout"):
+                getattr(client, name)()
+                emit("done", cmd=name)
+            elif name == "connect":
+                run_connect()
+            else:
+                emit("unknown_command", command=command)
+        except Exception:
+            emit("command_error", cmd=name, traceback=traceback.format_exc())
+
+    # Each command runs on its own thread: a neonize call that blocks (seen with disconnect()) must
+    # not stop the driver from taking further commands.
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         try:
             command = json.loads(line)
-            name = command.get("cmd")
-            if name == "send":
-                try:
-                    response = client.send_message(command["to"], command["text"])
-                except Exception as exc:
-                    emit("send_error", error=str(exc), type=type(exc).__name__)
-                else:
-                    emit("send_result", id=response.ID, timestamp=response.Timestamp, to=command["to"])
-            elif name == "disconnect":
-                client.disconnect()
-                emit("done", cmd=name)
-            elif name == "stop":
-                client.stop()
-                emit("done", cmd=name)
-            elif name == "logout":
-                client.logout()
-                emit("done", cmd=name)
-            elif name == "connect":
-                threading.Thread(target=run_connect, name="connect", daemon=True).start()
-            elif name == "exit":
-                break
-            else:
-                emit("unknown_command", command=command)
-        except Exception:
-            emit("command_error", traceback=traceback.format_exc())
+        except ValueError:
+            emit("bad_command", line=line)
+            continue
+        if command.get("cmd") == "exit":
+            break
+        threading.Thread(
+            target=run_command, args=(command,), name=str(command.get("cmd")), daemon=True
+        ).start()
     emit("exiting")
-    _out.flush()
-    # Skip interpreter teardown: Go threads may still be running and neonize's atexit paths can block.
-    os._exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # Skip interpreter teardown: neonize's connect worker is a non-daemon thread blocked in Go,
+        # so a normal exit would hang once stdin is closed.
+        os._exit(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from .codec import LID_SERVER, USER_SERVER, JID
+from .codec import JID, LID_SERVER, USER_SERVER
 from .keys import KeyPair
 from .signal_rx import SignalDevice
 

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Union
 
 # Tag bytes (whatsmeow binary/token).
 LIST_EMPTY = 0
@@ -87,8 +86,8 @@ class JID:
 
 SERVER_JID = JID("", USER_SERVER)
 
-Content = Union[None, str, bytes, JID, list["Node"]]
-AttrValue = Union[str, JID, int]
+Content = None | str | bytes | JID | list["Node"]
+AttrValue = str | JID | int
 
 
 @dataclass
@@ -148,10 +147,7 @@ def render(node: Node, indent: str = "") -> str:
         return f"{indent}<{node.tag}{attrs}>\n{inner}\n{indent}</{node.tag}>"
     if node.content is None:
         return f"{indent}<{node.tag}{attrs}/>"
-    if isinstance(node.content, bytes):
-        shown = f"<!-- {len(node.content)} bytes -->"
-    else:
-        shown = str(node.content)
+    shown = f"<!-- {len(node.content)} bytes -->" if isinstance(node.content, bytes) else str(node.content)
     return f"{indent}<{node.tag}{attrs}>{shown}</{node.tag}>"
 
 

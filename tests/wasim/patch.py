@@ -28,6 +28,8 @@ class PatchError(RuntimeError):
 
 def simulator_url(port: int) -> bytes:
     """``ws://127.0.0.1:PORT/ws/chat`` padded with ``/`` to the original URL's 30 bytes."""
+    if not 0 < port < 65536:
+        raise PatchError(f"invalid port {port}")
     url = f"ws://127.0.0.1:{port}/ws/chat".encode()
     if len(url) > len(WHATSAPP_URL):
         raise PatchError(f"port {port} makes the URL longer than {len(WHATSAPP_URL)} bytes")

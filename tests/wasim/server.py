@@ -15,6 +15,7 @@ Usage from a pytest-trio test::
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hmac
 import itertools
@@ -35,7 +36,7 @@ import trio_websocket
 
 from . import codec, proto
 from .accounts import Account, CompanionDevice, ReceivedMessage, UploadedKeys
-from .codec import LID_SERVER, SERVER_JID, USER_SERVER, JID, Node
+from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
 from .signal_rx import DecryptError, extract_text
 
@@ -84,16 +85,12 @@ class Connection:
 
     def send(self, node: Node) -> None:
         """Queue a node; the connection's writer task encrypts and sends it in order."""
-        try:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self.outbox.send_nowait(node)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
 
     def close(self, delay: float = 0.0, abrupt: bool = False) -> None:
-        try:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self.outbox.send_nowait(_Close(delay, abrupt))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
 
     @property
     def is_open(self) -> bool:
@@ -125,7 +122,9 @@ class QrData:
         parts = body.split(",")
         if len(parts) < 4:
             raise SimulatorError(f"not a WhatsApp pairing QR string: {qr!r}")
-        return cls(parts[0], base64.b64decode(parts[1]), base64.b64decode(parts[2]), base64.b64decode(parts[3]))
+        return cls(
+            parts[0], base64.b64decode(parts[1]), base64.b64decode(parts[2]), base64.b64decode(parts[3])
+        )
 
 
 # ------------------------------------------------------------------ the simulator
@@ -159,34 +158,72 @@ class Simulator:
         self._conn_ids = itertools.count(1)
         self._iq_ids = itertools.count(1)
         self._changed = trio.Event()
+        self._handlers: trio.Nursery | None = None
+        self._listen_scope: trio.CancelScope | None = None
+        self._host = "127.0.0.1"
 
     # -------------------------------------------------------------- serving
 
     async def serve(
-        self, port: int, host: str = "127.0.0.1", *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen until cancelled; ``await nursery.start(sim.serve, port)`` returns once listening.
 
-        Connection handlers live in this task's own nursery so that the listener can be cancelled
-        with everything else when the test ends.
+        Connection handlers live in this task's own nursery, apart from the listener, so that the
+        listener can be closed and reopened (:meth:`stop_listening`) while connections stay up.
         """
         async with trio.open_nursery() as handlers:
-            listen = functools.partial(
-                trio_websocket.serve_websocket,
-                self._handle,
-                host,
-                port,
-                None,
-                handler_nursery=handlers,
-                max_message_size=MAX_FRAME + 16,
-                message_queue_size=64,
-                connect_timeout=10,
-                disconnect_timeout=2,
-            )
-            server = await handlers.start(listen)
-            self.port = server.port
+            self._handlers = handlers
+            self._host = host
+            self.port = await handlers.start(self._listen, port)
             log.info("simulator listening on %s:%s", host, self.port)
             task_status.started(self.port)
+            # Keep the nursery open while the listener is closed and no connection is left.
+            await trio.sleep_forever()
+
+    async def _listen(
+        self, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self._handlers is not None
+        listen = functools.partial(
+            trio_websocket.serve_websocket,
+            self._handle,
+            self._host,
+            port,
+            None,
+            handler_nursery=self._handlers,
+            max_message_size=MAX_FRAME + 16,
+            message_queue_size=64,
+            connect_timeout=10,
+            disconnect_timeout=2,
+        )
+        with trio.CancelScope() as scope:
+            self._listen_scope = scope
+            # The listener runs in this scope; accepted connections run in the handlers nursery.
+            async with trio.open_nursery() as listener:
+                server = await listener.start(listen)
+                task_status.started(server.port)
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket: new connections get "connection refused" (server unreachable).
+
+        Existing connections stay up. Use :meth:`start_listening` to listen again on the same port.
+        """
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+            self._listen_scope = None
+            await trio.sleep(0.05)  # let the listener task close its socket
+        self._record("listening", {"on": False})
+
+    async def start_listening(self) -> None:
+        """Reopen the listening socket closed by :meth:`stop_listening`."""
+        if self._listen_scope is None and self._handlers is not None and self.port is not None:
+            await self._handlers.start(self._listen, self.port)
+        self._record("listening", {"on": True})
 
     async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
         if self._refusing:
@@ -235,7 +272,9 @@ class Simulator:
                 log.debug("conn %d ← %s", conn.id, node)
                 self._on_node(conn, node)
 
-    async def _writer(self, conn: Connection, ws: trio_websocket.WebSocketConnection, cipher: Transport) -> None:
+    async def _writer(
+        self, conn: Connection, ws: trio_websocket.WebSocketConnection, cipher: Transport
+    ) -> None:
         async for item in conn.outbox_rx:
             if isinstance(item, _Close):
                 await trio.sleep(item.delay)
@@ -288,7 +327,11 @@ class Simulator:
         iq_id = self._server_iq_id(conn, "pair-device")
         content = [Node("ref", {}, ref.encode()) for ref in refs]
         conn.send(
-            Node("iq", {"from": SERVER_JID, "type": "set", "id": iq_id, "xmlns": "md"}, [Node("pair-device", {}, content)])
+            Node(
+                "iq",
+                {"from": SERVER_JID, "type": "set", "id": iq_id, "xmlns": "md"},
+                [Node("pair-device", {}, content)],
+            )
         )
 
     def _login(self, conn: Connection, phone: str, device_id: int) -> None:
@@ -301,7 +344,9 @@ class Simulator:
             reason = "401"  # unknown or removed device, as the real server answers
         if reason is not None or account is None:
             self.failed_logins[phone] += 1
-            self._record("login_failed", {"conn": conn.id, "phone": phone, "device": device_id, "reason": reason})
+            self._record(
+                "login_failed", {"conn": conn.id, "phone": phone, "device": device_id, "reason": reason}
+            )
             if reason in ("401", "403", "406") and account is not None:
                 account.companions.pop(device_id, None)
             conn.send(Node("failure", {"reason": reason or "401", "location": "sim"}))
@@ -332,7 +377,9 @@ class Simulator:
         elif node.tag == "message":
             self._on_message(conn, node)
         elif node.tag == "receipt":
-            conn.send(Node("ack", {"class": "receipt", "id": node.attr("id"), "from": node.jid("to") or SERVER_JID}))
+            conn.send(
+                Node("ack", {"class": "receipt", "id": node.attr("id"), "from": node.jid("to") or SERVER_JID})
+            )
         # ib, presence, ack, chatstate...: nothing to answer
 
     def _on_iq(self, conn: Connection, node: Node) -> None:
@@ -462,7 +509,8 @@ class Simulator:
         wanted = {child.tag for child in query.children} if query else set()
         user_list = usync.child("list")
         results = [
-            self._usync_user(user, wanted) for user in (user_list.children_by_tag("user") if user_list else [])
+            self._usync_user(user, wanted)
+            for user in (user_list.children_by_tag("user") if user_list else [])
         ]
         attrs = {k: v for k, v in usync.attrs.items() if k in ("sid", "mode", "context", "index", "last")}
         return [Node("usync", attrs, [Node("list", {}, [r for r in results if r is not None])])]
@@ -493,7 +541,12 @@ class Simulator:
     def _on_message(self, conn: Connection, node: Node) -> None:
         to = node.jid("to")
         msg_id = node.attr("id")
-        conn.send(Node("ack", {"class": "message", "id": msg_id, "from": to or SERVER_JID, "t": str(int(time.time()))}))
+        conn.send(
+            Node(
+                "ack",
+                {"class": "message", "id": msg_id, "from": to or SERVER_JID, "t": str(int(time.time()))},
+            )
+        )
         recipient = self._account_for(to) if to else None
         sender = self.accounts.get(conn.phone or "")
         record = ReceivedMessage(
@@ -601,11 +654,20 @@ class Simulator:
                 Node("platform", {"name": "android"}),
                 Node(
                     "device",
-                    {"jid": account.pn_jid.with_device(device.device_id), "lid": account.lid_jid.with_device(device.device_id)},
+                    {
+                        "jid": account.pn_jid.with_device(device.device_id),
+                        "lid": account.lid_jid.with_device(device.device_id),
+                    },
                 ),
             ],
         )
-        conn.send(Node("iq", {"from": SERVER_JID, "type": "set", "id": iq_id, "t": str(int(time.time()))}, [pair_success]))
+        conn.send(
+            Node(
+                "iq",
+                {"from": SERVER_JID, "type": "set", "id": iq_id, "t": str(int(time.time()))},
+                [pair_success],
+            )
+        )
         self._record("scanned", {"conn": conn.id, "phone": account.phone, "device": device.device_id})
 
     def rotate_qr(self, connection_id: int | None = None) -> int:
@@ -623,7 +685,9 @@ class Simulator:
     def phone_connections(self, phone: str) -> list[Connection]:
         """Open connections that logged in as this phone (any of its devices)."""
         phone = phone.lstrip("+")
-        return [c for c in self.connections.values() if c.phone == phone and c.state in ("logged_in", "active")]
+        return [
+            c for c in self.connections.values() if c.phone == phone and c.state in ("logged_in", "active")
+        ]
 
     def connected_phones(self) -> set[str]:
         """Phones with a connection that completed login and the post-login ``passive`` IQ."""
@@ -660,7 +724,9 @@ class Simulator:
                 account = self.accounts.get(conn.phone or "")
                 if account and conn.device_id is not None:
                     account.companions.pop(conn.device_id, None)
-        self._record("stream_error", {"phone": phone, "code": code, "conflict": conflict, "hit": len(targets)})
+        self._record(
+            "stream_error", {"phone": phone, "code": code, "conflict": conflict, "hit": len(targets)}
+        )
         return len(targets)
 
     def drop(self, phone: str) -> int:
@@ -743,7 +809,9 @@ class Simulator:
         assert isinstance(found, ReceivedMessage)
         return found
 
-    async def wait_event(self, kind: str, timeout: float = 15.0, after: int = 0, **match: object) -> dict[str, object]:
+    async def wait_event(
+        self, kind: str, timeout: float = 15.0, after: int = 0, **match: object
+    ) -> dict[str, object]:
         """Until an event of this kind (with matching fields) is logged; ``after`` skips earlier ones
         (pass ``len(sim.history)`` taken before the action)."""
 
@@ -832,7 +900,11 @@ def _bundle_nodes(
         Node(
             "skey",
             {},
-            [Node("id", {}, spk_id.to_bytes(3, "big")), Node("value", {}, spk_pub), Node("signature", {}, spk_sig)],
+            [
+                Node("id", {}, spk_id.to_bytes(3, "big")),
+                Node("value", {}, spk_pub),
+                Node("signature", {}, spk_sig),
+            ],
         ),
     ]
     if one_time is not None:

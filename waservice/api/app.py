@@ -47,7 +47,7 @@ class _Provider(OpenAPIProvider):
 
 
 def create_app(manager: SessionManager, api_key: str = "") -> QuartTrio:
-    app = QuartTrio("waservice")
+    app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/api-docs/assets/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/api-docs/assets/swagger-ui.css"

@@ -52,6 +52,21 @@ async def fail():
     return {"success": True}
 
 
+@attrs.define
+class RefuseRequest:
+    refuse: bool = True
+
+
+@bp.post("/refuse")
+@hide
+async def refuse():
+    """While on, every connection attempt fails at once (a WhatsApp outage)."""
+    body = await read_body(RefuseRequest)
+    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
+    engine.refuse_connections = body.refuse
+    return {"success": True, "refuse": body.refuse}
+
+
 @bp.get("/sent")
 @hide
 async def sent():

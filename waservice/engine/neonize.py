@@ -61,7 +61,9 @@ DB_NAME = "whatsmeow.db"
 # How long a starting client keeps the bridge to itself when no callback says it is past the
 # point where Go registers it in its maps (that happens within milliseconds of the call).
 START_HOLD = 0.05
-STOP_TIMEOUT = 10.0
+# After Stop, connect() returns within milliseconds, except while whatsmeow shows a QR code.
+STOP_WAIT = 3.0
+QR_CODES_PER_PAIRING = 6  # whatsmeow shows 6 codes (60 s, then 20 s each) before "timeout"
 
 
 class BridgeLock:
@@ -92,208 +94,217 @@ class BridgeLock:
             yield
 
 
-class NeonizeClient:
-    def __init__(self, engine: NeonizeEngine, session_id: str, directory: Path) -> None:
-        self._engine = engine
-        self._session_id = session_id
-        self._directory = directory
-        self._client: NewClient | None = None
-        self._emit: Emit | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._nursery: trio.Nursery | None = None
-        self._started = trio.Event()
-        self._thread_done = trio.Event()
-        self._thread_done.set()  # no connection thread yet
-        self._stream_error: str | None = None
-        self._outcome: str | None = None
+class _Connection:
+    """One connection attempt: its own NewClient, Go uuid and worker thread.
 
-    # -- one NewClient per session, for its whole life ----------------------------------------
+    A fresh uuid per attempt keeps attempts apart in Go's maps: a client stopped while showing a QR
+    code cannot be waited for (whatsmeow's QR loop ignores Stop until its codes run out, up to
+    160 s), so it is left to finish by itself and must not touch its successor.
+    """
 
-    def _new_client(self) -> NewClient:
-        self._directory.mkdir(parents=True, exist_ok=True)
-        client = NewClient(str(self._directory.resolve() / DB_NAME), uuid=self._session_id)
-        # Collecting a NewClient calls Go's Stop(uuid), which would hit whichever client has that
-        # uuid then, outside our lock. We keep this one object and stop it ourselves.
+    def __init__(self, owner: NeonizeClient, number: int) -> None:
+        self.owner = owner
+        self.number = number
+        self.token = trio.lowlevel.current_trio_token()
+        self.started = trio.Event()  # Go has registered the client (or the attempt ended)
+        self.done = trio.Event()  # connect() returned
+        self.outcome: str | None = None
+        self.stream_error: str | None = None
+        self.qr_codes = 0
+        self.stopping = False
+        self.client = self._new_client(f"{owner.session_id}.{number}")
+
+    def _new_client(self, uuid: str) -> NewClient:
+        client = NewClient(str(self.owner.directory.resolve() / DB_NAME), uuid=uuid)
+        # Collecting a NewClient calls Go's Stop(uuid) outside our lock; we stop it ourselves.
         client._stop_finalizer.detach()
-        # Registered once, before any connect(): Go takes the list of subscribed events at connect.
+        # Registered before connect(): Go takes the list of subscribed events at connect.
         # Plain closures, not bound methods: neonize holds bound methods only weakly.
-        client.event.qr(lambda _c, data: self._post(QrCode(data.decode())))
-        handlers: dict[type, Callable[[Any], None]] = {
-            PairStatusEv: self._on_pair_status,
-            ConnectedEv: lambda _ev: self._post_connected(),
-            DisconnectedEv: lambda _ev: self._post(ConnectionLost(self._stream_error or "connection lost")),
-            StreamErrorEv: self._on_stream_error,
-            KeepAliveTimeoutEv: lambda ev: log.warning(
-                "session=%s keepalive timeout (%d errors)", self._session_id, ev.ErrorCount
-            ),
-            LoggedOutEv: lambda ev: self._post(
-                LoggedOut(f"logged out from the phone ({ConnectFailureReason.Name(ev.Reason).lower()})")
-            ),
-            StreamReplacedEv: lambda _ev: self._post(
-                Stopped("connection replaced: this account was opened by another client")
-            ),
-            TemporaryBanEv: lambda ev: self._post(
-                Stopped(f"temporarily banned by WhatsApp (code {ev.Code}, expires in {ev.Expire} s)")
-            ),
-            ConnectFailureEv: lambda ev: self._post(
-                Stopped(
-                    f"WhatsApp refused the connection: {ConnectFailureReason.Name(ev.Reason)} {ev.Message}"
-                )
-            ),
-            ClientOutdatedEv: lambda _ev: self._post(
-                Stopped("WhatsApp says this client version is outdated")
-            ),
-        }
-        for event_type, handler in handlers.items():
+        client.event.qr(lambda _c, data: self._on_qr(data.decode()))
+        for event_type, handler in self._handlers().items():
             client.event(event_type)(_quiet(handler))
         # neonize only print()s the pairing status (where QR expiry shows); we need it as an event.
         client._NewClient__onLoginStatus = self._on_login_status
         return client
 
+    def _handlers(self) -> dict[type, Callable[[Any], None]]:
+        reason = ConnectFailureReason.Name
+        return {
+            PairStatusEv: self._on_pair_status,
+            ConnectedEv: lambda _ev: self.post(None),
+            DisconnectedEv: lambda _ev: self.post(ConnectionLost(self.stream_error or "connection lost")),
+            StreamErrorEv: self._on_stream_error,
+            KeepAliveTimeoutEv: lambda ev: log.warning(
+                "session=%s keepalive timeout (%d errors)", self.owner.session_id, ev.ErrorCount
+            ),
+            LoggedOutEv: lambda ev: self.post(
+                LoggedOut(f"logged out from the phone ({reason(ev.Reason).lower()})")
+            ),
+            StreamReplacedEv: lambda _ev: self.post(
+                Stopped("connection replaced: this account was opened by another client")
+            ),
+            TemporaryBanEv: lambda ev: self.post(
+                Stopped(f"temporarily banned by WhatsApp (code {ev.Code}, expires in {ev.Expire} s)")
+            ),
+            ConnectFailureEv: lambda ev: self.post(
+                Stopped(f"WhatsApp refused the connection: {reason(ev.Reason)} {ev.Message}")
+            ),
+            ClientOutdatedEv: lambda _ev: self.post(Stopped("WhatsApp says this client version is outdated")),
+        }
+
+    # -- on Go threads: hand over to trio, touch nothing else -------------------------------
+
+    def post(self, event: EngineEvent | None) -> None:
+        """`None` means "connected" (the phone number is looked up on the trio side)."""
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(self.owner.deliver, self, event)
+
+    def _on_qr(self, code: str) -> None:
+        self.qr_codes += 1
+        self.post(QrCode(code))
+
+    def _on_pair_status(self, status: Any) -> None:
+        if status.Status == status.SUCCESS:
+            self.post(Paired(status.ID.User))
+        else:
+            self.post(ConnectionLost(f"pairing failed: {status.Error}"))
+
+    def _on_stream_error(self, error: Any) -> None:
+        self.stream_error = f"stream error {error.Code}" if error.Code else "stream error"
+
+    def _on_login_status(self, _uuid: int, status_ptr: int) -> None:
+        status = ctypes.string_at(status_ptr).decode() if status_ptr else ""
+        if status == "timeout" and self.qr_codes >= QR_CODES_PER_PAIRING:
+            self.post(Stopped("QR code expired without being scanned; POST /connect for a new one"))
+        elif status == "timeout":  # whatsmeow says "timeout" for any disconnect while pairing
+            self.post(ConnectionLost(self.stream_error or "connection lost while waiting for the QR scan"))
+        elif status.startswith("err"):
+            self.post(ConnectionLost(f"pairing failed: {status}"))
+
+    def run_blocking(self) -> str:
+        """On a worker thread: neonize's connect() returns only when the connection is over."""
+        try:
+            self.client.connect()
+        except NeonizeError as exc:
+            return str(exc) or "connection failed"
+        return self.stream_error or "connection closed"
+
+    def finished(self, outcome: Any) -> None:
+        """On the worker thread, after connect() returned."""
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(self._over, outcome)
+
+    def _over(self, outcome: Any) -> None:
+        try:
+            self.outcome = outcome.unwrap()
+        except BaseException as exc:
+            self.outcome = f"engine error: {exc!r}"
+        self.started.set()
+        self.done.set()
+
+
+class NeonizeClient:
+    def __init__(self, engine: NeonizeEngine, session_id: str, directory: Path) -> None:
+        self.engine = engine
+        self.session_id = session_id
+        self.directory = directory
+        self._attempts = 0
+        self._current: _Connection | None = None
+        self._emit: Emit | None = None
+        self._nursery: trio.Nursery | None = None
+
     # -- Client interface ----------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
-        if not self._thread_done.is_set():
-            raise EngineError("the previous connection is still stopping")
-        if self._client is None:
-            self._client = self._new_client()
-        self._emit, self._token = emit, trio.lowlevel.current_trio_token()
-        self._started, self._thread_done = trio.Event(), trio.Event()
-        self._stream_error = self._outcome = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._attempts += 1
+        conn = self._current = _Connection(self, self._attempts)
+        self._emit = emit
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                async with self._engine.bridge.exclusive():
-                    trio.lowlevel.start_thread_soon(self._connect_blocking, self._thread_finished)
+                async with self.engine.bridge.exclusive():
+                    trio.lowlevel.start_thread_soon(conn.run_blocking, conn.finished)
                     with trio.move_on_after(START_HOLD):
-                        await self._started.wait()
+                        await conn.started.wait()
                 try:
-                    await self._thread_done.wait()  # the connection ended by itself
+                    await conn.done.wait()  # the connection ended by itself
                 finally:
-                    if not self._thread_done.is_set():  # cancelled: stop Go cleanly so it saves state
-                        with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
-                            await self._stop()
+                    if not conn.done.is_set():  # cancelled: stop Go cleanly so it saves its state
+                        with trio.CancelScope(shield=True):
+                            await self._stop(conn)
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = self._emit = None
-        raise EngineError(self._outcome or "connection closed")
+        raise EngineError(conn.outcome or "connection closed")
 
-    def _connect_blocking(self) -> str:
-        """On a worker thread: neonize's connect() returns only when the connection is over."""
-        assert self._client is not None
-        try:
-            self._client.connect()
-        except NeonizeError as exc:
-            return str(exc) or "connection failed"
-        return self._stream_error or "connection closed"
+    async def _stop(self, conn: _Connection) -> None:
+        if conn.stopping:
+            return
+        conn.stopping = True
+        async with self.engine.bridge.exclusive():
+            if not conn.done.is_set():
+                await trio.to_thread.run_sync(conn.client.stop)
+        if conn.qr_codes == 0:  # a QR loop ignores Stop; anything else returns within milliseconds
+            with trio.move_on_after(STOP_WAIT):
+                await conn.done.wait()
+        if not conn.done.is_set():
+            log.debug("session=%s attempt %d left to finish by itself", self.session_id, conn.number)
 
-    def _thread_finished(self, outcome: Any) -> None:
-        """On the worker thread, after connect() returned: report back to trio."""
-        token = self._token
-        if token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._connection_over, outcome)
+    def deliver(self, conn: _Connection, event: EngineEvent | None) -> None:
+        """On the trio thread: pass on events of the current connection only."""
+        conn.started.set()
+        if conn is not self._current or self._emit is None or conn.done.is_set():
+            return
+        if event is None:
+            if self._nursery is not None:
+                self._nursery.start_soon(self._report_connected, conn)
+        else:
+            self._emit(event)
 
-    def _connection_over(self, outcome: Any) -> None:
-        try:
-            self._outcome = outcome.unwrap()
-        except BaseException as exc:
-            self._outcome = f"engine error: {exc!r}"
-        self._started.set()
-        self._thread_done.set()
+    async def _report_connected(self, conn: _Connection) -> None:
+        phone = None
+        async with self.engine.bridge.shared():
+            if not conn.done.is_set():
+                with contextlib.suppress(NeonizeError):
+                    phone = (await trio.to_thread.run_sync(conn.client.get_me)).JID.User or None
+        if conn is self._current and self._emit is not None:
+            self._emit(Connected(phone))
 
-    @property
-    def _running(self) -> bool:
-        return not self._thread_done.is_set()
-
-    async def _stop(self) -> None:
-        client = self._client
-        assert client is not None
-        async with self._engine.bridge.exclusive():
-            if self._running:
-                await trio.to_thread.run_sync(client.stop)
-        await self._thread_done.wait()  # connect() returns soon after Stop
+    def _live(self) -> _Connection:
+        conn = self._current
+        if conn is None or conn.done.is_set() or self._emit is None:
+            raise EngineError("not connected")
+        return conn
 
     async def send_text(self, number: str, text: str) -> SentMessage:
-        client = self._client
-        if client is None or not self._running:
-            raise EngineError("not connected")
-        async with self._engine.bridge.shared():
-            if not self._running:
+        conn = self._live()
+        async with self.engine.bridge.shared():
+            if conn.done.is_set():
                 raise EngineError("not connected")
             try:
-                response = await trio.to_thread.run_sync(client.send_message, build_jid(number), text)
+                response = await trio.to_thread.run_sync(conn.client.send_message, build_jid(number), text)
             except NeonizeError as exc:
                 raise EngineError(str(exc)) from None
         return SentMessage(id=response.ID, timestamp=int(response.Timestamp), to=number)
 
     async def logout(self) -> None:
-        client = self._client
-        if client is None or not self._running:
+        try:
+            conn = self._live()
+        except EngineError:
             return
-        async with self._engine.bridge.shared():
-            if self._running:
+        async with self.engine.bridge.shared():
+            if not conn.done.is_set():
                 try:
-                    await trio.to_thread.run_sync(client.logout)
+                    await trio.to_thread.run_sync(conn.client.logout)
                 except NeonizeError as exc:
                     raise EngineError(str(exc)) from None
 
     async def close(self) -> None:
-        if self._client is not None and self._running:
-            with trio.move_on_after(STOP_TIMEOUT):
-                await self._stop()
-
-    # -- from Go threads ------------------------------------------------------------------------
-
-    def _post(self, event: EngineEvent) -> None:
-        """Called on a Go thread: hand the event to trio, never touch trio objects here."""
-        token = self._token
-        if token is None:
-            return
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(self._deliver, event)
-
-    def _deliver(self, event: EngineEvent) -> None:
-        self._started.set()
-        if self._emit is not None:
-            self._emit(event)
-
-    def _on_pair_status(self, status: Any) -> None:
-        if status.Status == status.SUCCESS:
-            self._post(Paired(status.ID.User))
-        else:
-            self._post(ConnectionLost(f"pairing failed: {status.Error}"))
-
-    def _on_stream_error(self, error: Any) -> None:
-        self._stream_error = f"stream error {error.Code}" if error.Code else "stream error"
-
-    def _on_login_status(self, _uuid: int, status_ptr: int) -> None:
-        status = ctypes.string_at(status_ptr).decode() if status_ptr else ""
-        if status == "timeout":
-            self._post(Stopped("QR code expired without being scanned; POST /connect for a new one"))
-        elif status.startswith("err"):
-            self._post(ConnectionLost(f"pairing failed: {status}"))
-
-    def _post_connected(self) -> None:
-        token = self._token
-        if token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._spawn_report_connected)
-
-    def _spawn_report_connected(self) -> None:
-        self._started.set()
-        if self._nursery is not None:
-            self._nursery.start_soon(self._report_connected)
-
-    async def _report_connected(self) -> None:
-        phone = None
-        client = self._client
-        async with self._engine.bridge.shared():
-            if self._running and client is not None:
-                with contextlib.suppress(NeonizeError):
-                    phone = (await trio.to_thread.run_sync(client.get_me)).JID.User or None
-        if self._emit is not None:
-            self._emit(Connected(phone))
+        conn = self._current
+        if conn is not None and not conn.done.is_set():
+            with trio.CancelScope(shield=True):
+                await self._stop(conn)
 
 
 def _quiet(handler: Callable[[Any], None]) -> Callable[[Any, Any], None]:
@@ -316,15 +327,6 @@ class NeonizeEngine:
         logging.getLogger("neonize.utils.log").setLevel(logging.getLogger("neonize").getEffectiveLevel())
         _silence_stdout()
 
-
-def _silence_stdout() -> None:
-    """The Go library prints to stdout ("Press Ctrl+C to exit", login events) on every connect.
-    Our logs go to stderr, so stdout (fd 1) is pointed at /dev/null for the whole process."""
-    sys.stdout.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-
     def client(self, session_id: str, directory: Path) -> NeonizeClient:
         return NeonizeClient(self, session_id, directory)
 
@@ -341,3 +343,12 @@ def _silence_stdout() -> None:
     def forget_credentials(self, directory: Path) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             (directory / (DB_NAME + suffix)).unlink(missing_ok=True)
+
+
+def _silence_stdout() -> None:
+    """The Go library prints to stdout ("Press Ctrl+C to exit", login events) on every connect.
+    Our logs go to stderr, so stdout (fd 1) is pointed at /dev/null for the whole process."""
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)

@@ -1,0 +1,226 @@
+"""End to end: the real `waservice` process on the real neonize engine, against the simulator.
+
+The service runs in a subprocess with a patched neonize copy first on its path; the simulator runs
+in this test's trio loop, so every blocking call here goes through a thread or an async client.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.process.service import ServiceProcess
+from tests.wasim import QrData, Simulator
+
+pytestmark = [pytest.mark.simulator, pytest.mark.trio]
+
+PHONE, PHONE2, CONTACT = "15550001111", "15550002222", "15559998888"
+# Short, seed-shaped backoff: 0.4, 0.8, 1.6, 2, 2 s (ratios 1:2:4, capped), 5 attempts.
+FAST_RECONNECT = "[reconnect]\ninitial_delay = 0.4\nfactor = 2.0\nmax_delay = 2.0\nmax_attempts = 5\n"
+
+
+class Api:
+    """The service's HTTP API, async (the simulator shares this thread's event loop)."""
+
+    def __init__(self, service: ServiceProcess) -> None:
+        self.service = service
+        self.http = httpx.AsyncClient(base_url=service.url, timeout=30)
+
+    async def status(self, session_id: str) -> dict:
+        return (await self.http.get("/status", params={"session_id": session_id})).json()
+
+    async def post(self, path: str, **body: object) -> httpx.Response:
+        return await self.http.post(path, json=body)
+
+    async def wait_state(self, session_id: str, state: str, timeout: float = 30) -> dict:
+        status: dict = {}
+        with trio.move_on_after(timeout):
+            while (status := await self.status(session_id)).get("state") != state:
+                await trio.sleep(0.05)
+            return status
+        raise AssertionError(f"{session_id} never reached {state}: {status}\n{self.service.log()[-3000:]}")
+
+    async def qr(self, session_id: str) -> dict:
+        await self.wait_state(session_id, "qr_ready")
+        response = await self.http.get("/qr", params={"session_id": session_id})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def pair(self, sim: Simulator, session_id: str, phone: str) -> None:
+        assert (await self.post("/connect", session_id=session_id)).status_code == 200
+        sim.scan_qr((await self.qr(session_id))["code"], phone)
+        status = await self.wait_state(session_id, "connected")
+        assert status["phone_number"] == phone
+
+
+StartService = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+async def start_service(patched_dir: Path, tmp_path: Path) -> AsyncIterator[StartService]:
+    """`await start_service()` runs waservice (real engine) on the simulator; stopped at the end."""
+    services: list[ServiceProcess] = []
+    config = tmp_path / "config.toml"
+    config.write_text(FAST_RECONNECT)
+
+    async def start(data: str = "data") -> Api:
+        service = ServiceProcess(tmp_path / data, config=config, pythonpath=patched_dir)
+        services.append(service)
+        await trio.to_thread.run_sync(service.start)
+        return Api(service)
+
+    yield start
+    for service in services:
+        code = await trio.to_thread.run_sync(service.stop)
+        assert code == 0, service.log()[-3000:]
+
+
+def decode_qr_png(data_url: str) -> str:
+    from PIL import Image
+    from pyzbar.pyzbar import decode
+
+    png = base64.b64decode(data_url.removeprefix("data:image/png;base64,"))
+    (symbol,) = decode(Image.open(io.BytesIO(png)))
+    return symbol.data.decode()
+
+
+async def test_qr_is_the_clients_and_rotates(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.post("/connect", session_id="s1")
+    qr = await api.qr("s1")
+    pending = await sim.wait_pairing()
+    data = QrData.parse(qr["code"])
+    assert data.ref in pending.refs
+    assert base64.b64encode(data.noise_pub).decode() == pending.noise_key_b64
+    assert decode_qr_png(qr["qr"]) == qr["code"]
+
+    sim.rotate_qr()
+    with trio.fail_after(20):
+        while (rotated := (await api.http.get("/qr", params={"session_id": "s1"})).json())["code"] == qr[
+            "code"
+        ]:
+            await trio.sleep(0.05)
+    assert decode_qr_png(rotated["qr"]) == rotated["code"]
+    assert QrData.parse(rotated["code"]).ref != data.ref
+
+
+async def test_pair_send_and_reconnect_after_drop(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.pair(sim, "s1", PHONE)
+    sessions = (await api.http.get("/sessions")).json()["sessions"]
+    assert {"session_id": "s1", "phone_number": PHONE, "state": "connected"}.items() <= next(
+        s for s in sessions if s["session_id"] == "s1"
+    ).items()
+
+    response = await api.post("/send", session_id="s1", number=CONTACT, message="hello from waservice")
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    message = await sim.wait_message(to=CONTACT, text="hello from waservice")
+    assert message.id == result["id"] and message.from_phone == PHONE
+
+    # The simulator drops the socket: the session must notice, and reconnect by itself.
+    assert sim.drop(PHONE) == 1
+    seen_down = False
+    with trio.fail_after(30):  # fails if the drop is never reported, or never recovered from
+        while True:
+            state = (await api.status("s1"))["state"]
+            if state != "connected":
+                seen_down = True
+            elif seen_down:
+                break
+            await trio.sleep(0.01)
+    # "connected" again only once the simulator has a live, logged-in connection for this phone.
+    assert PHONE in sim.connected_phones()
+    response = await api.post("/send", session_id="s1", number=CONTACT, message="after the drop")
+    assert response.status_code == 200, response.text
+    await sim.wait_message(to=CONTACT, text="after the drop")
+
+
+async def test_backoff_until_failed_then_reset(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.pair(sim, "s1", PHONE)
+    sim.refuse_connections(True)
+    mark = len(sim.history)
+    sim.drop(PHONE)
+    dropped_at = sim.history[mark][0]
+    status = await api.wait_state("s1", "failed", timeout=40)
+    assert status["reconnect_attempts"] == 5 and "gave up after 5" in status["last_error"]
+    # whatsmeow redials once by itself at once (its own auto-reconnect) before the supervisor
+    # stops it; every later attempt is the supervisor's backoff.
+    refused = [e["t"] - dropped_at for e in sim.events("refused") if e["t"] - dropped_at > 0.2]
+    assert len(refused) == 5, refused  # exactly the attempt limit
+    # Attempts at 0.4, 1.2, 2.8, 4.8, 6.8 s: delays 0.4, 0.8, 1.6, 2, 2 (doubling, then the cap).
+    delays = [b - a for a, b in zip([0.0, *refused], refused, strict=False)]
+    for delay, expected in zip(delays, [0.4, 0.8, 1.6, 2.0, 2.0], strict=True):
+        assert expected - 0.05 <= delay <= expected + 0.5, delays
+    before = sim.refused_connections
+    await trio.sleep(3)
+    assert sim.refused_connections == before  # nothing retries once failed
+    assert (await api.status("s1"))["state"] == "failed"
+
+    sim.refuse_connections(False)
+    assert (await api.post("/reset-reconnect", session_id="s1")).status_code == 200
+    status = await api.wait_state("s1", "connected")
+    assert status["reconnect_attempts"] == 0 and status["last_error"] is None
+
+
+async def test_logout_from_phone_then_pair_again(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.pair(sim, "s1", PHONE)
+    logins = sim.phone_state(PHONE)["logins"]
+    sim.stream_error(PHONE, code=401, conflict="device_removed")
+    status = await api.wait_state("s1", "disconnected")
+    assert status["phone_number"] is None and "logged out" in status["last_error"]
+    await trio.sleep(3)
+    assert sim.phone_state(PHONE)["logins"] == logins  # no reconnect loop
+    assert (await api.status("s1"))["state"] == "disconnected"
+    assert not any(e["kind"] == "refused" for e in sim.events())
+
+    # No delete/recreate: /connect shows a fresh QR and pairing works again.
+    await api.pair(sim, "s1", PHONE)
+
+
+async def test_conflict_replaced_stops(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.pair(sim, "s1", PHONE)
+    logins = sim.phone_state(PHONE)["logins"]
+    sim.stream_error(PHONE, conflict="replaced")
+    status = await api.wait_state("s1", "disconnected")
+    assert "replaced" in status["last_error"]
+    await trio.sleep(3)
+    assert sim.phone_state(PHONE)["logins"] == logins
+    assert (await api.status("s1"))["state"] == "disconnected"
+
+
+async def test_restart_restores_paired_sessions(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.pair(sim, "s1", PHONE)
+    await api.pair(sim, "s2", PHONE2)
+    code = await trio.to_thread.run_sync(api.service.stop)
+    assert code == 0
+    await sim.wait_disconnected(PHONE)
+
+    registrations = len(sim.events("registration"))
+    again = await start_service()  # a new process on the same data folder
+    for sid, phone in (("s1", PHONE), ("s2", PHONE2)):
+        status = await again.wait_state(sid, "connected")
+        assert status["phone_number"] == phone
+    assert len(sim.events("registration")) == registrations  # no QR was needed
+
+
+async def test_two_phones_are_independent(sim: Simulator, start_service: StartService) -> None:
+    api = await start_service()
+    await api.pair(sim, "a", PHONE)
+    await api.pair(sim, "b", PHONE2)
+    sim.stream_error(PHONE, conflict="replaced")
+    await api.wait_state("a", "disconnected")
+    assert (await api.status("b"))["state"] == "connected"
+    response = await api.post("/send", session_id="b", number=CONTACT, message="still here")
+    assert response.status_code == 200, response.text
+    await sim.wait_message(to=CONTACT, text="still here")

@@ -1,0 +1,50 @@
+"""Run the simulator as its own process: ``python -m tests.wasim --port 45678 --control-port 45679``.
+
+(``PYTHONPATH=tests python -m wasim ...`` works too.) Prints one JSON line with the bound ports once
+both listeners are up, then serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+
+import trio
+
+from .control import serve_control
+from .server import Simulator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="wasim", description="WhatsApp Web protocol simulator (tests only)")
+    parser.add_argument(
+        "--port", type=int, default=45678, help="websocket port (baked into the patched neonize)"
+    )
+    parser.add_argument("--control-port", type=int, default=0, help="HTTP/JSON control port (0: pick one)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    sim = Simulator()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve, args.port, args.host)
+        control_port = await nursery.start(serve_control, sim, args.control_port, args.host)
+        print(json.dumps({"port": port, "control_port": control_port}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run, args)
+
+
+if __name__ == "__main__":
+    main()
