@@ -61,6 +61,21 @@ async def test_send_text_is_decrypted(sim: Simulator, start_client: StartClient)
     assert (await sim.wait_message(to=CONTACT, text="second")).id == second["id"]
 
 
+async def test_message_between_two_paired_phones(sim: Simulator, start_client: StartClient) -> None:
+    """The recipient is a paired phone: its companion device gets a copy encrypted to the keys it
+    uploaded, and the simulator reads the copy for the recipient's phone."""
+    alice = await start_client("alice")
+    await pair(sim, alice, "15550001111")
+    bob = await start_client("bob")
+    await pair(sim, bob, "15550002222")
+
+    result = await alice.send_text("15550002222", "hi bob")
+    assert result["event"] == "send_result", result
+    message = await sim.wait_message(to="15550002222", text="hi bob")
+    assert message.from_phone == "15550001111"
+    assert message.error is None
+
+
 async def test_restart_with_same_db_logs_in_without_qr(sim: Simulator, start_client: StartClient) -> None:
     first = await start_client("a")
     await pair(sim, first)

@@ -37,8 +37,21 @@ async def run(args: argparse.Namespace) -> None:
         print(json.dumps({"port": port, "control_port": control_port}), flush=True)
 
 
+def raise_file_limit() -> None:
+    """Each client connection is a socket; lift the soft descriptor limit so ~1000 devices fit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    raise_file_limit()
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
