@@ -120,6 +120,10 @@ def start_service(workdir: Path) -> ServiceProcess:
     return service
 
 
+def _cells(r: dict[str, float]) -> str:
+    return f"     {r['rps']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -149,11 +153,8 @@ def main() -> None:
                         bare_runs.append(run_wrk(bare_url + path, connections, args.duration, script))
                     o = {k: statistics.median(r[k] for r in ours) for k in ours[0]}
                     b = {k: statistics.median(r[k] for r in bare_runs) for k in bare_runs[0]}
-                    print(
-                        f"{name:<12} {connections:>5} |      {o['rps']:>9.0f} {o['p50']:>7.2f} {o['p99']:>7.2f} | "
-                        f"     {b['rps']:>9.0f} {b['p50']:>7.2f} {b['p99']:>7.2f} | "
-                        f"{o['rps'] / b['rps']:>9.2f} {o['p99'] / b['p99']:>9.2f}"
-                    )
+                    ratios = f"{o['rps'] / b['rps']:>9.2f} {o['p99'] / b['p99']:>9.2f}"
+                    print(f"{name:<12} {connections:>5} | {_cells(o)} | {_cells(b)} | {ratios}")
         finally:
             service.stop()
             bare.terminate()
