@@ -3,49 +3,18 @@ per test and real neonize clients in subprocesses."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import tempfile
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
 
-_TESTS_DIR = Path(__file__).resolve().parents[1]
-
-
-def _ensure_project_tests_package() -> None:
-    """Make ``tests`` mean this project's tests directory.
-
-    linkpreview (a neonize dependency) installs a top-level ``tests`` package into site-packages, and
-    a regular package there beats a namespace ``tests`` directory here. With ``tests/__init__.py``
-    and the project root first on ``sys.path`` (pytest's default) this is a no-op.
-    """
-    current = sys.modules.get("tests")
-    if current is None:
-        spec = importlib.util.find_spec("tests")
-        if spec is not None and str(_TESTS_DIR) in list(spec.submodule_search_locations or []):
-            return
-    elif str(_TESTS_DIR) in list(getattr(current, "__path__", [])):
-        return
-    package = types.ModuleType("tests")
-    package.__path__ = [str(_TESTS_DIR)]
-    sys.modules["tests"] = package
-
-
-_ensure_project_tests_package()
-
-from tests.simulator.clients import RawClient  # noqa: E402
-from tests.wasim import Simulator, open_simulator, patched_neonize  # noqa: E402
+from tests.simulator.clients import RawClient
+from tests.wasim import Simulator, open_simulator, patched_neonize
 
 DEFAULT_PORT = 45678
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "simulator: end-to-end tests against the WhatsApp Web simulator")
 
 
 @pytest.fixture(scope="session")

@@ -224,3 +224,40 @@ async def test_two_phones_are_independent(sim: Simulator, start_service: StartSe
     response = await api.post("/send", session_id="b", number=CONTACT, message="still here")
     assert response.status_code == 200, response.text
     await sim.wait_message(to=CONTACT, text="still here")
+
+
+async def test_churn_30_sessions(sim: Simulator, start_service: StartService) -> None:
+    """30 sessions pairing, sending, disconnecting and reconnecting at once: the Go bridge hazard.
+
+    The process must survive, and every message the API accepted with 2xx must have reached the
+    simulator, decrypted to the text that was sent.
+    """
+    api = await start_service()
+    accepted: list[tuple[str, str, str]] = []  # (message id, recipient, text)
+    rounds = 3
+
+    async def worker(i: int) -> None:
+        sid, phone, contact = f"churn{i}", f"1555100{i:04d}", f"1555200{i:04d}"
+        await api.pair(sim, sid, phone)
+        for r in range(rounds):
+            for m in range(2):
+                text = f"{sid} round {r} message {m}"
+                response = await api.post("/send", session_id=sid, number=contact, message=text)
+                if response.status_code == 200:
+                    accepted.append((response.json()["result"]["id"], contact, text))
+                else:  # a refusal is allowed; a 2xx that never arrives is not
+                    assert response.status_code in (400, 502), response.text
+            assert (await api.post("/disconnect", session_id=sid)).status_code == 200
+            assert (await api.post("/connect", session_id=sid)).status_code == 200
+            await api.wait_state(sid, "connected", timeout=60)
+
+    with trio.fail_after(240):
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(worker, i)
+    assert api.service.proc is not None and api.service.proc.poll() is None, api.service.log()[-3000:]
+    assert (await api.http.get("/health")).status_code == 200
+    assert len(accepted) >= 30 * rounds  # most sends were accepted
+    received = {(m.id, m.to, m.text) for m in sim.messages}
+    missing = [a for a in accepted if a not in received]
+    assert not missing, f"{len(missing)} accepted messages never arrived: {missing[:5]}"

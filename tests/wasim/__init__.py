@@ -4,10 +4,12 @@ Public API::
 
     from tests.wasim import Simulator, open_simulator, patched_neonize
 
-See ``server.Simulator`` for the control methods and ``patch.patched_neonize`` for the harness.
+See ``README.md`` beside this file, ``server.Simulator`` for the control methods and
+``patch.patched_neonize`` for the harness.
 """
 
 from .accounts import Account, ReceivedMessage
+from .client import DeviceKeys, WireClient
 from .codec import JID, Node
 from .noise import TEST_ROOT
 from .patch import PatchError, patched_neonize, simulator_url
@@ -17,6 +19,7 @@ __all__ = [
     "JID",
     "TEST_ROOT",
     "Account",
+    "DeviceKeys",
     "Node",
     "PatchError",
     "PendingPairing",
@@ -24,6 +27,7 @@ __all__ = [
     "ReceivedMessage",
     "Simulator",
     "SimulatorError",
+    "WireClient",
     "open_simulator",
     "patched_neonize",
     "simulator_url",

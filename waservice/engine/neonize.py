@@ -63,6 +63,7 @@ DB_NAME = "whatsmeow.db"
 START_HOLD = 0.05
 # After Stop, connect() returns within milliseconds, except while whatsmeow shows a QR code.
 STOP_WAIT = 3.0
+STOP_CALL_TIMEOUT = 5.0
 QR_CODES_PER_PAIRING = 6  # whatsmeow shows 6 codes (60 s, then 20 s each) before "timeout"
 
 
@@ -244,7 +245,14 @@ class NeonizeClient:
         conn.stopping = True
         async with self.engine.bridge.exclusive():
             if not conn.done.is_set():
-                await trio.to_thread.run_sync(conn.client.stop)
+                # Go's Stop disconnects first, and whatsmeow's Disconnect has been seen to hang
+                # (after a redial refused with HTTP 503): never hold the bridge for it forever.
+                with trio.move_on_after(STOP_CALL_TIMEOUT) as scope:
+                    await trio.to_thread.run_sync(conn.client.stop, abandon_on_cancel=True)
+                if scope.cancelled_caught:
+                    log.warning(
+                        "session=%s attempt %d: Go did not stop in time", self.session_id, conn.number
+                    )
         if conn.qr_codes == 0:  # a QR loop ignores Stop; anything else returns within milliseconds
             with trio.move_on_after(STOP_WAIT):
                 await conn.done.wait()
