@@ -18,11 +18,17 @@ async def wait_state(session, state: str, timeout: float = 5) -> None:
             await trio.sleep(0.001)
 
 
-async def test_backoff_delays_and_failed(manager: SessionManager, engine: FakeEngine, autojump_clock):
-    session = await manager.connect("s1")
+async def pair(manager: SessionManager, engine: FakeEngine, session_id: str, phone: str):
+    """/connect, wait for the QR, let the fake phone scan it, wait until connected."""
+    session = await manager.connect(session_id)
     await wait_state(session, "qr_ready")
-    engine.clients["s1"].scan("15550001111")
+    engine.clients[session_id].scan(phone)
     await wait_state(session, "connected")
+    return session
+
+
+async def test_backoff_delays_and_failed(manager: SessionManager, engine: FakeEngine, autojump_clock):
+    session = await pair(manager, engine, "s1", "15550001111")
     engine.refuse_connections = True
 
     starts: list[float] = []
@@ -50,10 +56,7 @@ async def test_backoff_delays_and_failed(manager: SessionManager, engine: FakeEn
 
 
 async def test_success_resets_counter(manager: SessionManager, engine: FakeEngine, autojump_clock):
-    session = await manager.connect("s1")
-    await wait_state(session, "qr_ready")
-    engine.clients["s1"].scan("1555")
-    await wait_state(session, "connected")
+    session = await pair(manager, engine, "s1", "1555")
     engine.clients["s1"].fail()
     await wait_state(session, "error")
     assert session.info().reconnect_attempts == 1
@@ -66,11 +69,8 @@ async def test_success_resets_counter(manager: SessionManager, engine: FakeEngin
 
 
 async def test_logged_out_and_replaced_do_not_retry(manager, engine: FakeEngine, autojump_clock):
-    session = await manager.connect("s1")
-    await wait_state(session, "qr_ready")
+    session = await pair(manager, engine, "s1", "1555")
     client = engine.clients["s1"]
-    client.scan("1555")
-    await wait_state(session, "connected")
     client.log_out_from_phone()
     await wait_state(session, "disconnected")
     runs = client.runs
@@ -79,10 +79,7 @@ async def test_logged_out_and_replaced_do_not_retry(manager, engine: FakeEngine,
     assert not engine.has_credentials(session.directory)
     assert "logged out" in session.info().last_error
 
-    await manager.connect("s1")  # a fresh QR, no delete/recreate needed
-    await wait_state(session, "qr_ready")
-    client.scan("1666")
-    await wait_state(session, "connected")
+    await pair(manager, engine, "s1", "1666")  # a fresh QR, no delete/recreate needed
     client.replace()
     await wait_state(session, "disconnected")
     runs = client.runs
@@ -149,10 +146,7 @@ async def test_restart_restores_sessions(tmp_path: Path):
 
 
 async def test_delete_removes_folder(manager: SessionManager, engine: FakeEngine):
-    session = await manager.connect("gone")
-    await wait_state(session, "qr_ready")
-    engine.clients["gone"].scan("1555")
-    await wait_state(session, "connected")
+    session = await pair(manager, engine, "gone", "1555")
     assert session.directory.exists()
     await manager.delete("gone")
     assert not session.directory.exists()
