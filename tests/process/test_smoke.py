@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -65,3 +66,20 @@ def test_port_in_use_is_a_message(tmp_path):
         )
     assert result.returncode == 1, result.stderr
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_json_logs_one_object_per_line(tmp_path):
+    env = {"WASERVICE_ENGINE": "fake", "WASERVICE_LOG_FORMAT": "json", "WASERVICE_API_KEY": "k-9f2c41"}
+    service = ServiceProcess(tmp_path / "data", env=env).start()
+    try:
+        response = httpx.post(
+            service.url + "/connect", json={"session_id": "j"}, headers={"X-API-Key": "k-9f2c41"}
+        )
+        assert response.status_code == 200
+        assert httpx.get(service.url + "/sessions").status_code == 401
+    finally:
+        assert service.stop() == 0
+    lines = [json.loads(line) for line in service.log().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert any("session=j state=" in line["message"] for line in lines)
+    assert "k-9f2c41" not in service.log()  # the key never reaches the logs
