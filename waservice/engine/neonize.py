@@ -25,6 +25,8 @@ import trio
 # Our users' messages are theirs, not a bot's: neonize would tag every 1:1 message `<bot biz_bot="1"/>`.
 os.environ.setdefault("NEONIZE_BOT_TAG", "off")
 
+import neonize
+from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
 from neonize.client import NewClient
 from neonize.events import (
     ClientOutdatedEv,
@@ -40,6 +42,9 @@ from neonize.events import (
 )
 from neonize.exc import NeonizeError
 from neonize.proto.Neonize_pb2 import ConnectFailureReason
+from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+from neonize.utils import log_whatsmeow
+from neonize.utils.enum import LogLevel
 from neonize.utils.jid import build_jid
 
 from .base import (
@@ -95,6 +100,44 @@ class BridgeLock:
             yield
 
 
+# neonize's connect() runs Go's Neonize() on a second thread and polls it every 0.2 s from the
+# first, which is most of an idle session's CPU. For the pinned neonize we call Neonize() the same
+# way, on our one worker thread; for any other build (another signature) we use connect().
+_DIRECT_CONNECT = neonize.__version__ == "0.5.2" and len(gocode.Neonize.argtypes) == 17
+# The name the phone shows under "Linked devices".
+DEVICE_PROPS = DeviceProps(os="waservice", platformType=DeviceProps.SAFARI).SerializeToString()
+
+
+def _go_connect(conn: _Connection) -> str:
+    """Go's Neonize() with the arguments neonize's connect() would pass; returns its error text."""
+    client = conn.client
+    subscribed = bytearray(client.event.list_func)  # the event codes with a handler
+    callbacks = (
+        func_string(lambda _uuid, ptr: conn.on_qr(ctypes.string_at(ptr).decode())),
+        func_string(conn.on_login_status),
+        func_callback_bytes(client.event.execute),
+        func_callback_bytes2(log_whatsmeow),
+    )
+    level = LogLevel.from_logging(logging.getLogger("neonize.utils.log").getEffectiveLevel()).level
+    error = gocode.Neonize(
+        client.name.encode(),
+        client.uuid,
+        b"",
+        0,
+        0,
+        level,
+        *callbacks,
+        (ctypes.c_char * len(subscribed)).from_buffer(subscribed),
+        len(subscribed),
+        DEVICE_PROPS,
+        len(DEVICE_PROPS),
+        b"",
+        0,
+        None,
+    )
+    return error.decode() if error else ""
+
+
 class _Connection:
     """One connection attempt: its own NewClient, Go uuid and worker thread.
 
@@ -121,11 +164,11 @@ class _Connection:
         client._stop_finalizer.detach()
         # Registered before connect(): Go takes the list of subscribed events at connect.
         # Plain closures, not bound methods: neonize holds bound methods only weakly.
-        client.event.qr(lambda _c, data: self._on_qr(data.decode()))
+        client.event.qr(lambda _c, data: self.on_qr(data.decode()))
         for event_type, handler in self._handlers().items():
             client.event(event_type)(_quiet(handler))
         # neonize only print()s the pairing status (where QR expiry shows); we need it as an event.
-        client._NewClient__onLoginStatus = self._on_login_status
+        client._NewClient__onLoginStatus = self.on_login_status
         return client
 
     def _handlers(self) -> dict[type, Callable[[Any], None]]:
@@ -160,7 +203,7 @@ class _Connection:
         with contextlib.suppress(trio.RunFinishedError):
             self.token.run_sync_soon(self.owner.deliver, self, event)
 
-    def _on_qr(self, code: str) -> None:
+    def on_qr(self, code: str) -> None:
         self.qr_codes += 1
         self.post(QrCode(code))
 
@@ -173,7 +216,7 @@ class _Connection:
     def _on_stream_error(self, error: Any) -> None:
         self.stream_error = f"stream error {error.Code}" if error.Code else "stream error"
 
-    def _on_login_status(self, _uuid: int, status_ptr: int) -> None:
+    def on_login_status(self, _uuid: int, status_ptr: int) -> None:
         status = ctypes.string_at(status_ptr).decode() if status_ptr else ""
         if status == "timeout" and self.qr_codes >= QR_CODES_PER_PAIRING:
             self.post(Stopped("QR code expired without being scanned; POST /connect for a new one"))
@@ -183,11 +226,13 @@ class _Connection:
             self.post(ConnectionLost(f"pairing failed: {status}"))
 
     def run_blocking(self) -> str:
-        """On a worker thread: neonize's connect() returns only when the connection is over."""
+        """On a worker thread: returns only when the connection is over."""
         try:
-            self.client.connect()
+            error = _go_connect(self) if _DIRECT_CONNECT else self.client.connect()
         except NeonizeError as exc:
-            return str(exc) or "connection failed"
+            error = str(exc)
+        if error:
+            return error
         return self.stream_error or "connection closed"
 
     def finished(self, outcome: Any) -> None:

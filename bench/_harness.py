@@ -1,0 +1,549 @@
+"""Shared parts of the engine benchmarks (sessions.py, send.py): the simulator in its own process,
+waservice or a raw neonize driver as the system under test, pairing many sessions, /proc sampling.
+
+Nothing here imports neonize: only the service and ``raw_neonize.py`` subprocesses do, with the
+patched copy first on their ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.process.service import ServiceProcess  # noqa: E402
+from tests.wasim.patch import patched_neonize  # noqa: E402
+
+RAW_DRIVER = Path(__file__).with_name("raw_neonize.py")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+DEFAULT_SIM_PORT = 45690  # baked into the patched neonize copy, so a fixed port keeps the copy cached
+SERVICE_CONFIG = '[logging]\nlevel = "warning"\n'
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed or timed out; the message says which and why."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- /proc --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # monotonic seconds
+    cpu: float  # utime + stime, seconds
+    rss_mb: float
+    threads: int
+
+
+def sample(pid: int) -> Sample:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    rss_kb = int(status["VmRSS"].split()[0])
+    return Sample(time.monotonic(), cpu, rss_kb / 1024, int(status["Threads"]))
+
+
+def cpu_percent(before: Sample, after: Sample) -> float:
+    """CPU use between two samples, in % of one core."""
+    return 100 * (after.cpu - before.cpu) / (after.at - before.at)
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per OS thread (for a breakdown of where time goes)."""
+    result = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            result[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return result
+
+
+def disk_mb(path: Path) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total / 2**20
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+# -- the simulator ------------------------------------------------------------------------------
+
+
+class SimulatorProcess:
+    """``python -m tests.wasim`` in its own process (its CPU is not the system under test's)."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.log_path = workdir / f"wasim-{port}-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen | None = None
+        self.control_url = ""
+        self.http: httpx.AsyncClient | None = None
+
+    async def start(self, timeout: float = 30) -> SimulatorProcess:
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.wasim", "--port", str(self.port), "--control-port", "0"],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+            )
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        with trio.move_on_after(timeout):
+            line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
+            if not line:
+                raise BenchError(f"the simulator exited at start-up:\n{self.log_tail()}")
+            ports = json.loads(line)
+            self.control_url = f"http://127.0.0.1:{ports['control_port']}"
+            self.http = httpx.AsyncClient(base_url=self.control_url, timeout=120)
+            return self
+        raise BenchError(f"the simulator did not report its ports within {timeout} s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    async def get(self, path: str, **params: Any) -> Any:
+        assert self.http is not None
+        response = await self.http.get(path, params=params)
+        if response.status_code != 200:
+            raise BenchError(f"simulator GET {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    async def post(self, path: str, **body: Any) -> Any:
+        assert self.http is not None
+        response = await self.http.post(path, json=body)
+        if response.status_code != 200:
+            raise BenchError(f"simulator POST {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    async def scan(self, qr: str, phone: str) -> None:
+        await self.post("/scan", qr=qr, phone=phone)
+
+    async def stats(self) -> dict[str, int]:
+        return await self.get("/stats")
+
+    async def wait_open_connections(self, count: int, timeout: float) -> None:
+        """Wait until the simulator has at most ``count`` open connections (clients went away)."""
+        with trio.move_on_after(timeout):
+            while (await self.stats())["open_connections"] > count:
+                await trio.sleep(0.2)
+            return
+        raise BenchError(f"the simulator still has open connections after {timeout} s: {await self.stats()}")
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                await trio.to_thread.run_sync(self.proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def simulator(port: int, workdir: Path) -> AsyncIterator[SimulatorProcess]:
+    sim = SimulatorProcess(port, workdir)
+    try:
+        yield await sim.start()
+    finally:
+        with trio.CancelScope(shield=True):
+            await sim.stop()
+
+
+def patched_dir(port: int) -> Path:
+    cache = Path(os.environ.get("WASIM_CACHE_DIR", Path(tempfile.gettempdir()) / "wasim-cache"))
+    return patched_neonize(cache, port)
+
+
+# -- session state, shared by both systems under test -------------------------------------------
+
+
+class Board:
+    """The latest known state of every session; waiters re-check on every update."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+        self.qr: dict[str, str | None] = {}  # the latest QR string (raw) or None
+        self.has_qr: dict[str, bool] = {}
+        self._changed = trio.Event()
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        with trio.move_on_after(timeout):
+            while not predicate():
+                await self._changed.wait()
+            return
+        raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def count(self, state: str, ids: Iterable[str]) -> int:
+        return sum(self.states.get(sid) == state for sid in ids)
+
+
+class System:
+    """What the pairing and restore code needs from the system under test."""
+
+    board: Board
+    pid: int
+    name: str
+
+    def pause_polling(self) -> None:
+        pass
+
+    def resume_polling(self) -> None:
+        pass
+
+    async def connect(self, sid: str) -> None:
+        raise NotImplementedError
+
+    async def fetch_qr(self, sid: str) -> str:
+        raise NotImplementedError
+
+
+class ServiceSystem(System):
+    """The real waservice process (neonize engine, patched to dial the simulator)."""
+
+    name = "service"
+
+    def __init__(self, data_dir: Path, pythonpath: Path, poll: float = 0.1) -> None:
+        config = data_dir.parent / "bench-config.toml"
+        config.write_text(SERVICE_CONFIG)
+        self.data_dir = data_dir
+        self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath)
+        self.board = Board()
+        self.poll = poll
+        self.http: httpx.AsyncClient | None = None
+        self._poll_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self.poll_errors = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.service.proc is not None
+        return self.service.proc.pid
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the process (returns once /health answers) and a poller of GET /sessions."""
+        await trio.to_thread.run_sync(lambda: self.service.start(timeout=60))
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        self.http = httpx.AsyncClient(base_url=self.service.url, timeout=120, limits=limits)
+        self.board = Board()
+        self._nursery = nursery
+        self.resume_polling()
+
+    def pause_polling(self) -> None:
+        """Stop polling GET /sessions (so idle measurements see only the service's own work)."""
+        self._poll_scope.cancel()
+
+    def resume_polling(self) -> None:
+        assert self._nursery is not None
+        self._poll_scope = trio.CancelScope()
+        self._nursery.start_soon(self._poll_sessions, self._poll_scope)
+
+    async def _poll_sessions(self, scope: trio.CancelScope) -> None:
+        assert self.http is not None
+        with scope:
+            await self._poll_forever()
+
+    async def _poll_forever(self) -> None:
+        assert self.http is not None
+        while True:
+            try:
+                response = await self.http.get("/sessions")
+                for s in response.json()["sessions"]:
+                    self.board.states[s["session_id"]] = s["state"]
+                    self.board.has_qr[s["session_id"]] = s["has_qr"]
+                self.board.changed()
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.poll_errors += 1
+                self.check_alive()
+            await trio.sleep(self.poll)
+
+    def check_alive(self) -> None:
+        proc = self.service.proc
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"waservice exited with {proc.returncode}:\n{self.service.log()[-3000:]}")
+
+    async def connect(self, sid: str) -> None:
+        assert self.http is not None
+        response = await self.http.post("/connect", json={"session_id": sid})
+        if response.status_code != 200:
+            raise BenchError(f"POST /connect {sid}: {response.status_code} {response.text}")
+
+    async def fetch_qr(self, sid: str) -> str:
+        assert self.http is not None
+        await self.board.wait(lambda: self.board.has_qr.get(sid, False), 60, f"a QR code for {sid}")
+        response = await self.http.get("/qr", params={"session_id": sid})
+        if response.status_code != 200:
+            raise BenchError(f"GET /qr {sid}: {response.status_code} {response.text}")
+        return response.json()["code"]
+
+    async def stop(self) -> float:
+        """SIGTERM and wait; returns the seconds it took."""
+        self._poll_scope.cancel()
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+        started = time.monotonic()
+        if self.service.proc is not None:
+            code = await trio.to_thread.run_sync(self.service.stop)
+            if code != 0:
+                log(f"waservice exited with code {code}")
+        return time.monotonic() - started
+
+    def log_tail(self) -> str:
+        return self.service.log()[-3000:]
+
+
+class RawSystem(System):
+    """``raw_neonize.py``: N NewClients in one plain Python process, driven over stdin/stdout."""
+
+    name = "raw"
+
+    def __init__(self, data_dir: Path, pythonpath: Path) -> None:
+        self.data_dir = data_dir
+        self.pythonpath = pythonpath
+        self.board = Board()
+        self.process: trio.Process | None = None
+        self.replies: dict[str, Any] = {}
+        self._reply_event = trio.Event()
+        self.log_path = data_dir.parent / f"raw-{time.monotonic_ns()}.log"
+        self.errors: list[dict[str, Any]] = []
+        self._send_lock = trio.Lock()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self, nursery: trio.Nursery, timeout: float = 60) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(self.pythonpath), "NEONIZE_BOT_TAG": "off"}
+        with self.log_path.open("ab") as log_file:
+            self.process = await trio.lowlevel.open_process(
+                [sys.executable, str(RAW_DRIVER), str(self.data_dir)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                env=env,
+            )
+        self.board = Board()
+        nursery.start_soon(self._read_events)
+        await self.reply("ready", timeout)
+
+    async def _read_events(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        buffer = b""
+        async for chunk in self.process.stdout:
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                self._on_event(json.loads(line))
+        self._on_event({"event": "eof"})
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind, sid = event["event"], event.get("id")
+        if kind == "qr":
+            self.board.qr[sid] = event["qr"]
+            self.board.has_qr[sid] = True
+            self.board.states[sid] = "qr_ready"
+        elif kind == "connected":
+            self.board.states[sid] = "connected"
+            self.board.has_qr[sid] = False
+        elif kind in ("disconnected", "logged_out", "connect_error"):
+            self.board.states[sid] = kind
+            if kind != "disconnected":
+                self.errors.append(event)
+        else:
+            self.replies[kind] = event
+            self._reply_event.set()
+            self._reply_event = trio.Event()
+        self.board.changed()
+
+    async def reply(self, kind: str, timeout: float) -> dict[str, Any]:
+        """Wait for (and consume) the next reply of this kind."""
+        with trio.move_on_after(timeout):
+            while kind not in self.replies:
+                if "eof" in self.replies:
+                    raise BenchError(f"the raw driver exited before {kind!r}:\n{self.log_tail()}")
+                await self._reply_event.wait()
+            return self.replies.pop(kind)
+        raise BenchError(f"the raw driver did not answer {kind!r} within {timeout} s:\n{self.log_tail()}")
+
+    async def command(self, **command: Any) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        async with self._send_lock:
+            await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
+
+    async def connect(self, sid: str) -> None:
+        await self.command(cmd="connect", ids=[sid])
+
+    async def connect_many(self, ids: list[str]) -> None:
+        await self.command(cmd="connect", ids=ids)
+
+    async def fetch_qr(self, sid: str) -> str:
+        await self.board.wait(lambda: self.board.qr.get(sid) is not None, 60, f"a QR code for {sid}")
+        qr = self.board.qr[sid]
+        assert qr is not None
+        return qr
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.returncode is not None:
+            raise BenchError(f"the raw driver exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    async def stop(self, timeout: float = 60) -> float:
+        """Stop every client cleanly (state saved), then end the process; returns the seconds."""
+        started = time.monotonic()
+        if self.process is None or self.process.returncode is not None:
+            return 0.0
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, BenchError):
+            await self.command(cmd="stop")
+            await self.reply("stopped", timeout)
+            await self.command(cmd="exit")
+        with trio.move_on_after(10):
+            await self.process.wait()
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        return time.monotonic() - started
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+
+# -- pairing ------------------------------------------------------------------------------------
+
+
+def phone_for(prefix: str, i: int) -> str:
+    return f"{prefix}{i:07d}"
+
+
+async def pair_all(
+    system: System,
+    sim: SimulatorProcess,
+    ids: list[str],
+    phones: list[str],
+    concurrency: int,
+    timeout: float,
+) -> float:
+    """Connect every session, scan its QR as its own phone, wait until all are connected.
+
+    At most ``concurrency`` pairings are in flight (a pairing uploads 812 prekeys). Returns the wall
+    time in seconds.
+    """
+    board = system.board
+    limiter = trio.Semaphore(concurrency)
+    started = time.monotonic()
+
+    async def pair(sid: str, phone: str) -> None:
+        async with limiter:
+            await system.connect(sid)
+            for attempt in range(3):
+                qr = await system.fetch_qr(sid)
+                try:
+                    await sim.scan(qr, phone)
+                    break
+                except BenchError:  # the QR rotated between fetching and scanning
+                    if attempt == 2:
+                        raise
+                    await trio.sleep(0.5)
+            await board.wait(lambda: board.states.get(sid) == "connected", timeout, f"{sid} to connect")
+
+    async def progress() -> None:
+        while True:
+            await trio.sleep(10)
+            system.check_alive()  # type: ignore[attr-defined]
+            log(f"{system.name}: {board.count('connected', ids)}/{len(ids)} connected")
+
+    with trio.fail_after(timeout + 5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(progress)
+            async with trio.open_nursery() as pairs:
+                for sid, phone in zip(ids, phones, strict=True):
+                    pairs.start_soon(pair, sid, phone)
+            nursery.cancel_scope.cancel()
+    return time.monotonic() - started
+
+
+async def wait_all_connected(system: System, ids: list[str], timeout: float) -> None:
+    board = system.board
+
+    async def progress() -> None:
+        while True:
+            await trio.sleep(5)
+            system.check_alive()  # type: ignore[attr-defined]
+            log(f"{system.name}: {board.count('connected', ids)}/{len(ids)} connected")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(progress)
+        await board.wait(
+            lambda: all(board.states.get(sid) == "connected" for sid in ids),
+            timeout,
+            f"all {len(ids)} {system.name} sessions to be connected "
+            f"({board.count('connected', ids)} are)",
+        )
+        nursery.cancel_scope.cancel()
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def ratio(ours: float | None, raw: float | None) -> str:
+    if ours is None or raw is None or raw == 0:
+        return "-"
+    return f"{ours / raw:.2f}"
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

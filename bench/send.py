@@ -1,0 +1,272 @@
+"""Send throughput: POST /send on waservice (real neonize engine) against raw neonize send_message.
+
+The WhatsApp simulator (tests/wasim) runs in its own process. For each system, pair the largest
+session count first, then for 1, 10 and 100 connected sessions: every session sends to its own
+simulated contact from ``--loops`` concurrent sender loops (async httpx clients for the service,
+threads calling ``send_message`` for raw neonize, one process), a warm-up and then a fixed measured
+window. Every 2xx (or returned id) must show up at the simulator, decrypted to the text sent.
+
+    python bench/send.py [--sessions 1,10,100] [--duration 15] [--warmup 3] [--loops 1] [--skip-raw]
+
+Target: aggregate send >= 300 messages/s for the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (
+    DEFAULT_SIM_PORT,
+    BenchError,
+    RawSystem,
+    ServiceSystem,
+    SimulatorProcess,
+    cpu_percent,
+    fmt,
+    log,
+    pair_all,
+    patched_dir,
+    percentile,
+    phone_for,
+    ratio,
+    sample,
+    simulator,
+)
+
+TARGET_RATE = 300.0
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def verify(sim: SimulatorProcess, accepted: list[tuple[str, str, str]]) -> int:
+    """How many accepted messages the simulator never received (id, recipient and text must match)."""
+    received = {(m["id"], m["to"], m["text"]) for m in await sim.get("/messages")}
+    return sum(1 for a in accepted if a not in received)
+
+
+async def service_case(
+    service: ServiceSystem, sim: SimulatorProcess, ids: list[str], contacts: dict[str, str], args: Any
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    accepted: list[tuple[str, str, str]] = []
+    statuses: Counter[str] = Counter()
+    measured = 0
+    limits = httpx.Limits(max_connections=len(ids) * args.loops, max_keepalive_connections=len(ids) * args.loops)
+    async with httpx.AsyncClient(base_url=service.url, timeout=120, limits=limits) as http:
+        start = trio.current_time()
+        measure_from, end = start + args.warmup, start + args.warmup + args.duration
+
+        async def loop(sid: str, number: int) -> None:
+            nonlocal measured
+            to, n = contacts[sid], 0
+            while (t0 := trio.current_time()) < end:
+                text = f"svc {sid} {number} {n}"
+                n += 1
+                try:
+                    response = await http.post("/send", json={"session_id": sid, "number": to, "message": text})
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
+                    continue
+                t1 = trio.current_time()
+                statuses[str(response.status_code)] += 1
+                if response.status_code // 100 == 2:
+                    accepted.append((response.json()["result"]["id"], to, text))
+                    if t0 >= measure_from and t1 <= end:
+                        latencies.append(t1 - t0)
+                        measured += 1
+
+        async def window() -> dict[str, Any]:
+            await trio.sleep_until(measure_from)
+            before = (sample(service.pid), sample(sim.pid), own_cpu(), time.monotonic())
+            await trio.sleep_until(end)
+            after = (sample(service.pid), sample(sim.pid), own_cpu(), time.monotonic())
+            return {
+                "cpu_sut": cpu_percent(before[0], after[0]),
+                "cpu_sim": cpu_percent(before[1], after[1]),
+                "cpu_load": 100 * (after[2] - before[2]) / (after[3] - before[3]),
+                "threads": after[0].threads,
+                "rss": after[0].rss_mb,
+            }
+
+        cpu: dict[str, Any] = {}
+
+        async def run_window() -> None:
+            cpu.update(await window())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_window)
+            for sid in ids:
+                for number in range(args.loops):
+                    nursery.start_soon(loop, sid, number)
+    missing = await verify(sim, accepted)
+    return {
+        "rate": measured / args.duration,
+        "p50": 1000 * percentile(latencies, 50),
+        "p99": 1000 * percentile(latencies, 99),
+        "accepted": len(accepted),
+        "missing": missing,
+        "errors": {k: v for k, v in statuses.items() if not k.startswith("2")},
+        **cpu,
+    }
+
+
+async def raw_case(
+    raw: RawSystem, sim: SimulatorProcess, ids: list[str], contacts: dict[str, str], args: Any
+) -> dict[str, Any]:
+    await raw.command(
+        cmd="send_bench", ids=ids, contacts=contacts, loops=args.loops, warmup=args.warmup, duration=args.duration
+    )
+    started = time.monotonic()
+    await trio.sleep(args.warmup)
+    before = (sample(raw.pid), sample(sim.pid))
+    await trio.sleep(max(0.0, started + args.warmup + args.duration - time.monotonic()))
+    after = (sample(raw.pid), sample(sim.pid))
+    reply = await raw.reply("send_bench", timeout=args.warmup + args.duration + 120)
+    accepted = [tuple(x) for x in reply["sent"] + reply["warmup_sent"]]
+    missing = await verify(sim, accepted)  # type: ignore[arg-type]
+    latencies = reply["latencies"]
+    errors = Counter(e[:80] for e in reply["errors"])
+    return {
+        "rate": len(reply["sent"]) / args.duration,
+        "p50": 1000 * percentile(latencies, 50),
+        "p99": 1000 * percentile(latencies, 99),
+        "accepted": len(accepted),
+        "missing": missing,
+        "errors": dict(errors),
+        "cpu_sut": cpu_percent(before[0], after[0]),
+        "cpu_sim": cpu_percent(before[1], after[1]),
+        "cpu_load": None,
+        "threads": after[0].threads,
+        "rss": after[0].rss_mb,
+    }
+
+
+async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict[int, dict[str, Any]]:
+    most = max(args.sessions)
+    ids = [f"s{i:05d}" for i in range(most)]
+    phones = [phone_for("1555" if kind == "service" else "1777", i) for i in range(most)]
+    contacts = {sid: phone_for("1666", i) for i, sid in enumerate(ids)}
+    data_dir = workdir / kind / "data"
+    data_dir.parent.mkdir(parents=True)
+    system = ServiceSystem(data_dir, patched) if kind == "service" else RawSystem(data_dir, patched)
+    results: dict[int, dict[str, Any]] = {}
+    async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
+        try:
+            await system.start(nursery)
+            log(f"{kind}: pairing {most} sessions")
+            seconds = await pair_all(system, sim, ids, phones, args.concurrency, args.timeout)
+            log(f"{kind}: {most} connected in {seconds:.1f} s")
+            system.pause_polling()  # the poller would compete with the senders
+            await trio.sleep(3)
+            for count in args.sessions:
+                case = service_case if kind == "service" else raw_case
+                result = await case(system, sim, ids[:count], contacts, args)  # type: ignore[arg-type]
+                results[count] = result
+                log(
+                    f"{kind} {count:>3} sessions: {result['rate']:.0f} msg/s, p50 {result['p50']:.1f} ms, "
+                    f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, {result['missing']} missing, "
+                    f"errors {result['errors']}, CPU {kind} {result['cpu_sut']:.0f} % "
+                    f"sim {result['cpu_sim']:.0f} %"
+                    + (f" load {result['cpu_load']:.0f} %" if result["cpu_load"] is not None else "")
+                )
+                system.check_alive()
+        except BaseException:
+            log(f"{kind} log tail:\n{system.log_tail()}\nsimulator log tail:\n{sim.log_tail()}")
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await system.stop()
+            nursery.cancel_scope.cancel()
+    return results
+
+
+def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, dict[str, Any]]) -> None:
+    side = f"{'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'miss':>5}"
+    print(f"\nPOST /send vs send_message, {args.loops} sender loop(s) per session, {args.duration:g} s windows")
+    print(
+        f"{'sessions':>8} | service {side} | raw {side} | {'msg/s ratio':>11} {'p99 ratio':>9} "
+        f"| CPU % svc/sim/load  raw/sim"
+    )
+    for count in args.sessions:
+        s, r = service.get(count, {}), raw.get(count, {})
+
+        def cells(x: dict[str, Any]) -> str:
+            return (
+                f"{fmt(x.get('rate'), 0):>7} {fmt(x.get('p50'), 1):>7} {fmt(x.get('p99'), 1):>7} "
+                f"{x.get('missing', '-')!s:>5}"
+            )
+
+        cpu_s = "/".join(fmt(s.get(k), 0) for k in ("cpu_sut", "cpu_sim", "cpu_load"))
+        cpu_r = "/".join(fmt(r.get(k), 0) for k in ("cpu_sut", "cpu_sim"))
+        print(
+            f"{count:>8} |         {cells(s)} |     {cells(r)} | {ratio(s.get('rate'), r.get('rate')):>11} "
+            f"{ratio(s.get('p99'), r.get('p99')):>9} | {cpu_s:>18}  {cpu_r:>7}"
+        )
+    problems = [
+        f"{kind} {count}: {x['missing']} accepted but never received, errors {x['errors']}"
+        for kind, results in (("service", service), ("raw", raw))
+        for count, x in results.items()
+        if x["missing"] or x["errors"]
+    ]
+    print("\n".join(problems) if problems else "every accepted message reached the simulator; no errors")
+    if service:
+        best = max(x["rate"] for x in service.values())
+        print(f"service target >= {TARGET_RATE:g} msg/s: {'met' if best >= TARGET_RATE else 'MISSED'} (best {best:.0f})")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    patched = patched_dir(args.sim_port)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    service: dict[int, dict[str, Any]] = {}
+    raw: dict[int, dict[str, Any]] = {}
+    try:
+        if not args.skip_service:
+            service = await run_system("service", args, workdir, patched)
+        if not args.skip_raw:
+            raw = await run_system("raw", args, workdir, patched)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_table(args, service, raw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
+    parser.add_argument("--duration", type=float, default=15, help="measured seconds per case")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each window")
+    parser.add_argument("--loops", type=int, default=1, help="concurrent sender loops per session")
+    parser.add_argument("--concurrency", type=int, default=20, help="pairings in flight at once")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--sim-port", type=int, default=DEFAULT_SIM_PORT)
+    parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data and logs")
+    args = parser.parse_args()
+    try:
+        trio.run(main_async, args)
+    except BenchError as exc:
+        sys.exit(f"benchmark failed: {exc}")
+    except trio.TooSlowError:
+        sys.exit("benchmark failed: timed out")
+
+
+if __name__ == "__main__":
+    main()
