@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from quart import Blueprint, current_app
-from quart_schema import document_querystring, document_request, document_response, tag
+from quart_schema import document_querystring, document_request, document_response, security_scheme, tag
 
 from ..errors import NoQrCode
 from ..sessions.manager import SessionManager
@@ -64,6 +64,7 @@ def _view(info: SessionInfo) -> SessionView:
 
 @bp.get("/health")
 @tag(["Health"])
+@security_scheme([])
 @document_response(HealthResponse)
 async def health() -> HealthResponse:
     """Server health check (never needs the API key)."""
