@@ -33,6 +33,7 @@ _devnull = os.open(os.devnull, os.O_WRONLY)
 os.dup2(_devnull, 1)
 sys.stdout = sys.stderr
 _lock = threading.Lock()
+START_HOLD = 0.05  # seconds, the service's value (waservice/engine/neonize.py)
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -58,15 +59,26 @@ def main() -> None:
 
     clients: dict[str, Any] = {}
 
-    def make_client(sid: str) -> Any:
+    def make_client(sid: str, started: threading.Event) -> Any:
         directory = data_dir / sid
         directory.mkdir(parents=True, exist_ok=True)
         client = NewClient(str(directory.resolve() / "whatsmeow.db"), uuid=sid)
+
+        def on(event: str) -> Any:
+            def handler(_client: Any, data: Any) -> None:
+                started.set()
+                if event == "qr":
+                    emit("qr", id=sid, qr=data.decode())
+                else:
+                    emit(event, id=sid)
+
+            return handler
+
         # Plain closures: neonize holds bound methods only weakly.
-        client.event.qr(lambda _c, data: emit("qr", id=sid, qr=data.decode()))
-        client.event(ConnectedEv)(lambda _c, _ev: emit("connected", id=sid))
-        client.event(DisconnectedEv)(lambda _c, _ev: emit("disconnected", id=sid))
-        client.event(LoggedOutEv)(lambda _c, _ev: emit("logged_out", id=sid))
+        client.event.qr(on("qr"))
+        client.event(ConnectedEv)(on("connected"))
+        client.event(DisconnectedEv)(on("disconnected"))
+        client.event(LoggedOutEv)(on("logged_out"))
         return client
 
     def run_connect(sid: str, client: Any) -> None:
@@ -76,9 +88,14 @@ def main() -> None:
             emit("connect_error", id=sid, error=str(exc))
 
     def connect(ids: list[str]) -> None:
+        # Go's bridge registers each client in process-wide maps without a lock: two Neonize() calls
+        # at once end the process ("fatal error: concurrent map writes", seen here with 200 clients).
+        # Like the service, give each start the bridge alone until its first callback or START_HOLD.
         for sid in ids:
-            clients[sid] = client = make_client(sid)
+            started = threading.Event()
+            clients[sid] = client = make_client(sid, started)
             threading.Thread(target=run_connect, args=(sid, client), name=f"connect-{sid}", daemon=True).start()
+            started.wait(START_HOLD)
 
     def send_bench(command: dict[str, Any]) -> None:
         ids, contacts, loops = command["ids"], command["contacts"], int(command.get("loops", 1))

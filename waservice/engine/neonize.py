@@ -65,7 +65,7 @@ log = logging.getLogger("waservice.engine")
 DB_NAME = "whatsmeow.db"
 # How long a starting client keeps the bridge to itself when no callback says it is past the
 # point where Go registers it in its maps (that happens within milliseconds of the call).
-START_HOLD = 0.05
+START_HOLD = 0.02
 # After Stop, connect() returns within milliseconds, except while whatsmeow shows a QR code.
 STOP_WAIT = 3.0
 STOP_CALL_TIMEOUT = 5.0
