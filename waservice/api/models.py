@@ -53,14 +53,7 @@ class SessionsResponse:
 
 
 @attrs.define
-class StatusResponse:
-    session_id: str
-    state: str
-    phone_number: str | None
-    has_qr: bool
-    reconnect_attempts: int
-    last_error: str | None
-    state_changed_at: str
+class StatusResponse(SessionView):
     success: bool = True
 
 

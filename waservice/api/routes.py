@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import attrs
 from quart import Blueprint, current_app
 from quart_schema import document_querystring, document_request, document_response, security_scheme, tag
 
@@ -128,15 +129,7 @@ async def qr() -> QrResponse:
 async def status() -> StatusResponse:
     """Connection state of one session, and why it is not connected."""
     view = _view(manager().get(query_session_id()).info())
-    return StatusResponse(
-        session_id=view.session_id,
-        state=view.state,
-        phone_number=view.phone_number,
-        has_qr=view.has_qr,
-        reconnect_attempts=view.reconnect_attempts,
-        last_error=view.last_error,
-        state_changed_at=view.state_changed_at,
-    )
+    return StatusResponse(**attrs.asdict(view))
 
 
 @bp.post("/disconnect")
