@@ -230,6 +230,9 @@ class System:
     pid: int
     name: str
 
+    def check_alive(self) -> None:
+        raise NotImplementedError
+
     def pause_polling(self) -> None:
         pass
 
@@ -499,7 +502,7 @@ async def pair_all(
     async def progress() -> None:
         while True:
             await trio.sleep(10)
-            system.check_alive()  # type: ignore[attr-defined]
+            system.check_alive()
             log(f"{system.name}: {board.count('connected', ids)}/{len(ids)} connected")
 
     with trio.fail_after(timeout + 5):
@@ -518,7 +521,7 @@ async def wait_all_connected(system: System, ids: list[str], timeout: float) -> 
     async def progress() -> None:
         while True:
             await trio.sleep(5)
-            system.check_alive()  # type: ignore[attr-defined]
+            system.check_alive()
             log(f"{system.name}: {board.count('connected', ids)}/{len(ids)} connected")
 
     async with trio.open_nursery() as nursery:
@@ -526,8 +529,7 @@ async def wait_all_connected(system: System, ids: list[str], timeout: float) -> 
         await board.wait(
             lambda: all(board.states.get(sid) == "connected" for sid in ids),
             timeout,
-            f"all {len(ids)} {system.name} sessions to be connected "
-            f"({board.count('connected', ids)} are)",
+            f"all {len(ids)} {system.name} sessions to be connected ({board.count('connected', ids)} are)",
         )
         nursery.cancel_scope.cancel()
 

@@ -31,9 +31,9 @@ from typing import Any
 _out = os.fdopen(os.dup(1), "w", buffering=1)
 _devnull = os.open(os.devnull, os.O_WRONLY)
 os.dup2(_devnull, 1)
-sys.stdout = sys.stderr
+sys.stdout = os.fdopen(_devnull, "w")  # neonize print()s per connect; the service drops that too
 _lock = threading.Lock()
-START_HOLD = 0.05  # seconds, the service's value (waservice/engine/neonize.py)
+START_HOLD = 0.02  # seconds, as the service (waservice/engine/neonize.py START_HOLD)
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -94,7 +94,9 @@ def main() -> None:
         for sid in ids:
             started = threading.Event()
             clients[sid] = client = make_client(sid, started)
-            threading.Thread(target=run_connect, args=(sid, client), name=f"connect-{sid}", daemon=True).start()
+            threading.Thread(
+                target=run_connect, args=(sid, client), name=f"connect-{sid}", daemon=True
+            ).start()
             started.wait(START_HOLD)
 
     def send_bench(command: dict[str, Any]) -> None:

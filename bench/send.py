@@ -2,9 +2,10 @@
 
 The WhatsApp simulator (tests/wasim) runs in its own process. For each system, pair the largest
 session count first, then for 1, 10 and 100 connected sessions: every session sends to its own
-simulated contact from ``--loops`` concurrent sender loops (async httpx clients for the service,
-threads calling ``send_message`` for raw neonize, one process), a warm-up and then a fixed measured
-window. Every 2xx (or returned id) must show up at the simulator, decrypted to the text sent.
+simulated contact from ``--loops`` concurrent sender loops (a minimal keep-alive HTTP/1.1 client per
+loop for the service, threads calling ``send_message`` for raw neonize, one process), a warm-up and
+then a fixed measured window. Every 2xx (or returned id) must show up at the simulator, decrypted to
+the text sent.
 
     python bench/send.py [--sessions 1,10,100] [--duration 15] [--warmup 3] [--loops 1] [--skip-raw]
 
@@ -14,6 +15,7 @@ Target: aggregate send >= 300 messages/s for the service.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -22,8 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,6 +61,57 @@ async def verify(sim: SimulatorProcess, accepted: list[tuple[str, str, str]]) ->
     return sum(1 for a in accepted if a not in received)
 
 
+class HttpConnection:
+    """A minimal keep-alive HTTP/1.1 client for POST /send: httpx costs ~1 ms of CPU per request,
+    which made the load generator (sharing the machine's 2 cores) the bottleneck at 100 senders."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stream: trio.SocketStream | None = None
+        self.buffer = b""
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+            self.buffer = b""
+        payload = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        try:
+            await self.stream.send_all(head + payload)
+            while b"\r\n\r\n" not in self.buffer:
+                await self._receive()
+            header, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            lines = header.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+            length = int(fields.get("content-length", "0"))
+            while len(self.buffer) < length:
+                await self._receive()
+            data, self.buffer = self.buffer[:length], self.buffer[length:]
+            if fields.get("connection", "").lower() == "close":
+                await self.aclose()
+        except BaseException:
+            await self.aclose()
+            raise
+        return status, json.loads(data) if data else None
+
+    async def _receive(self) -> None:
+        assert self.stream is not None
+        chunk = await self.stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
 async def service_case(
     service: ServiceSystem, sim: SimulatorProcess, ids: list[str], contacts: dict[str, str], args: Any
 ) -> dict[str, Any]:
@@ -66,53 +119,57 @@ async def service_case(
     accepted: list[tuple[str, str, str]] = []
     statuses: Counter[str] = Counter()
     measured = 0
-    limits = httpx.Limits(max_connections=len(ids) * args.loops, max_keepalive_connections=len(ids) * args.loops)
-    async with httpx.AsyncClient(base_url=service.url, timeout=120, limits=limits) as http:
-        start = trio.current_time()
-        measure_from, end = start + args.warmup, start + args.warmup + args.duration
+    url = urlsplit(service.url)
+    assert url.hostname is not None and url.port is not None
+    start = trio.current_time()
+    measure_from, end = start + args.warmup, start + args.warmup + args.duration
 
-        async def loop(sid: str, number: int) -> None:
-            nonlocal measured
-            to, n = contacts[sid], 0
+    async def loop(sid: str, number: int) -> None:
+        nonlocal measured
+        to, n = contacts[sid], 0
+        http = HttpConnection(url.hostname, url.port)  # type: ignore[arg-type]
+        try:
             while (t0 := trio.current_time()) < end:
                 text = f"svc {sid} {number} {n}"
                 n += 1
                 try:
-                    response = await http.post("/send", json={"session_id": sid, "number": to, "message": text})
-                except httpx.HTTPError as exc:
+                    status, body = await http.post_json(
+                        "/send", {"session_id": sid, "number": to, "message": text}
+                    )
+                except (OSError, ConnectionError, ValueError) as exc:
                     statuses[type(exc).__name__] += 1
+                    await trio.sleep(0.01)
                     continue
                 t1 = trio.current_time()
-                statuses[str(response.status_code)] += 1
-                if response.status_code // 100 == 2:
-                    accepted.append((response.json()["result"]["id"], to, text))
+                statuses[str(status)] += 1
+                if status // 100 == 2:
+                    accepted.append((body["result"]["id"], to, text))
                     if t0 >= measure_from and t1 <= end:
                         latencies.append(t1 - t0)
                         measured += 1
+        finally:
+            await http.aclose()
 
-        async def window() -> dict[str, Any]:
-            await trio.sleep_until(measure_from)
-            before = (sample(service.pid), sample(sim.pid), own_cpu(), time.monotonic())
-            await trio.sleep_until(end)
-            after = (sample(service.pid), sample(sim.pid), own_cpu(), time.monotonic())
-            return {
-                "cpu_sut": cpu_percent(before[0], after[0]),
-                "cpu_sim": cpu_percent(before[1], after[1]),
-                "cpu_load": 100 * (after[2] - before[2]) / (after[3] - before[3]),
-                "threads": after[0].threads,
-                "rss": after[0].rss_mb,
-            }
+    cpu: dict[str, Any] = {}
 
-        cpu: dict[str, Any] = {}
+    async def window() -> None:
+        await trio.sleep_until(measure_from)
+        before = (sample(service.pid), sample(sim.pid), own_cpu(), time.monotonic())
+        await trio.sleep_until(end)
+        after = (sample(service.pid), sample(sim.pid), own_cpu(), time.monotonic())
+        cpu.update(
+            cpu_sut=cpu_percent(before[0], after[0]),
+            cpu_sim=cpu_percent(before[1], after[1]),
+            cpu_load=100 * (after[2] - before[2]) / (after[3] - before[3]),
+            threads=after[0].threads,
+            rss=after[0].rss_mb,
+        )
 
-        async def run_window() -> None:
-            cpu.update(await window())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_window)
-            for sid in ids:
-                for number in range(args.loops):
-                    nursery.start_soon(loop, sid, number)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(window)
+        for sid in ids:
+            for number in range(args.loops):
+                nursery.start_soon(loop, sid, number)
     missing = await verify(sim, accepted)
     return {
         "rate": measured / args.duration,
@@ -129,7 +186,12 @@ async def raw_case(
     raw: RawSystem, sim: SimulatorProcess, ids: list[str], contacts: dict[str, str], args: Any
 ) -> dict[str, Any]:
     await raw.command(
-        cmd="send_bench", ids=ids, contacts=contacts, loops=args.loops, warmup=args.warmup, duration=args.duration
+        cmd="send_bench",
+        ids=ids,
+        contacts=contacts,
+        loops=args.loops,
+        warmup=args.warmup,
+        duration=args.duration,
     )
     started = time.monotonic()
     await trio.sleep(args.warmup)
@@ -168,7 +230,7 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
     async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
         try:
             await system.start(nursery)
-            log(f"{kind}: pairing {most} sessions")
+            log(f"{kind}: pid {system.pid}, simulator pid {sim.pid}; pairing {most} sessions")
             seconds = await pair_all(system, sim, ids, phones, args.concurrency, args.timeout)
             log(f"{kind}: {most} connected in {seconds:.1f} s")
             system.pause_polling()  # the poller would compete with the senders
@@ -179,7 +241,8 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
                 results[count] = result
                 log(
                     f"{kind} {count:>3} sessions: {result['rate']:.0f} msg/s, p50 {result['p50']:.1f} ms, "
-                    f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, {result['missing']} missing, "
+                    f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, "
+                    f"{result['missing']} missing, "
                     f"errors {result['errors']}, CPU {kind} {result['cpu_sut']:.0f} % "
                     f"sim {result['cpu_sim']:.0f} %"
                     + (f" load {result['cpu_load']:.0f} %" if result["cpu_load"] is not None else "")
@@ -197,7 +260,9 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
 
 def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, dict[str, Any]]) -> None:
     side = f"{'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'miss':>5}"
-    print(f"\nPOST /send vs send_message, {args.loops} sender loop(s) per session, {args.duration:g} s windows")
+    print(
+        f"\nPOST /send vs send_message, {args.loops} sender loop(s) per session, {args.duration:g} s windows"
+    )
     print(
         f"{'sessions':>8} | service {side} | raw {side} | {'msg/s ratio':>11} {'p99 ratio':>9} "
         f"| CPU % svc/sim/load  raw/sim"
@@ -226,7 +291,10 @@ def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, di
     print("\n".join(problems) if problems else "every accepted message reached the simulator; no errors")
     if service:
         best = max(x["rate"] for x in service.values())
-        print(f"service target >= {TARGET_RATE:g} msg/s: {'met' if best >= TARGET_RATE else 'MISSED'} (best {best:.0f})")
+        print(
+            f"service target >= {TARGET_RATE:g} msg/s: "
+            f"{'met' if best >= TARGET_RATE else 'MISSED'} (best {best:.0f})"
+        )
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -248,7 +316,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per case")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each window")

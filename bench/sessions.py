@@ -75,7 +75,9 @@ async def run_system(
     data_dir.parent.mkdir(parents=True)
     result: dict[str, Any] = {}
     system: ServiceSystem | RawSystem
-    system = ServiceSystem(data_dir, patched) if kind == "service" else RawSystem(data_dir, patched)
+    system = (
+        ServiceSystem(data_dir, patched, args.poll) if kind == "service" else RawSystem(data_dir, patched)
+    )
     async with simulator(sim_port, workdir) as sim, trio.open_nursery() as nursery:
         try:
             await system.start(nursery)
@@ -101,7 +103,11 @@ async def run_system(
                 result["stop"] = await system.stop()
                 await sim.wait_open_connections(0, 60)
                 log(f"{kind}: stopped in {result['stop']:.1f} s; restoring")
-                system = ServiceSystem(data_dir, patched) if kind == "service" else RawSystem(data_dir, patched)
+                system = (
+                    ServiceSystem(data_dir, patched, args.poll)
+                    if kind == "service"
+                    else RawSystem(data_dir, patched)
+                )
                 started = time.monotonic()
                 await system.start(nursery)
                 result["ready"] = time.monotonic() - started
@@ -157,7 +163,11 @@ def print_table(n: int, service: dict[str, Any] | None, raw: dict[str, Any] | No
         goal = f"<= {TARGETS[target]:g}" if target else ""
         print(f"{label:<40} {fmt(ours, digits):>10} {fmt(base, digits):>10} {ratio(ours, base):>9} {goal:>8}")
     verdicts = []
-    for key, label in (("rss_per_session", "RSS/session"), ("cpu_per_session", "CPU/session"), ("restore", "restore")):
+    for key, label in (
+        ("rss_per_session", "RSS/session"),
+        ("cpu_per_session", "CPU/session"),
+        ("restore", "restore"),
+    ):
         if key in s:
             verdicts.append(f"{label} {'met' if s[key] <= TARGETS[key] else 'MISSED'}")
     if verdicts:
@@ -185,12 +195,17 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("n", nargs="?", type=int, default=200, help="sessions (default 200)")
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--settle", type=float, default=10, help="seconds to wait before measuring idle")
     parser.add_argument("--concurrency", type=int, default=20, help="pairings in flight at once")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for pairing or restoring all")
+    parser.add_argument(
+        "--poll", type=float, default=0.1, help="seconds between GET /sessions polls of the service"
+    )
     parser.add_argument("--sim-port", type=int, default=DEFAULT_SIM_PORT)
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--skip-service", action="store_true")

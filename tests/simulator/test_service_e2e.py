@@ -76,8 +76,8 @@ async def start_service(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Star
         return Api(service)
 
     yield start
-    for service in services:
-        code = await trio.to_thread.run_sync(service.stop)
+    codes = [await trio.to_thread.run_sync(service.stop) for service in services]  # stop all first
+    for service, code in zip(services, codes, strict=True):
         assert code == 0, service.log()[-3000:]
 
 
