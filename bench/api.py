@@ -128,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is reported")
+    parser.add_argument("--only", help="run only the cases whose name contains this, e.g. send")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -136,6 +137,7 @@ def main() -> None:
         ("GET /status", "/status?session_id=bench", wrk_script("GET", None)),
         ("POST /send", "/send", wrk_script("POST", SEND_BODY)),
     ]
+    cases = [c for c in cases if not args.only or args.only in c[0]]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         bare, bare_url = start_bare(workdir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections import deque
 from pathlib import Path
 
 import attrs
@@ -28,6 +29,7 @@ from .base import (
 )
 
 DEVICE_FILE = "fake-device.json"
+SENT_KEPT = 1000
 _ids = itertools.count(1)
 
 
@@ -43,7 +45,7 @@ class FakeClient:
         self.engine = engine
         self.session_id = session_id
         self.directory = directory
-        self.sent: list[RecordedMessage] = []
+        self.sent: deque[RecordedMessage] = deque(maxlen=SENT_KEPT)  # bounded: benchmarks send a lot
         self.runs = 0  # how many times run() was entered: counts connection attempts
         self._qr_serial = 0
         self._emit: Emit | None = None
