@@ -36,12 +36,12 @@ class SessionManager:
     async def _restore(self) -> None:
         self.store.add(DEFAULT_SESSION)
         for stored in self.store.list():
-            session = await self._add(stored.id)
+            session = await self._add(stored.id, persist=False)
             if stored.autoconnect and self.engine.has_credentials(session.directory):
                 session.connect()
         log.info("restored %d session(s)", len(self._sessions))
 
-    async def _add(self, session_id: str) -> SessionSupervisor:
+    async def _add(self, session_id: str, persist: bool = True) -> SessionSupervisor:
         if session_id in self._sessions:
             await self._started[session_id].wait()
             return self._sessions[session_id]
@@ -50,7 +50,8 @@ class SessionManager:
         session = SessionSupervisor(session_id, self.engine, self.store.directory(session_id), self.policy)
         self._sessions[session_id] = session
         self._started[session_id] = started = trio.Event()
-        self.store.add(session_id)
+        if persist:
+            self.store.add(session_id)
         await self._nursery.start(session.supervise)
         started.set()
         return session
