@@ -76,8 +76,9 @@ async def start_service(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Star
         return Api(service)
 
     yield start
-    codes = [await trio.to_thread.run_sync(service.stop) for service in services]  # stop all first
-    for service, code in zip(services, codes, strict=True):
+    running = [s for s in services if s.proc is not None and s.proc.poll() is None]  # not killed by the test
+    codes = [await trio.to_thread.run_sync(service.stop) for service in running]  # stop all first
+    for service, code in zip(running, codes, strict=True):
         assert code == 0, service.log()[-3000:]
 
 
@@ -261,3 +262,24 @@ async def test_churn_30_sessions(sim: Simulator, start_service: StartService) ->
     received = {(m.id, m.to, m.text) for m in sim.messages}
     missing = [a for a in accepted if a not in received]
     assert not missing, f"{len(missing)} accepted messages never arrived: {missing[:5]}"
+
+
+async def test_crash_loses_nothing(sim: Simulator, start_service: StartService) -> None:
+    """A Go fatal error kills the process without warning; SIGKILL is the same for the data."""
+    api = await start_service()
+    await api.pair(sim, "s1", PHONE)
+    response = await api.post("/send", session_id="s1", number=CONTACT, message="before the crash")
+    assert response.status_code == 200
+    assert api.service.proc is not None
+    api.service.proc.kill()
+    await trio.to_thread.run_sync(api.service.proc.wait)
+    await sim.wait_disconnected(PHONE)
+
+    registrations = len(sim.events("registration"))
+    again = await start_service()  # what systemd's Restart=on-failure does
+    status = await again.wait_state("s1", "connected")
+    assert status["phone_number"] == PHONE
+    assert len(sim.events("registration")) == registrations  # no new QR
+    response = await again.post("/send", session_id="s1", number=CONTACT, message="after the crash")
+    assert response.status_code == 200, response.text
+    await sim.wait_message(to=CONTACT, text="after the crash")
