@@ -7,6 +7,7 @@ patched copy first on their ``PYTHONPATH``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -549,3 +550,23 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, timeout: float) -> None:
+    """The options every simulator benchmark shares."""
+    parser.add_argument("--concurrency", type=int, default=20, help="pairings in flight at once")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds for pairing or restoring all")
+    parser.add_argument("--sim-port", type=int, default=DEFAULT_SIM_PORT)
+    parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data and logs")
+
+
+def run_benchmark(main_async: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> None:
+    """trio.run with the benchmark's own failures turned into a one-line exit message."""
+    try:
+        trio.run(main_async, args)
+    except BenchError as exc:
+        sys.exit(f"benchmark failed: {exc}")
+    except trio.TooSlowError:
+        sys.exit("benchmark failed: timed out")

@@ -30,11 +30,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
-    DEFAULT_SIM_PORT,
-    BenchError,
     RawSystem,
     ServiceSystem,
     SimulatorProcess,
+    add_common_arguments,
     cpu_percent,
     fmt,
     log,
@@ -43,6 +42,7 @@ from _harness import (
     percentile,
     phone_for,
     ratio,
+    run_benchmark,
     sample,
     simulator,
 )
@@ -323,19 +323,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per case")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each window")
     parser.add_argument("--loops", type=int, default=1, help="concurrent sender loops per session")
-    parser.add_argument("--concurrency", type=int, default=20, help="pairings in flight at once")
-    parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--sim-port", type=int, default=DEFAULT_SIM_PORT)
-    parser.add_argument("--skip-raw", action="store_true")
-    parser.add_argument("--skip-service", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data and logs")
-    args = parser.parse_args()
-    try:
-        trio.run(main_async, args)
-    except BenchError as exc:
-        sys.exit(f"benchmark failed: {exc}")
-    except trio.TooSlowError:
-        sys.exit("benchmark failed: timed out")
+    add_common_arguments(parser, timeout=600)
+    run_benchmark(main_async, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
-    DEFAULT_SIM_PORT,
-    BenchError,
     RawSystem,
     ServiceSystem,
     System,
+    add_common_arguments,
     cpu_percent,
     disk_mb,
     fmt,
@@ -39,6 +38,7 @@ from _harness import (
     patched_dir,
     phone_for,
     ratio,
+    run_benchmark,
     sample,
     simulator,
     wait_all_connected,
@@ -203,23 +203,12 @@ def main() -> None:
     parser.add_argument("n", nargs="?", type=int, default=200, help="sessions (default 200)")
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--settle", type=float, default=10, help="seconds to wait before measuring idle")
-    parser.add_argument("--concurrency", type=int, default=20, help="pairings in flight at once")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds for pairing or restoring all")
     parser.add_argument(
         "--poll", type=float, default=0.1, help="seconds between GET /sessions polls of the service"
     )
-    parser.add_argument("--sim-port", type=int, default=DEFAULT_SIM_PORT)
-    parser.add_argument("--skip-raw", action="store_true")
-    parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--skip-restore", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data and logs")
-    args = parser.parse_args()
-    try:
-        trio.run(main_async, args)
-    except BenchError as exc:
-        sys.exit(f"benchmark failed: {exc}")
-    except trio.TooSlowError:
-        sys.exit("benchmark failed: timed out")
+    add_common_arguments(parser, timeout=900)
+    run_benchmark(main_async, parser.parse_args())
 
 
 if __name__ == "__main__":
