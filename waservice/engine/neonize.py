@@ -1,8 +1,8 @@
 """The real engine: whatsmeow (Go) through neonize. The only module that imports neonize.
 
 Three facts about neonize shape this file (see design.md):
-- `NewClient.connect()` blocks for the life of the connection, so each running client occupies a
-  worker thread from an unbounded limiter (trio's default limiter would cap us at 40 sessions).
+- Go's `Neonize()` blocks for the life of the connection, so each running client occupies one
+  worker thread of its own (trio's default thread limiter would cap us at 40 sessions).
 - Callbacks arrive on threads created by Go; they only hand events to trio via the TrioToken.
 - The Go bridge keeps process-wide maps without locks: concurrent writes (a client starting or
   stopping) and reads (sending) crash the process. `BridgeLock` serialises them.

@@ -2,8 +2,7 @@
 
 The machine (machine.py) decides; this task waits and calls. The WhatsApp client runs in its own
 cancel scope inside the supervisor's nursery: cancelling that scope is how a connection is stopped,
-and a new connection never starts before the previous one has fully stopped (whatsmeow keeps one
-live client per device).
+and a new connection starts only after the previous one has stopped.
 """
 
 from __future__ import annotations
@@ -214,7 +213,7 @@ class SessionSupervisor:
         reason = None
         try:
             with scope:
-                await previous_done.wait()  # one live client per device, never two
+                await previous_done.wait()  # the previous connection has stopped (its state is saved)
                 try:
                     await self._client.run(lambda event: self._on_event(generation, event))
                     reason = "connection closed"
