@@ -399,8 +399,9 @@ class NeonizeEngine:
 
 
 def _silence_stdout() -> None:
-    """The Go library prints to stdout ("Press Ctrl+C to exit", login events) on every connect.
-    Our logs go to stderr, so stdout (fd 1) is pointed at /dev/null for the whole process."""
+    """The Go library fmt.Println()s login events to stdout. Our logs go to stderr, so stdout
+    (fd 1) is pointed at /dev/null for the whole process. (Go's println of "Press Ctrl+C to exit"
+    goes to stderr, where Go panics go too, so it stays.)"""
     sys.stdout.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

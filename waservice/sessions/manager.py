@@ -92,8 +92,7 @@ class SessionManager:
         del self._started[session_id]
         await session.logout()
         await session.close()
-        self.engine.forget_credentials(session.directory)
-        self.store.remove(session_id)
+        self.store.remove(session_id)  # deletes the folder, credentials included
         log.info("session=%s deleted", session_id)
 
     async def send_text(self, session_id: str, number: str, text: str) -> SentMessage:
