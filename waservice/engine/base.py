@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import attrs
+import trio
 
-# -- events a client reports (delivered on the trio thread) -------------------------------------
+# -- events a client reports, on a bounded trio memory channel the supervisor reads -------------
 
 
 @attrs.frozen
@@ -48,7 +48,10 @@ class Stopped:
 
 
 EngineEvent = QrCode | Paired | Connected | ConnectionLost | LoggedOut | Stopped
-Emit = Callable[[EngineEvent], None]
+# The supervisor owns the receiving end and its loop. Engines `await events.send(...)`: the channel is
+# bounded, so a flood (e.g. a history sync) slows the engine down instead of growing memory.
+# Later event kinds (incoming messages, receipts) get their own channel; they never reach the machine.
+EventSender = trio.MemorySendChannel[EngineEvent]
 
 
 @attrs.frozen
@@ -68,8 +71,8 @@ class EngineError(Exception):
 class Client(Protocol):
     """One WhatsApp device, kept for the life of its session (never two per session)."""
 
-    async def run(self, emit: Emit) -> None:
-        """Connect, then stay connected until cancelled, reporting events through `emit`.
+    async def run(self, events: EventSender) -> None:
+        """Connect, then stay connected until cancelled, reporting events on `events`.
 
         Returning (or raising EngineError) means the connection ended by itself; the
         supervisor treats it as ConnectionLost unless an event already said otherwise.
@@ -78,7 +81,11 @@ class Client(Protocol):
         ...
 
     async def send_text(self, number: str, text: str) -> SentMessage:
-        """Send a text to a phone number (digits with country code). Raises EngineError."""
+        """Send a text to a phone number (digits with country code). Raises EngineError.
+
+        Cancellable at any moment: the caller's deadline is real. If WhatsApp acknowledges the
+        message after the caller gave up, the engine logs the late ack with the message id.
+        """
         ...
 
     async def logout(self) -> None:
@@ -91,14 +98,18 @@ class Client(Protocol):
 
 
 class Engine(Protocol):
+    """Opened with `open_engine(...)` (an async context manager that owns any worker processes)."""
+
     name: str
 
     def client(self, session_id: str, directory: Path) -> Client: ...
 
-    def has_credentials(self, directory: Path) -> bool:
-        """Whether the device stored in `directory` is paired (can log in without a QR)."""
+    async def has_credentials(self, directory: Path) -> bool:
+        """Whether the device stored in `directory` is paired (can log in without a QR).
+
+        Never blocks the trio thread (file access goes to a worker thread)."""
         ...
 
-    def forget_credentials(self, directory: Path) -> None:
-        """Remove a device's stored credentials (after a logout or on delete)."""
+    async def forget_credentials(self, directory: Path) -> None:
+        """Remove a device's stored credentials (after a logout or on delete); raises OSError."""
         ...
