@@ -13,6 +13,7 @@ from .base import (
     LoggedOut,
     Paired,
     QrCode,
+    Replaced,
     SentMessage,
     Stopped,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "LoggedOut",
     "Paired",
     "QrCode",
+    "Replaced",
     "SentMessage",
     "Stopped",
     "create_engine",

@@ -42,12 +42,19 @@ class LoggedOut:
 
 @attrs.frozen
 class Stopped:
-    """WhatsApp ended the connection for a reason retrying cannot fix (replaced, QR expired, ban)."""
+    """WhatsApp ended the connection for a reason retrying cannot fix (QR expired, ban, outdated)."""
 
     reason: str
 
 
-EngineEvent = QrCode | Paired | Connected | ConnectionLost | LoggedOut | Stopped
+@attrs.frozen
+class Replaced:
+    """Another client opened this account with the same keys: stay down, across restarts too."""
+
+    reason: str
+
+
+EngineEvent = QrCode | Paired | Connected | ConnectionLost | LoggedOut | Stopped | Replaced
 # The supervisor owns the receiving end and its loop. Engines `await events.send(...)`: the channel is
 # bounded, so a flood (e.g. a history sync) slows the engine down instead of growing memory.
 # Later event kinds (incoming messages, receipts) get their own channel; they never reach the machine.
