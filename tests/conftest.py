@@ -12,7 +12,7 @@ from waservice.api.app import create_app
 from waservice.engine.fake import FakeEngine
 from waservice.sessions.machine import ReconnectPolicy
 from waservice.sessions.manager import SessionManager
-from waservice.store import SessionStore
+from waservice.store import SessionStore, open_store
 
 
 @pytest.fixture
@@ -21,11 +21,14 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-async def manager(engine: FakeEngine, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[SessionManager]:
-    store = SessionStore(tmp_path / "data")
-    manager = await nursery.start(SessionManager(engine, store, ReconnectPolicy()).run)
-    yield manager
-    store.close()
+async def store(tmp_path: Path) -> AsyncIterator[SessionStore]:
+    async with open_store(tmp_path / "data") as store:
+        yield store
+
+
+@pytest.fixture
+async def manager(engine: FakeEngine, store: SessionStore, nursery: trio.Nursery) -> SessionManager:
+    return await nursery.start(SessionManager(engine, store, ReconnectPolicy()).run)
 
 
 @pytest.fixture

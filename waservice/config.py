@@ -41,6 +41,7 @@ class ServerConfig:
 class SessionsConfig:
     data_dir: str = "sessions"
     engine: Literal["neonize", "fake"] = "neonize"
+    max: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen

@@ -47,3 +47,24 @@ class SendFailed(ServiceError):
     """WhatsApp did not accept the message; the client may retry."""
 
     status_code = 502
+
+
+class SessionIdCollision(InvalidSessionId):
+    """A new id that differs from an existing one only by case: both would share one folder on a
+    case-insensitive filesystem."""
+
+
+class SendOutcomeUnknown(SendFailed):
+    """No acknowledgement before the deadline: the message may or may not have been delivered."""
+
+
+class TooManySessions(ServiceError):
+    """`sessions.max` sessions exist already; a new one needs a delete first."""
+
+    status_code = 429
+
+
+class StorageFailed(ServiceError):
+    """The data directory refused a write (disk full, read-only): nothing was half-done."""
+
+    status_code = 503

@@ -78,7 +78,7 @@ async def test_full_flow(client, engine):
 
     assert await call(client, "delete", "/sessions/session1") == (
         200,
-        {"success": True, "message": "Session deleted successfully"},
+        {"success": True, "message": "Session deleted successfully", "unlinked": True, "warning": None},
     )
     status, body = await call(client, "get", "/status?session_id=session1")
     assert status == 400 and "not found" in body["error"]
@@ -114,8 +114,7 @@ async def test_hostile_session_ids(client, bad, tmp_path):
         assert status == 400 and body["success"] is False, (path, bad, body)
         assert "session_id" in body["error"]
     status, body = await call(client, "get", "/status", query_string={"session_id": bad})
-    if bad:  # an empty query value means the default session
-        assert status == 400 and "session_id" in body["error"]
+    assert status == 400 and "session_id" in body["error"]
     assert not any(p.name not in {"default", "waservice.db", "waservice.db-wal", "waservice.db-shm"}
                    for p in (tmp_path / "data").iterdir())  # fmt: skip
 

@@ -1,7 +1,14 @@
 """The pure state machine: every transition, no clock."""
 
+import pytest
+
 from waservice.sessions.machine import (
+    STALE,
+    TRANSITIONS,
+    DisableAutoconnect,
     ForgetCredentials,
+    IllegalTransition,
+    Input,
     ReconnectPolicy,
     RetryAfter,
     SessionMachine,
@@ -51,7 +58,8 @@ def test_backoff_then_failed_then_reset():
     assert m.connection_lost("boom") == [StopClient()]
     assert m.state is State.FAILED and m.reconnect_attempts == 5
     assert "gave up" in m.last_error
-    assert m.retry_due() == []
+    with pytest.raises(IllegalTransition):  # the supervisor cancels the timer: a bug if it fires
+        m.retry_due()
     assert m.reset_reconnect() == [StartClient()]
     assert m.state is State.CONNECTING and m.reconnect_attempts == 0
 
@@ -74,6 +82,16 @@ def test_logged_out_forgets_and_does_not_retry():
     m.connected("1")
     assert m.logged_out("device removed") == [StopClient(), ForgetCredentials()]
     assert (m.state, m.phone_number, m.last_error) == (State.DISCONNECTED, None, "device removed")
+
+
+def test_replaced_stays_down_and_says_so():
+    m = SessionMachine()
+    m.connect()
+    m.connected("1")
+    effects = m.replaced("connection replaced")
+    assert m.state is State.DISCONNECTED and effects[0] == StopClient()
+    assert isinstance(effects[1], DisableAutoconnect) and "connection replaced" in effects[1].reason
+    assert "until POST /connect" in m.last_error
 
 
 def test_stopped_does_not_retry():
@@ -100,5 +118,50 @@ def test_disconnect_cancels_waiting_retry():
     m.connect()
     m.connection_lost("x")
     assert m.disconnect() == [StopClient()]
-    assert m.retry_due() == []
+    with pytest.raises(IllegalTransition):
+        m.retry_due()
     assert m.state is State.DISCONNECTED
+
+
+def test_every_state_and_input_is_either_a_move_stale_or_illegal():
+    moves, stale = set(TRANSITIONS), set(STALE)
+    assert not moves & stale
+    illegal = {(s, i) for s in State for i in Input} - moves - stale
+    # What no correct supervisor or engine can produce, and nothing else.
+    assert illegal == {(State.CONNECTED, Input.QR)} | {
+        (s, Input.RETRY_DUE) for s in State if s is not State.ERROR
+    }
+
+
+def test_illegal_event_changes_nothing():
+    m = SessionMachine()
+    m.connect()
+    m.connected("1")
+    before = (m.state, m.qr_code, m.version)
+    with pytest.raises(IllegalTransition, match="qr is not allowed in state connected"):
+        m.qr("code")
+    assert (m.state, m.qr_code, m.version) == before
+
+
+def test_stale_events_change_nothing_in_every_idle_state():
+    for state in (State.DISCONNECTED, State.ERROR, State.FAILED):
+        m = SessionMachine(state=state, last_error="why")
+        for event in (
+            lambda: m.qr("x"),
+            lambda: m.paired("1"),
+            lambda: m.connected("1"),
+            lambda: m.connection_lost("x"),
+            lambda: m.logged_out("x"),
+            lambda: m.stopped("x"),
+            lambda: m.replaced("x"),
+        ):
+            assert event() == []
+        assert (m.state, m.last_error, m.version) == (state, "why", 0)
+
+
+def test_connect_from_error_cancels_backoff_and_resets():
+    m = SessionMachine()
+    m.connect()
+    m.connection_lost("x")
+    assert m.connect() == [StartClient()]
+    assert (m.state, m.reconnect_attempts) == (State.CONNECTING, 0)

@@ -8,7 +8,7 @@ from quart_schema import hide
 
 from ..engine.fake import FakeClient, FakeEngine
 from ..errors import UnknownSession
-from ..sessions.ids import validate_session_id
+from ..ids import validate_session_id
 from .validation import query_session_id, read_body
 
 bp = Blueprint("fake", __name__, url_prefix="/_fake")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ..sessions.ids import DEFAULT_SESSION
+from ..ids import DEFAULT_SESSION
 
 
 @attrs.define
@@ -68,6 +68,8 @@ class ActionResponse:
 class DeleteResponse:
     message: str
     success: bool = True
+    unlinked: bool = False  # the device was unlinked from the phone (false: it had none, or see warning)
+    warning: str | None = None  # what could not be done (unlinking, deleting files) and what to do
 
 
 @attrs.define

@@ -84,18 +84,23 @@ async def list_sessions() -> SessionsResponse:
 @bp.delete("/sessions/<session_id>")
 @tag(["Sessions"])
 @document_response(DeleteResponse)
-@errors(400, 401)
+@errors(400, 401, 503)
 async def delete_session(session_id: str) -> DeleteResponse:
-    """Delete a session, unlink its device and remove its credentials (not 'default')."""
-    await manager().delete(session_id)
-    return DeleteResponse(message="Session deleted successfully")
+    """Delete a session, unlink its device and remove its credentials (not 'default').
+
+    A paired session that is not connected is connected briefly to unlink it; `unlinked: false` with
+    a `warning` says when that was not possible (then remove it on the phone)."""
+    result = await manager().delete(session_id)
+    return DeleteResponse(
+        message="Session deleted successfully", unlinked=result.unlinked, warning=result.warning
+    )
 
 
 @bp.post("/connect")
 @tag(["Connection"])
 @document_request(SessionRequest)
 @document_response(ActionResponse)
-@errors(400, 401)
+@errors(400, 401, 429, 503)
 async def connect() -> ActionResponse:
     """Create the session if needed and connect it (idempotent)."""
     body = await read_body(SessionRequest)
@@ -115,7 +120,7 @@ async def connect() -> ActionResponse:
 async def qr() -> QrResponse:
     """The current QR code as a PNG data URL, plus the raw string the phone scans."""
     session_id = query_session_id()
-    code = manager().get(session_id).machine.qr_code
+    code = manager().get(session_id).info().qr_code
     if code is None:
         raise NoQrCode(f"no QR code available for session '{session_id}'; POST /connect first, then poll /qr")
     return QrResponse(session_id=session_id, qr=qr_data_url(code), code=code)

@@ -11,7 +11,7 @@ import phonenumbers
 from quart import request
 
 from ..errors import InvalidRequest
-from ..sessions.ids import DEFAULT_SESSION, validate_session_id
+from ..ids import DEFAULT_SESSION, validate_session_id
 
 T = TypeVar("T")
 
@@ -46,8 +46,8 @@ def _describe(exc: msgspec.ValidationError) -> str:
 
 
 def query_session_id() -> str:
-    value = request.args.get("session_id") or DEFAULT_SESSION
-    return validate_session_id(value)
+    value = request.args.get("session_id")  # absent means the default session; empty is invalid
+    return validate_session_id(DEFAULT_SESSION if value is None else value)
 
 
 def phone_number(value: str) -> str:

@@ -2,12 +2,16 @@
 
 Unpaired devices show QR codes `fake-qr:<session>:<n>`; `scan()` pairs them. Pairing is stored in
 `<session dir>/fake-device.json`, so a restarted service reconnects without a QR, like whatsmeow.
+The script methods (scan, fail, ...) are plain calls for tests; the running connection forwards
+what they script to the supervisor's channel in order, as a real engine would.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -18,12 +22,13 @@ import trio
 from .base import (
     Connected,
     ConnectionLost,
-    Emit,
     EngineError,
     EngineEvent,
+    EventSender,
     LoggedOut,
     Paired,
     QrCode,
+    Replaced,
     SentMessage,
     Stopped,
 )
@@ -31,6 +36,7 @@ from .base import (
 DEVICE_FILE = "fake-device.json"
 SENT_KEPT = 1000
 _ids = itertools.count(1)
+log = logging.getLogger("waservice.engine.fake")
 
 
 @attrs.frozen
@@ -38,6 +44,18 @@ class RecordedMessage:
     to: str
     text: str
     id: str
+
+
+@attrs.define
+class _PendingSend:
+    message: RecordedMessage
+    acked: trio.Event = attrs.Factory(trio.Event)
+    error: str | None = None
+    abandoned: bool = False  # the caller stopped waiting
+
+
+class _End:
+    """Script marker: the connection ends here."""
 
 
 class FakeClient:
@@ -48,40 +66,82 @@ class FakeClient:
         self.sent: deque[RecordedMessage] = deque(maxlen=SENT_KEPT)  # bounded: benchmarks send a lot
         self.runs = 0  # how many times run() was entered: counts connection attempts
         self._qr_serial = 0
-        self._emit: Emit | None = None
-        self._ended = trio.Event()
+        self._script: trio.MemorySendChannel[EngineEvent | _End] | None = None
+        self._wire: trio.Nursery | None = None  # sends waiting for their ack live here
+        self._pending: set[_PendingSend] = set()
 
     # -- Client interface -------------------------------------------------------------------
 
-    async def run(self, emit: Emit) -> None:
+    async def run(self, events: EventSender) -> None:
         self.runs += 1
         await trio.sleep(0)
         if self.engine.refuse_connections:
             raise EngineError("connection refused (fake engine)")
-        self._emit, self._ended = emit, trio.Event()
+        script, scripted = trio.open_memory_channel[EngineEvent | _End](math.inf)
+        self._script = script
         try:
-            phone = self.engine.paired_phone(self.directory)
-            if phone:
-                emit(Connected(phone))
-            else:
-                self.rotate_qr()
-            await self._ended.wait()
+            async with trio.open_nursery() as wire:
+                self._wire = wire
+                phone = self.engine.paired_phone(self.directory)
+                if phone:
+                    self._send(Connected(phone))
+                else:
+                    self.rotate_qr()
+                async for item in scripted:
+                    if isinstance(item, _End):
+                        break
+                    await events.send(item)
+                wire.cancel_scope.cancel()  # acks still due die with the connection
         finally:
-            self._emit = None
+            self._script = self._wire = None
+            for pending in self._pending:
+                pending.error = "connection closed before WhatsApp acknowledged the message"
+                pending.acked.set()
+            self._pending.clear()
 
     async def send_text(self, number: str, text: str) -> SentMessage:
         await trio.sleep(0)
-        if self._emit is None:
+        if self._wire is None:
             raise EngineError("not connected")
         if self.engine.fail_sends:
             raise EngineError("server did not acknowledge the message (fake engine)")
         message = RecordedMessage(to=number, text=text, id=f"FAKE{next(_ids):012d}")
-        self.sent.append(message)
+        if self.engine.ack_delay:
+            await self._wait_for_ack(message)
+        else:
+            self.sent.append(message)
         return SentMessage(id=message.id, timestamp=int(time.time()), to=number)
+
+    async def _wait_for_ack(self, message: RecordedMessage) -> None:
+        pending = _PendingSend(message)
+        self._pending.add(pending)
+        assert self._wire is not None
+        self._wire.start_soon(self._ack_later, pending, self.engine.ack_delay)
+        try:
+            await pending.acked.wait()
+        finally:
+            pending.abandoned = not pending.acked.is_set()
+        if pending.error:
+            raise EngineError(pending.error)
+
+    async def _ack_later(self, pending: _PendingSend, delay: float) -> None:
+        await trio.sleep(delay)
+        self._pending.discard(pending)
+        self.sent.append(pending.message)
+        if pending.abandoned:
+            log.warning(
+                "session=%s late ack for message %s: delivered after the sender stopped waiting",
+                self.session_id,
+                pending.message.id,
+            )
+        pending.acked.set()
 
     async def logout(self) -> None:
         await trio.sleep(0)
-        self.engine.forget_credentials(self.directory)
+        if self._script is None:
+            raise EngineError("not connected")
+        await self.engine.forget_credentials(self.directory)
+        self._end()
 
     async def close(self) -> None:
         self._end()
@@ -90,7 +150,7 @@ class FakeClient:
 
     @property
     def running(self) -> bool:
-        return self._emit is not None
+        return self._script is not None
 
     def rotate_qr(self) -> str:
         self._qr_serial += 1
@@ -111,25 +171,30 @@ class FakeClient:
         self._end()
 
     def log_out_from_phone(self) -> None:
-        self.engine.forget_credentials(self.directory)
+        (self.directory / DEVICE_FILE).unlink(missing_ok=True)
         self._send(LoggedOut("logged out from the phone (device removed)"))
         self._end()
 
     def replace(self) -> None:
-        self._send(Stopped("connection replaced: the account was opened by another client"))
+        self._send(Replaced("connection replaced: the account was opened by another client"))
         self._end()
 
     def expire_qr(self) -> None:
         self._send(Stopped("QR code expired without being scanned"))
         self._end()
 
+    def emit(self, event: object) -> None:
+        """Report any event, even one the supervisor does not know (tests of its default case)."""
+        self._send(event)  # type: ignore[arg-type]
+
     def _send(self, event: EngineEvent) -> None:
-        if self._emit is None:
+        if self._script is None:
             raise RuntimeError(f"fake client {self.session_id!r} is not running")
-        self._emit(event)
+        self._script.send_nowait(event)
 
     def _end(self) -> None:
-        self._ended.set()
+        if self._script is not None:
+            self._script.send_nowait(_End())
 
 
 class FakeEngine:
@@ -139,6 +204,7 @@ class FakeEngine:
         self.clients: dict[str, FakeClient] = {}
         self.refuse_connections = False
         self.fail_sends = False
+        self.ack_delay = 0.0  # seconds before WhatsApp acknowledges a send (0: at once)
 
     def client(self, session_id: str, directory: Path) -> FakeClient:
         client = FakeClient(self, session_id, directory)
@@ -151,8 +217,10 @@ class FakeEngine:
         except (OSError, ValueError, KeyError):
             return None
 
-    def has_credentials(self, directory: Path) -> bool:
+    async def has_credentials(self, directory: Path) -> bool:
+        await trio.sleep(0)
         return self.paired_phone(directory) is not None
 
-    def forget_credentials(self, directory: Path) -> None:
+    async def forget_credentials(self, directory: Path) -> None:
+        await trio.sleep(0)
         (directory / DEVICE_FILE).unlink(missing_ok=True)

@@ -1,21 +1,9 @@
 """The session state machine: pure, no I/O, no clock.
 
-It takes commands (from the API) and engine events (from WhatsApp) and returns the effects the
-supervisor must carry out. Every way a session can change state is in this file:
-
-    command / event        from                                  to            effects
-    connect                disconnected, error, failed            connecting    StartClient
-    disconnect             any but disconnected                   disconnected  StopClient
-    reset_reconnect        failed                                 connecting    StartClient
-    qr                     connecting, qr_ready                   qr_ready
-    connected              connecting, qr_ready, connected        connected
-    connection_lost        connecting, qr_ready, connected        error         StopClient, RetryAfter
-                           ... after max_attempts                 failed        StopClient
-    retry_due              error                                  connecting    StartClient
-    logged_out             any                                    disconnected  StopClient, ForgetCredentials
-    stopped (replaced, QR expired, ban, ...)                      disconnected  StopClient
-
-Unexpected events in other states are stale (from a client already stopped) and ignored.
+It takes commands (from the API), a timer (retry due) and engine events (from WhatsApp) and returns
+the effects the supervisor must carry out. Every way a session can change state is in TRANSITIONS.
+An input a state does not list is either stale (engine events once no connection runs: they come
+from a client already stopped) and ignored, or a bug, and raises IllegalTransition.
 """
 
 from __future__ import annotations
@@ -25,8 +13,11 @@ import enum
 import attrs
 
 __all__ = [
+    "DisableAutoconnect",
     "Effect",
     "ForgetCredentials",
+    "IllegalTransition",
+    "Input",
     "ReconnectPolicy",
     "RetryAfter",
     "SessionMachine",
@@ -45,7 +36,31 @@ class State(enum.StrEnum):
     FAILED = "failed"
 
 
-ACTIVE = frozenset({State.CONNECTING, State.QR_READY, State.CONNECTED})
+class Input(enum.Enum):
+    # commands
+    CONNECT = "connect"
+    DISCONNECT = "disconnect"
+    RESET_RECONNECT = "reset_reconnect"
+    # timer
+    RETRY_DUE = "retry_due"
+    # engine events
+    QR = "qr"
+    PAIRED = "paired"
+    CONNECTED = "connected"
+    CONNECTION_LOST = "connection_lost"  # with reconnect attempts left
+    GIVE_UP = "give_up"  # connection lost with none left
+    LOGGED_OUT = "logged_out"
+    STOPPED = "stopped"  # QR expired, ban, outdated client: retrying cannot help
+    REPLACED = "replaced"  # another client took the account
+
+
+class IllegalTransition(Exception):
+    """An input the current state cannot take: a bug in the supervisor or the engine."""
+
+    def __init__(self, state: State, what: Input) -> None:
+        super().__init__(f"{what.value} is not allowed in state {state.value}")
+        self.state = state
+        self.input = what
 
 
 @attrs.frozen
@@ -65,10 +80,57 @@ class RetryAfter:
 
 @attrs.frozen
 class ForgetCredentials:
-    pass
+    """Delete the device's credentials once the connection that reported the logout has stopped."""
 
 
-Effect = StartClient | StopClient | RetryAfter | ForgetCredentials
+@attrs.frozen
+class DisableAutoconnect:
+    """Store that the session stays down across restarts, and why."""
+
+    reason: str
+
+
+Effect = StartClient | StopClient | RetryAfter | ForgetCredentials | DisableAutoconnect
+
+S, In = State, Input
+ACTIVE = frozenset({S.CONNECTING, S.QR_READY, S.CONNECTED})  # a client is running
+_ALL = frozenset(State)
+_ENGINE_EVENTS = frozenset(
+    {In.QR, In.PAIRED, In.CONNECTED, In.CONNECTION_LOST, In.GIVE_UP, In.LOGGED_OUT, In.STOPPED, In.REPLACED}
+)
+
+
+@attrs.frozen
+class Move:
+    to: State | None  # None: stay
+    effects: tuple[type[Effect], ...] = ()
+
+
+_STAY = Move(None)
+
+# state x input -> next state and effects; one screen, every way a session can move.
+TRANSITIONS: dict[tuple[State, Input], Move] = {
+    **{(s, In.CONNECT): Move(S.CONNECTING, (StartClient,)) for s in (S.DISCONNECTED, S.ERROR, S.FAILED)},
+    **{(s, In.CONNECT): _STAY for s in ACTIVE},  # idempotent
+    **{(s, In.DISCONNECT): Move(S.DISCONNECTED, (StopClient,)) for s in _ALL - {S.DISCONNECTED}},
+    (S.DISCONNECTED, In.DISCONNECT): _STAY,
+    (S.FAILED, In.RESET_RECONNECT): Move(S.CONNECTING, (StartClient,)),
+    **{(s, In.RESET_RECONNECT): _STAY for s in _ALL - {S.FAILED}},  # the counter is reset
+    (S.ERROR, In.RETRY_DUE): Move(S.CONNECTING, (StartClient,)),
+    (S.CONNECTING, In.QR): Move(S.QR_READY),
+    (S.QR_READY, In.QR): _STAY,  # a fresh code
+    **{(s, In.PAIRED): _STAY for s in ACTIVE},
+    (S.CONNECTING, In.CONNECTED): Move(S.CONNECTED),
+    (S.QR_READY, In.CONNECTED): Move(S.CONNECTED),
+    (S.CONNECTED, In.CONNECTED): _STAY,
+    **{(s, In.CONNECTION_LOST): Move(S.ERROR, (StopClient, RetryAfter)) for s in ACTIVE},
+    **{(s, In.GIVE_UP): Move(S.FAILED, (StopClient,)) for s in ACTIVE},
+    **{(s, In.LOGGED_OUT): Move(S.DISCONNECTED, (StopClient, ForgetCredentials)) for s in ACTIVE},
+    **{(s, In.STOPPED): Move(S.DISCONNECTED, (StopClient,)) for s in ACTIVE},
+    **{(s, In.REPLACED): Move(S.DISCONNECTED, (StopClient, DisableAutoconnect)) for s in ACTIVE},
+}
+# Engine events once no client runs come from one already stopped: expected, and ignored.
+STALE = frozenset((s, e) for s in _ALL - ACTIVE for e in _ENGINE_EVENTS)
 
 
 @attrs.frozen
@@ -99,92 +161,109 @@ class SessionMachine:
     # -- commands ---------------------------------------------------------------------------
 
     def connect(self) -> list[Effect]:
-        if self.state in ACTIVE:
-            return []  # idempotent
-        self.reconnect_attempts = 0
-        self._enter(State.CONNECTING)
-        return [StartClient()]
+        if self.state not in ACTIVE:
+            self.reconnect_attempts = 0
+        return self._move(In.CONNECT)
 
     def disconnect(self, reason: str | None = None) -> list[Effect]:
-        if self.state is State.DISCONNECTED:
-            return []
-        self.qr_code = None
-        self.last_error = reason
-        self._enter(State.DISCONNECTED)
-        return [StopClient()]
+        if self.state is not State.DISCONNECTED:
+            self.qr_code = None
+            self.last_error = reason
+        return self._move(In.DISCONNECT)
 
     def reset_reconnect(self) -> list[Effect]:
         self.reconnect_attempts = 0
-        if self.state is State.FAILED:
-            self._enter(State.CONNECTING)
-            return [StartClient()]
-        return []
+        return self._move(In.RESET_RECONNECT)
+
+    def retry_due(self) -> list[Effect]:
+        return self._move(In.RETRY_DUE)
 
     # -- engine events ----------------------------------------------------------------------
 
     def qr(self, code: str) -> list[Effect]:
-        if self.state not in (State.CONNECTING, State.QR_READY):
+        if self._is_stale(In.QR):
             return []
+        effects = self._move(In.QR)
         self.qr_code = code
         self.reconnect_attempts = 0  # WhatsApp answered: the network is fine
-        if self.state is not State.QR_READY:
-            self._enter(State.QR_READY)
-        return []
+        return effects
 
     def paired(self, phone_number: str) -> list[Effect]:
+        if self._is_stale(In.PAIRED):
+            return []
         self.phone_number = phone_number or self.phone_number
-        return []
+        return self._move(In.PAIRED)
 
     def connected(self, phone_number: str | None) -> list[Effect]:
-        if self.state not in ACTIVE:
+        if self._is_stale(In.CONNECTED):
             return []
+        effects = self._move(In.CONNECTED)
         self.phone_number = phone_number or self.phone_number
         self.qr_code = None
         self.reconnect_attempts = 0
         self.last_error = None
-        if self.state is not State.CONNECTED:
-            self._enter(State.CONNECTED)
-        return []
+        return effects
 
     def connection_lost(self, reason: str) -> list[Effect]:
         """An unexpected disconnect or a failed connection attempt: back off and retry."""
-        if self.state not in ACTIVE:
+        give_up = self.reconnect_attempts >= self.policy.max_attempts
+        what = In.GIVE_UP if give_up else In.CONNECTION_LOST
+        if self._is_stale(what):
             return []
         self.qr_code = None
-        if self.reconnect_attempts >= self.policy.max_attempts:
+        if give_up:
             self.last_error = f"{reason} (gave up after {self.reconnect_attempts} reconnect attempts)"
-            self._enter(State.FAILED)
-            return [StopClient()]
-        self.reconnect_attempts += 1
-        self.last_error = reason
-        self._enter(State.ERROR)
-        return [StopClient(), RetryAfter(self.policy.delay(self.reconnect_attempts))]
-
-    def retry_due(self) -> list[Effect]:
-        if self.state is not State.ERROR:
-            return []
-        self._enter(State.CONNECTING)
-        return [StartClient()]
+        else:
+            self.reconnect_attempts += 1
+            self.last_error = reason
+        return self._move(what)
 
     def logged_out(self, reason: str) -> list[Effect]:
         """The phone removed this device: its credentials are void, so never retry with them."""
+        if self._is_stale(In.LOGGED_OUT):
+            return []
         self.phone_number = None
-        self.qr_code = None
-        self.reconnect_attempts = 0
-        self.last_error = reason
-        self._enter(State.DISCONNECTED)
-        return [StopClient(), ForgetCredentials()]
+        self._down(reason)
+        return self._move(In.LOGGED_OUT)
 
     def stopped(self, reason: str) -> list[Effect]:
-        """WhatsApp ended the connection in a way that retrying cannot fix (replaced, QR expired, ban)."""
-        if self.state is State.DISCONNECTED:
+        """WhatsApp ended the connection in a way that retrying cannot fix (QR expired, ban)."""
+        if self._is_stale(In.STOPPED):
             return []
+        self._down(reason)
+        return self._move(In.STOPPED)
+
+    def replaced(self, reason: str) -> list[Effect]:
+        """Another client took the account: stay down (across restarts too) until /connect."""
+        if self._is_stale(In.REPLACED):
+            return []
+        self._down(f"{reason}; stays disconnected until POST /connect")
+        return self._move(In.REPLACED)
+
+    # -- the table --------------------------------------------------------------------------
+
+    def _is_stale(self, what: Input) -> bool:
+        return (self.state, what) in STALE
+
+    def _down(self, reason: str) -> None:
         self.qr_code = None
         self.reconnect_attempts = 0
         self.last_error = reason
-        self._enter(State.DISCONNECTED)
-        return [StopClient()]
 
-    def _enter(self, state: State) -> None:
-        self.state = state
-        self.version += 1
+    def _move(self, what: Input) -> list[Effect]:
+        move = TRANSITIONS.get((self.state, what))
+        if move is None:
+            if (self.state, what) in STALE:
+                return []
+            raise IllegalTransition(self.state, what)
+        if move.to is not None and move.to is not self.state:
+            self.state = move.to
+            self.version += 1
+        return [self._effect(kind) for kind in move.effects]
+
+    def _effect(self, kind: type[Effect]) -> Effect:
+        if kind is RetryAfter:
+            return RetryAfter(self.policy.delay(self.reconnect_attempts))
+        if kind is DisableAutoconnect:
+            return DisableAutoconnect(self.last_error or "")
+        return kind()

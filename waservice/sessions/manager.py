@@ -1,28 +1,66 @@
-"""The registry of sessions. Owns the nursery in which every session supervisor runs."""
+"""The registry of sessions. Owns the nursery in which every session supervisor runs.
+
+Creating, disconnecting and deleting a session hold that id's lock, so they happen one after the
+other; they run as tasks of the manager, so a request that gives up (the client went away) never
+leaves one half-done. The sessions in memory and the sessions stored are the same set whenever no
+lock is held.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import attrs
 import trio
 
 from ..engine import Engine, SentMessage
-from ..errors import ProtectedSession, UnknownSession
+from ..errors import (
+    ProtectedSession,
+    ServiceError,
+    SessionIdCollision,
+    TooManySessions,
+    UnknownSession,
+)
+from ..ids import DEFAULT_SESSION, case_key, validate_session_id
 from ..store import SessionStore
-from .ids import DEFAULT_SESSION, validate_session_id
+from .locks import KeyedLock
 from .machine import ReconnectPolicy
-from .supervisor import SessionSupervisor
+from .supervisor import SessionSupervisor, UnlinkResult
 
 log = logging.getLogger("waservice.sessions")
+T = TypeVar("T")
+
+DEFAULT_MAX_SESSIONS = 10_000
+UNLINK_TIMEOUT = 20.0  # DELETE connects a paired session this long, at most, to unlink it
+
+
+@attrs.frozen
+class DeleteResult:
+    unlinked: bool
+    warning: str | None = None
 
 
 class SessionManager:
-    def __init__(self, engine: Engine, store: SessionStore, policy: ReconnectPolicy) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: SessionStore,
+        policy: ReconnectPolicy,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        unlink_timeout: float = UNLINK_TIMEOUT,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.policy = policy
+        self.max_sessions = max_sessions
+        self.unlink_timeout = unlink_timeout
         self._sessions: dict[str, SessionSupervisor] = {}
-        self._started: dict[str, trio.Event] = {}
+        self._by_case: dict[str, str] = {}  # case_key -> id, to refuse ids that differ only by case
+        self._creating = 0  # new sessions past the limit check, not yet registered
+        self._locks = KeyedLock()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[SessionManager] = trio.TASK_STATUS_IGNORED) -> None:
@@ -33,67 +71,154 @@ class SessionManager:
             task_status.started(self)
             await trio.sleep_forever()
 
+    async def stop(self, deadline: float) -> None:
+        """Stop every session at once; whatever has not stopped by `deadline` is cancelled."""
+        with trio.move_on_at(deadline) as scope:
+            async with trio.open_nursery() as nursery:
+                for session in list(self._sessions.values()):
+                    nursery.start_soon(session.disconnect)
+        if scope.cancelled_caught:
+            log.warning("sessions still stopping at the shutdown deadline: cancelled")
+        self._require_nursery().cancel_scope.cancel()
+
     async def _restore(self) -> None:
-        self.store.add(DEFAULT_SESSION)
-        for stored in self.store.list():
-            session = await self._add(stored.id, persist=False)
-            if stored.autoconnect and self.engine.has_credentials(session.directory):
-                session.connect()
+        await self.store.ensure(DEFAULT_SESSION)
+        stored = await self.store.list()
+        for row in stored:
+            await self._start(row.id, row.down_reason)
+        async with trio.open_nursery() as nursery:  # the credential probes touch disk: in parallel
+            for row in stored:
+                if row.autoconnect:
+                    nursery.start_soon(self._connect_if_paired, self._sessions[row.id])
         log.info("restored %d session(s)", len(self._sessions))
 
-    async def _add(self, session_id: str, persist: bool = True) -> SessionSupervisor:
-        if session_id in self._sessions:
-            await self._started[session_id].wait()
-            return self._sessions[session_id]
+    async def _connect_if_paired(self, session: SessionSupervisor) -> None:
+        if await self.engine.has_credentials(session.directory):
+            session.connect()
+
+    async def _start(self, session_id: str, down_reason: str | None = None) -> SessionSupervisor:
+        session = SessionSupervisor(session_id, self.engine, self.store, self.policy, down_reason=down_reason)
+        await self._require_nursery().start(session.supervise)
+        self._sessions[session_id] = session
+        self._by_case.setdefault(case_key(session_id), session_id)
+        return session
+
+    def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
             raise RuntimeError("the session manager is not running")
-        session = SessionSupervisor(session_id, self.engine, self.store.directory(session_id), self.policy)
-        self._sessions[session_id] = session
-        self._started[session_id] = started = trio.Event()
-        if persist:
-            self.store.add(session_id)
-        await self._nursery.start(session.supervise)
-        started.set()
-        return session
+        return self._nursery
+
+    async def _to_completion(self, work: Callable[..., Awaitable[T]], *args: object) -> T:
+        """Run `work` as the manager's task: if the caller is cancelled, the work still finishes."""
+        result: list[T] = []
+        error: list[Exception] = []
+        finished = trio.Event()
+
+        async def run() -> None:
+            try:
+                result.append(await work(*args))
+            except Exception as exc:
+                error.append(exc)
+            finally:
+                finished.set()
+
+        self._require_nursery().start_soon(run)
+        await finished.wait()
+        if error:
+            raise error[0]
+        if not result:
+            raise ServiceError("the service is stopping; the request did not finish")
+        return result[0]
 
     # -- what the API calls ---------------------------------------------------------------------
 
     def sessions(self) -> list[SessionSupervisor]:
-        return [s for s in self._sessions.values() if self._started[s.session_id].is_set()]
+        return list(self._sessions.values())
 
     def get(self, session_id: str) -> SessionSupervisor:
         session = self._sessions.get(validate_session_id(session_id))
-        if session is None or not self._started[session_id].is_set():
+        if session is None:
             raise UnknownSession(f"session '{session_id}' not found; POST /connect creates it")
         return session
 
     async def connect(self, session_id: str) -> SessionSupervisor:
-        session = await self._add(validate_session_id(session_id))
-        self.store.set_autoconnect(session_id, True)
-        session.connect()
-        return session
+        return await self._to_completion(self._connect, validate_session_id(session_id))
+
+    async def _connect(self, session_id: str) -> SessionSupervisor:
+        async with self._locks.hold(case_key(session_id)):
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = await self._create(session_id)
+            else:
+                await session.set_autoconnect(True)
+            session.connect()
+            return session
+
+    async def _create(self, session_id: str) -> SessionSupervisor:
+        other = self._by_case.get(case_key(session_id))
+        if other is not None:
+            raise SessionIdCollision(
+                f"session_id '{session_id}' differs from the existing session '{other}' only by letter "
+                "case; both would share one folder on a case-insensitive filesystem, so use another id"
+            )
+        if len(self._sessions) + self._creating >= self.max_sessions:
+            raise TooManySessions(
+                f"too many sessions ({self.max_sessions}, the sessions.max setting); delete one first"
+            )
+        self._creating += 1
+        try:
+            await self.store.add(session_id, autoconnect=True)  # StorageFailed: nothing registered
+            return await self._start(session_id)
+        finally:
+            self._creating -= 1
 
     async def disconnect(self, session_id: str) -> SessionSupervisor:
-        session = self.get(session_id)
-        self.store.set_autoconnect(session_id, False)
-        await session.disconnect()
-        return session
+        return await self._to_completion(self._disconnect, validate_session_id(session_id))
+
+    async def _disconnect(self, session_id: str) -> SessionSupervisor:
+        async with self._locks.hold(case_key(session_id)):
+            session = self.get(session_id)
+            await session.set_autoconnect(False)
+            await session.disconnect()
+            return session
 
     def reset_reconnect(self, session_id: str) -> SessionSupervisor:
         session = self.get(session_id)
         session.reset_reconnect()
         return session
 
-    async def delete(self, session_id: str) -> None:
-        session = self.get(session_id)
+    async def delete(self, session_id: str) -> DeleteResult:
+        validate_session_id(session_id)
         if session_id == DEFAULT_SESSION:
             raise ProtectedSession("the 'default' session cannot be deleted")
-        del self._sessions[session_id]
-        del self._started[session_id]
-        await session.logout()
-        await session.close()
-        self.store.remove(session_id)  # deletes the folder, credentials included
+        return await self._to_completion(self._delete, session_id)
+
+    async def _delete(self, session_id: str) -> DeleteResult:
+        async with self._locks.hold(case_key(session_id)):
+            session = self.get(session_id)
+            unlink = await session.unlink(self.unlink_timeout)
+            if unlink.warning:
+                log.warning("session=%s %s", session_id, unlink.warning)
+            await session.disconnect()
+            # StorageFailed: the session stays, disconnected, and the client sees why.
+            leftovers = await self.store.remove(session_id)
+            del self._sessions[session_id]
+            if self._by_case.get(case_key(session_id)) == session_id:
+                del self._by_case[case_key(session_id)]
+            await session.close()
         log.info("session=%s deleted", session_id)
+        return _delete_result(unlink, leftovers)
 
     async def send_text(self, session_id: str, number: str, text: str) -> SentMessage:
         return await self.get(session_id).send_text(number, text)
+
+
+def _delete_result(unlink: UnlinkResult, leftovers: list[str]) -> DeleteResult:
+    warnings = [unlink.warning] if unlink.warning else []
+    if leftovers:
+        for leftover in leftovers:
+            log.error("could not delete %s", leftover)
+        warnings.append(
+            f"{len(leftovers)} file(s) could not be deleted (first: {leftovers[0]}); the next start retries"
+        )
+    return DeleteResult(unlinked=unlink.unlinked, warning="; ".join(warnings) or None)

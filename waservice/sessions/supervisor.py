@@ -1,8 +1,10 @@
 """One supervisor task per session: carries out what the state machine decides.
 
-The machine (machine.py) decides; this task waits and calls. The WhatsApp client runs in its own
-cancel scope inside the supervisor's nursery: cancelling that scope is how a connection is stopped,
-and a new connection starts only after the previous one has stopped.
+The machine (machine.py) decides; this task waits and calls. Each connection runs in its own cancel
+scope inside the supervisor's nursery, with its own bounded event channel that a task of the
+supervisor reads: cancelling the scope stops the connection and drops whatever it still reports.
+Work on the device (a connection, forgetting its credentials) forms one chain: each step starts
+only once the previous one has finished, so a new connection never meets a half-deleted device.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -25,13 +28,18 @@ from ..engine import (
     LoggedOut,
     Paired,
     QrCode,
+    Replaced,
     SentMessage,
     Stopped,
 )
-from ..errors import SendFailed, SessionNotConnected
+from ..errors import SendFailed, SendOutcomeUnknown, SessionNotConnected
+from ..store import SessionStore
 from .machine import (
+    ACTIVE,
+    DisableAutoconnect,
     Effect,
     ForgetCredentials,
+    IllegalTransition,
     ReconnectPolicy,
     RetryAfter,
     SessionMachine,
@@ -43,6 +51,8 @@ from .machine import (
 log = logging.getLogger("waservice.session")
 
 SEND_TIMEOUT = 75.0  # whatsmeow itself gives up waiting for the server's ack after 75 s
+EVENT_BUFFER = 64  # a flood (history sync) slows the engine down instead of growing memory
+CLOSE_TIMEOUT = 5.0  # releasing a client at the very end; the connection has stopped by then
 
 
 @attrs.frozen
@@ -50,28 +60,50 @@ class SessionInfo:
     session_id: str
     state: str
     phone_number: str | None
-    has_qr: bool
+    qr_code: str | None
     reconnect_attempts: int
     last_error: str | None
     state_changed_at: float  # unix time
 
+    @property
+    def has_qr(self) -> bool:
+        return self.qr_code is not None
+
+
+@attrs.frozen
+class UnlinkResult:
+    unlinked: bool  # the device is no longer linked to the phone
+    warning: str | None = None  # why it may still be, and what the user can do
+
 
 class SessionSupervisor:
-    def __init__(self, session_id: str, engine: Engine, directory: Path, policy: ReconnectPolicy) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        engine: Engine,
+        store: SessionStore,
+        policy: ReconnectPolicy,
+        *,
+        down_reason: str | None = None,
+    ) -> None:
         self.session_id = session_id
-        self.directory = directory
-        self.machine = SessionMachine(policy)
+        self.directory: Path = store.directory(session_id)
+        self.machine = SessionMachine(policy, last_error=down_reason)
         self.state_changed_at = time.time()
         self._seen_version = self.machine.version
         self._engine = engine
-        self._client: Client = engine.client(session_id, directory)
+        self._store = store
+        self._client: Client = engine.client(session_id, self.directory)
         self._nursery: trio.Nursery | None = None
         self._generation = 0  # events from an older connection are stale
         self._connection: trio.CancelScope | None = None
-        self._connection_done = _set_event()
+        self._device_idle = _set_event()  # no connection runs and no credential work is pending
+        self._changed = trio.Event()  # set and replaced on every state change
         self._retry: trio.CancelScope | None = None
         self._scope = trio.CancelScope()
         self._finished = trio.Event()
+        self._autoconnect: tuple[bool, str | None] = (True, None)
+        self._autoconnect_lock = trio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -85,7 +117,7 @@ class SessionSupervisor:
                     await trio.sleep_forever()
         finally:
             self._nursery = None
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self._client.close()
             self._finished.set()
 
@@ -101,11 +133,17 @@ class SessionSupervisor:
             session_id=self.session_id,
             state=m.state.value,
             phone_number=m.phone_number,
-            has_qr=m.qr_code is not None,
+            qr_code=m.qr_code,
             reconnect_attempts=m.reconnect_attempts,
             last_error=m.last_error,
             state_changed_at=self.state_changed_at,
         )
+
+    async def wait_for(self, done: Callable[[State], bool]) -> State:
+        """Wait until the state satisfies `done` (returns at once if it does)."""
+        while not done(self.machine.state):
+            await self._changed.wait()
+        return self.machine.state
 
     # -- commands (from the API) --------------------------------------------------------------
 
@@ -115,53 +153,93 @@ class SessionSupervisor:
     async def disconnect(self, reason: str | None = None) -> None:
         """Disconnect and wait until the client has stopped (so its state is saved)."""
         self._apply(self.machine.disconnect(reason))
-        await self._connection_done.wait()
+        await self._device_idle.wait()
 
     def reset_reconnect(self) -> None:
         self._apply(self.machine.reset_reconnect())
 
-    async def logout(self) -> None:
-        if self.machine.state is State.CONNECTED:
-            try:
-                await self._client.logout()
-            except EngineError as exc:
-                log.warning("session=%s logout failed: %s", self.session_id, exc)
-        await self.disconnect()
+    async def set_autoconnect(self, autoconnect: bool, down_reason: str | None = None) -> None:
+        """Store whether the session starts by itself; the last decision wins, whatever the order
+        in which concurrent writes finish. Raises StorageFailed."""
+        self._autoconnect = (autoconnect, down_reason)
+        async with self._autoconnect_lock:
+            await self._store.set_autoconnect(self.session_id, *self._autoconnect)
 
     async def send_text(self, number: str, text: str) -> SentMessage:
         state = self.machine.state
         if state is not State.CONNECTED:
             raise SessionNotConnected(f"session '{self.session_id}' is not connected (state: {state.value})")
-        with trio.move_on_after(SEND_TIMEOUT) as scope:
+        with trio.move_on_after(SEND_TIMEOUT):
             try:
                 return await self._client.send_text(number, text)
             except EngineError as exc:
                 raise SendFailed(f"message not sent: {exc}") from None
-        assert scope.cancelled_caught
-        raise SendFailed(
-            f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s; it may not have been delivered"
+        raise SendOutcomeUnknown(
+            f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s: the outcome is unknown "
+            "(the message may still be delivered), so check before sending it again"
         )
+
+    async def unlink(self, timeout: float) -> UnlinkResult:
+        """Unlink the device from the phone if it has credentials, connecting briefly if need be."""
+        if not await self._engine.has_credentials(self.directory):
+            return UnlinkResult(unlinked=False)  # never paired, or already removed: nothing is linked
+        problem = f"WhatsApp did not answer within {timeout:.0f} s"
+        with trio.move_on_after(timeout):
+            problem = await self._log_out()
+            if problem is None:
+                return UnlinkResult(unlinked=True)
+        await self.disconnect()  # the connection started here, and any pending forgetting, end first
+        if not await self._engine.has_credentials(self.directory):
+            return UnlinkResult(unlinked=True)  # the phone removed it meanwhile
+        return UnlinkResult(
+            unlinked=False,
+            warning=f"could not unlink the device ({problem}); remove it on the phone under Linked devices",
+        )
+
+    async def _log_out(self) -> str | None:
+        """Log out through a connection (started if need be); returns why it could not."""
+        self.connect()
+        state = await self.wait_for(lambda s: s in (State.CONNECTED, State.QR_READY) or s not in ACTIVE)
+        if state is not State.CONNECTED:
+            return self.machine.last_error or f"the session is {state.value}"
+        try:
+            await self._client.logout()
+        except EngineError as exc:
+            return str(exc)
+        return None
 
     # -- engine events ------------------------------------------------------------------------
 
     def _on_event(self, generation: int, event: EngineEvent) -> None:
         if generation != self._generation:
             return  # from a connection we already stopped
+        try:
+            self._apply(self._dispatch(event))
+        except IllegalTransition as exc:
+            log.error("session=%s ignored %s from the engine: %s", self.session_id, type(event).__name__, exc)
+        except Exception:  # a bug here must cost one event, not the service
+            log.exception("session=%s failed to handle %r", self.session_id, event)
+
+    def _dispatch(self, event: EngineEvent) -> list[Effect]:
         m = self.machine
         match event:
             case QrCode(code):
-                effects = m.qr(code)
+                return m.qr(code)
             case Paired(phone):
-                effects = m.paired(phone)
+                return m.paired(phone)
             case Connected(phone):
-                effects = m.connected(phone)
+                return m.connected(phone)
             case ConnectionLost(reason):
-                effects = m.connection_lost(reason)
+                return m.connection_lost(reason)
             case LoggedOut(reason):
-                effects = m.logged_out(reason)
+                return m.logged_out(reason)
             case Stopped(reason):
-                effects = m.stopped(reason)
-        self._apply(effects)
+                return m.stopped(reason)
+            case Replaced(reason):
+                return m.replaced(reason)
+            case _:  # e.g. message events of a newer engine: they have their own path, not the machine
+                log.warning("session=%s ignored an unknown engine event %r", self.session_id, event)
+                return []
 
     # -- effects ------------------------------------------------------------------------------
 
@@ -178,11 +256,15 @@ class SessionSupervisor:
                 case RetryAfter(delay):
                     self._schedule_retry(delay)
                 case ForgetCredentials():
-                    self._require_nursery().start_soon(self._forget_credentials)
+                    self._then_on_device(self._forget_credentials)
+                case DisableAutoconnect(reason):
+                    self._require_nursery().start_soon(self._disable_autoconnect, reason)
         m = self.machine
         if m.version != self._seen_version:
             self._seen_version = m.version
             self.state_changed_at = time.time()
+            self._changed.set()
+            self._changed = trio.Event()
             log.info(
                 "session=%s state=%s attempts=%d%s",
                 self.session_id,
@@ -196,11 +278,15 @@ class SessionSupervisor:
             raise RuntimeError(f"session {self.session_id!r} is not running")
         return self._nursery
 
+    def _then_on_device(self, work: Callable[[trio.Event, trio.Event], object], *args: object) -> None:
+        """Queue `work` on the device: it starts once everything queued before it has finished."""
+        previous, self._device_idle = self._device_idle, trio.Event()
+        self._require_nursery().start_soon(work, *args, previous, self._device_idle)
+
     def _start_client(self) -> None:
         self._generation += 1
-        previous, self._connection_done = self._connection_done, trio.Event()
         self._connection = trio.CancelScope()
-        self._require_nursery().start_soon(self._run_client, self._generation, self._connection, previous)
+        self._then_on_device(self._run_connection, self._generation, self._connection)
 
     def _stop_client(self) -> None:
         self._generation += 1  # whatever the old client still reports is stale now
@@ -208,24 +294,55 @@ class SessionSupervisor:
             self._connection.cancel()
             self._connection = None
 
-    async def _run_client(self, generation: int, scope: trio.CancelScope, previous_done: trio.Event) -> None:
-        done = self._connection_done
+    async def _run_connection(
+        self, generation: int, scope: trio.CancelScope, previous: trio.Event, done: trio.Event
+    ) -> None:
         reason = None
         try:
             with scope:
-                await previous_done.wait()  # the previous connection has stopped (its state is saved)
-                try:
-                    await self._client.run(lambda event: self._on_event(generation, event))
-                    reason = "connection closed"
-                except EngineError as exc:
-                    reason = str(exc) or "connection failed"
-                except Exception as exc:  # an engine bug must not take the supervisor down
-                    log.exception("session=%s engine crashed", self.session_id)
-                    reason = f"engine error: {exc!r}"
+                await previous.wait()  # the previous connection has stopped (its state is saved)
+                send, receive = trio.open_memory_channel[EngineEvent](EVENT_BUFFER)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read_events, generation, receive)
+                    async with send:  # closing it ends the reader once it has handled every event
+                        reason = await self._run_client(send)
         finally:
             done.set()
         if reason is not None and not scope.cancelled_caught:
             self._on_event(generation, ConnectionLost(reason))
+
+    async def _run_client(self, events: trio.MemorySendChannel[EngineEvent]) -> str:
+        """Run one connection until it ends by itself; returns why it ended."""
+        try:
+            await self._client.run(events)
+        except EngineError as exc:
+            return str(exc) or "connection failed"
+        except Exception as exc:  # an engine bug must not take the supervisor down
+            log.exception("session=%s engine crashed", self.session_id)
+            return f"engine error: {exc!r}"
+        return "connection closed"
+
+    async def _read_events(self, generation: int, receive: trio.MemoryReceiveChannel[EngineEvent]) -> None:
+        async with receive:
+            async for event in receive:
+                self._on_event(generation, event)
+
+    async def _forget_credentials(self, previous: trio.Event, done: trio.Event) -> None:
+        try:
+            await previous.wait()  # the connection that reported the logout has stopped
+            await self._engine.forget_credentials(self.directory)
+        except OSError as exc:
+            log.error(
+                "session=%s could not delete the logged-out device's credentials: %s", self.session_id, exc
+            )
+        finally:
+            done.set()
+
+    async def _disable_autoconnect(self, reason: str) -> None:
+        try:
+            await self.set_autoconnect(False, reason)
+        except Exception as exc:  # StorageFailed: it will reconnect after a restart, say so
+            log.error("session=%s could not store that it stays down: %s", self.session_id, exc)
 
     def _schedule_retry(self, delay: float) -> None:
         self._cancel_retry()
@@ -237,17 +354,16 @@ class SessionSupervisor:
             await trio.sleep_forever()
         if scope is self._retry and trio.current_time() >= scope.deadline:
             self._retry = None
-            self._apply(self.machine.retry_due())
+            try:
+                self._apply(self.machine.retry_due())
+            except IllegalTransition:
+                log.exception("session=%s retry timer fired in the wrong state", self.session_id)
 
     def _cancel_retry(self) -> None:
         if self._retry is not None:
             self._retry.deadline = math.inf
             self._retry.cancel()
             self._retry = None
-
-    async def _forget_credentials(self) -> None:
-        await self._connection_done.wait()
-        self._engine.forget_credentials(self.directory)
 
 
 def _set_event() -> trio.Event:

@@ -1,68 +1,105 @@
-"""What must survive a restart: the registry of sessions and the layout of the data directory.
-
-<data_dir>/waservice.db      this registry (SQLite)
-<data_dir>/<session_id>/     one folder per session, owned by the engine (device keys)
+"""What must survive a restart: the registry of sessions (registry.py) and the data directory's
+layout (layout.py). This is the only code that knows either; all of it blocks, so every call runs
+in a worker thread, never on the trio thread.
 """
 
 from __future__ import annotations
 
-import shutil
+import logging
 import sqlite3
-import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
-import attrs
+import trio
 
-from ..sessions.ids import validate_session_id
+from ..errors import StorageFailed
+from .layout import DiskLayout
+from .registry import CorruptRegistry, Registry, StoredSession
 
-__all__ = ["SessionStore", "StoredSession"]
+__all__ = ["CorruptRegistry", "SessionStore", "StoredSession", "open_store"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    autoconnect INTEGER NOT NULL DEFAULT 1
-)
-"""
+log = logging.getLogger("waservice.store")
+T = TypeVar("T")
 
 
-@attrs.frozen
-class StoredSession:
-    id: str
-    created_at: float
-    autoconnect: bool  # False after an explicit /disconnect: stay down across restarts
+@asynccontextmanager
+async def open_store(data_dir: Path) -> AsyncIterator[SessionStore]:
+    """Open (creating if needed) the data directory; raises CorruptRegistry or OSError."""
+    layout = DiskLayout(data_dir)
+    for error in await trio.to_thread.run_sync(layout.prepare):
+        log.warning("could not delete a deleted session's file: %s", error)
+    registry = await trio.to_thread.run_sync(Registry, layout.registry)
+    store = SessionStore(layout, registry)
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store._registry_call(registry.close)
 
 
 class SessionStore:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Writes are a few per user action; autocommit keeps every one durable at once.
-        self._db = sqlite3.connect(data_dir / "waservice.db", isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+    def __init__(self, layout: DiskLayout, registry: Registry) -> None:
+        self._layout = layout
+        self._registry = registry
+        # One registry call at a time (one SQLite connection); folder work apart, so that deleting
+        # a large folder never delays a registry write.
+        self._registry_limiter = trio.CapacityLimiter(1)
+        self._disk_limiter = trio.CapacityLimiter(4)
 
-    def close(self) -> None:
-        self._db.close()
+    @property
+    def data_dir(self) -> Path:
+        return self._layout.data_dir
 
     def directory(self, session_id: str) -> Path:
-        return self.data_dir / validate_session_id(session_id)
+        return self._layout.directory(session_id)
 
-    def list(self) -> list[StoredSession]:
-        rows = self._db.execute("SELECT id, created_at, autoconnect FROM sessions ORDER BY created_at, id")
-        return [StoredSession(id=r[0], created_at=r[1], autoconnect=bool(r[2])) for r in rows]
+    async def list(self) -> list[StoredSession]:
+        return await self._registry_call(self._registry.list)
 
-    def add(self, session_id: str) -> None:
-        self.directory(session_id).mkdir(exist_ok=True)
-        self._db.execute(
-            "INSERT OR IGNORE INTO sessions (id, created_at) VALUES (?, ?)", (session_id, time.time())
-        )
+    async def ensure(self, session_id: str) -> None:
+        """Make sure the session is registered, leaving its settings alone if it is."""
+        await self._disk_call(self._layout.create, session_id)
+        await self._registry_call(self._registry.ensure, session_id)
 
-    def set_autoconnect(self, session_id: str, autoconnect: bool) -> None:
-        self._db.execute("UPDATE sessions SET autoconnect = ? WHERE id = ?", (int(autoconnect), session_id))
+    async def add(self, session_id: str, autoconnect: bool = True) -> None:
+        """Register a session and create its folder; raises StorageFailed with nothing registered."""
+        await self._disk_call(self._layout.create, session_id)
+        await self._registry_call(self._registry.add, session_id, autoconnect)
 
-    def remove(self, session_id: str) -> None:
-        """Forget the session and delete its folder, credentials included."""
-        directory = self.directory(session_id)
-        self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-        shutil.rmtree(directory, ignore_errors=True)
+    async def set_autoconnect(
+        self, session_id: str, autoconnect: bool, down_reason: str | None = None
+    ) -> None:
+        await self._registry_call(self._registry.set_autoconnect, session_id, autoconnect, down_reason)
+
+    async def remove(self, session_id: str) -> list[str]:
+        """Forget the session and delete its folder, credentials included.
+
+        Either the session is gone from the registry and its folder from its place, or (StorageFailed)
+        nothing changed. Returns the files that could not be deleted; the next start retries them.
+        """
+        trashed = await self._disk_call(self._layout.move_to_trash, session_id)
+        try:
+            await self._registry_call(self._registry.remove, session_id)
+        except StorageFailed:
+            if trashed is not None:
+                await self._disk_call(self._layout.restore_from_trash, session_id, trashed)
+            raise
+        if trashed is None:
+            return []
+        return await self._disk_call(self._layout.purge, trashed)
+
+    async def _registry_call(self, fn: Callable[..., T], *args: object) -> T:
+        return await _in_thread(fn, args, self._registry_limiter)
+
+    async def _disk_call(self, fn: Callable[..., T], *args: object) -> T:
+        return await _in_thread(fn, args, self._disk_limiter)
+
+
+async def _in_thread(fn: Callable[..., T], args: tuple[object, ...], limiter: trio.CapacityLimiter) -> T:
+    # Not abandoned on cancel: a registry write or a rename either happens or it does not.
+    try:
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageFailed(f"the data directory refused a change: {exc}") from exc
