@@ -46,7 +46,7 @@ class RecordedMessage:
     id: str
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _PendingSend:
     message: RecordedMessage
     acked: trio.Event = attrs.Factory(trio.Event)
@@ -65,6 +65,7 @@ class FakeClient:
         self.directory = directory
         self.sent: deque[RecordedMessage] = deque(maxlen=SENT_KEPT)  # bounded: benchmarks send a lot
         self.runs = 0  # how many times run() was entered: counts connection attempts
+        self.logouts = 0
         self._qr_serial = 0
         self._script: trio.MemorySendChannel[EngineEvent | _End] | None = None
         self._wire: trio.Nursery | None = None  # sends waiting for their ack live here
@@ -137,9 +138,12 @@ class FakeClient:
         pending.acked.set()
 
     async def logout(self) -> None:
-        await trio.sleep(0)
+        await trio.sleep(self.engine.logout_delay)
         if self._script is None:
             raise EngineError("not connected")
+        if self.engine.fail_logouts:
+            raise EngineError("WhatsApp refused the logout (fake engine)")
+        self.logouts += 1
         await self.engine.forget_credentials(self.directory)
         self._end()
 
@@ -205,6 +209,8 @@ class FakeEngine:
         self.refuse_connections = False
         self.fail_sends = False
         self.ack_delay = 0.0  # seconds before WhatsApp acknowledges a send (0: at once)
+        self.logout_delay = 0.0  # seconds a logout takes
+        self.fail_logouts = False
 
     def client(self, session_id: str, directory: Path) -> FakeClient:
         client = FakeClient(self, session_id, directory)
