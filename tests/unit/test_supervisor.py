@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+import trio.testing
 
+from waservice.engine import QrCode
 from waservice.engine.fake import FakeEngine
 from waservice.sessions.machine import ReconnectPolicy
 from waservice.sessions.manager import SessionManager
@@ -150,3 +152,34 @@ async def test_delete_removes_folder(manager: SessionManager, engine: FakeEngine
     await manager.delete("gone")
     assert not session.directory.exists()
     assert "gone" not in [s.session_id for s in manager.sessions()]
+
+
+async def test_unknown_and_illegal_events_are_logged_and_ignored(manager, engine: FakeEngine, caplog):
+    session = await pair(manager, engine, "s1", "1555")
+    client = engine.clients["s1"]
+    client.emit(object())  # an event this supervisor does not know (e.g. a newer engine's message)
+    client.emit(QrCode("late"))  # a QR while connected: an engine bug
+    client.emit(None)
+    client.scan("1555")  # events after them still arrive
+    client.fail("after the odd ones")
+    await wait_state(session, "error")
+    assert "after the odd ones" in session.info().last_error
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("unknown engine event" in m for m in messages)
+    assert any("qr is not allowed in state connected" in m for m in messages)
+
+
+async def test_a_bug_in_event_handling_costs_one_event_not_the_service(manager, engine, monkeypatch):
+    session = await pair(manager, engine, "s1", "1555")
+
+    def broken(self, event):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(type(session), "_dispatch", broken)
+    engine.clients["s1"].fail()
+    await trio.testing.wait_all_tasks_blocked()
+    monkeypatch.undo()
+    assert session.info().state in ("connected", "error", "connecting")  # the service lives on
+    await manager.disconnect("s1")
+    await manager.connect("s1")
+    await wait_state(session, "connected")
