@@ -13,6 +13,13 @@ import trio
 from . import __version__
 from .config import ConfigError, load_config
 from .logs import setup_logging
+from .store import CorruptRegistry
+
+# Exit codes: 0 stopped by a signal, 1 cannot start (e.g. the port is taken), 2 bad configuration,
+# 65 (EX_DATAERR) the session registry is unreadable. systemd does not restart after 2 or 65
+# (RestartPreventExitStatus in deploy/waservice.service): a restart loop would not fix either.
+EXIT_CONFIG = 2
+EXIT_CORRUPT_DATA = 65
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"waservice: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     setup_logging(config.logging.level, config.logging.format, config.logging.engine_level)
     log = logging.getLogger("waservice")
     log.info(
@@ -41,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     exit_code = 0
     try:
         trio.run(serve_forever, config)
+    except* CorruptRegistry as group:  # restarting cannot help: say what to do, and stop
+        log.error("cannot start: %s", _first(group))
+        exit_code = EXIT_CORRUPT_DATA
     except* OSError as group:  # e.g. the port is taken; arrives wrapped by the nursery
         log.error("cannot start: %s", _first(group))
         exit_code = 1

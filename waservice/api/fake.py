@@ -67,10 +67,26 @@ async def refuse():
     return {"success": True, "refuse": body.refuse}
 
 
+@attrs.define
+class AckDelayRequest:
+    seconds: float = 0.0
+
+
+@bp.post("/ack-delay")
+@hide
+async def ack_delay():
+    """Sends wait this long for WhatsApp's acknowledgement (a stalled send when large)."""
+    body = await read_body(AckDelayRequest)
+    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
+    engine.ack_delay = body.seconds
+    return {"success": True, "seconds": body.seconds}
+
+
 @bp.get("/sent")
 @hide
 async def sent():
     engine: FakeEngine = current_app.extensions["waservice.manager"].engine
     client = engine.clients.get(query_session_id())
     messages = [] if client is None else [attrs.asdict(m) for m in client.sent]
-    return {"success": True, "messages": messages}
+    pending = 0 if client is None else client.pending_sends
+    return {"success": True, "messages": messages, "pending": pending}

@@ -153,6 +153,11 @@ class FakeClient:
     # -- script (what WhatsApp or the phone would do) ---------------------------------------
 
     @property
+    def pending_sends(self) -> int:
+        """Sends waiting for their acknowledgement."""
+        return len(self._pending)
+
+    @property
     def running(self) -> bool:
         return self._script is not None
 
