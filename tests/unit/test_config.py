@@ -66,3 +66,11 @@ def test_public_host_needs_an_api_key():
 def test_bad_env_value_names_the_key():
     with pytest.raises(ConfigError, match=r"server\.port"):
         load_config(None, environ={"PORT": "abc"})
+
+
+def test_sessions_max(tmp_path):
+    assert load_config(None, environ={}).sessions.max == 10_000
+    config = tmp_path / "c.toml"
+    config.write_text("[sessions]\nmax = 0\n")
+    with pytest.raises(ConfigError, match="max"):
+        load_config(config, environ={})
