@@ -199,7 +199,8 @@ class SessionSupervisor:
     async def _log_out(self) -> str | None:
         """Log out through a connection (started if need be); returns why it could not."""
         self.connect()
-        state = await self.wait_for(lambda s: s in (State.CONNECTED, State.QR_READY) or s not in ACTIVE)
+        # A QR with credentials on disk is a pairing still being reported: wait for it too.
+        state = await self.wait_for(lambda s: s is State.CONNECTED or s not in ACTIVE)
         if state is not State.CONNECTED:
             return self.machine.last_error or f"the session is {state.value}"
         try:
