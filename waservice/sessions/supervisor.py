@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import attrs
@@ -279,7 +279,7 @@ class SessionSupervisor:
             raise RuntimeError(f"session {self.session_id!r} is not running")
         return self._nursery
 
-    def _then_on_device(self, work: Callable[[trio.Event, trio.Event], object], *args: object) -> None:
+    def _then_on_device(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
         """Queue `work` on the device: it starts once everything queued before it has finished."""
         previous, self._device_idle = self._device_idle, trio.Event()
         self._require_nursery().start_soon(work, *args, previous, self._device_idle)
