@@ -332,9 +332,9 @@ class SessionSupervisor:
         try:
             await previous.wait()  # the connection that reported the logout has stopped
             await self._engine.forget_credentials(self.directory)
-        except OSError as exc:
+        except Exception as exc:  # OSError, or the engine's: the next connection shows a QR anyway
             log.error(
-                "session=%s could not delete the logged-out device's credentials: %s", self.session_id, exc
+                "session=%s could not delete the logged-out device's credentials: %r", self.session_id, exc
             )
         finally:
             done.set()
