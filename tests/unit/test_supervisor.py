@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -183,3 +184,14 @@ async def test_a_bug_in_event_handling_costs_one_event_not_the_service(manager, 
     await manager.disconnect("s1")
     await manager.connect("s1")
     await wait_state(session, "connected")
+
+
+async def test_stop_stops_every_session_at_once(manager: SessionManager, engine: FakeEngine, autojump_clock):
+    sessions = [await manager.connect(f"s{n}") for n in range(300)]
+    for session in sessions:
+        await session.wait_for(lambda s: s.value == "qr_ready")
+    engine.stop_delay = 2.0  # each client takes 2 s to disconnect cleanly
+    t0 = trio.current_time()
+    await manager.stop(deadline=t0 + 10)
+    assert trio.current_time() - t0 == pytest.approx(2.0, abs=0.5)  # not 300 x 2 s
+    assert not any(client.running for client in engine.clients.values())

@@ -94,6 +94,9 @@ class FakeClient:
                     await events.send(item)
                 wire.cancel_scope.cancel()  # acks still due die with the connection
         finally:
+            if self.engine.stop_delay:  # a clean disconnect takes time, even when cancelled
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(self.engine.stop_delay)
             self._script = self._wire = None
             for pending in self._pending:
                 pending.error = "connection closed before WhatsApp acknowledged the message"
@@ -216,6 +219,7 @@ class FakeEngine:
         self.ack_delay = 0.0  # seconds before WhatsApp acknowledges a send (0: at once)
         self.logout_delay = 0.0  # seconds a logout takes
         self.fail_logouts = False
+        self.stop_delay = 0.0  # seconds a connection takes to stop cleanly
 
     def client(self, session_id: str, directory: Path) -> FakeClient:
         client = FakeClient(self, session_id, directory)
