@@ -80,3 +80,11 @@ async def test_remove_is_all_or_nothing(store: SessionStore):
         await store.remove("s1")
     assert (store.directory("s1") / "keys.db").read_text() == "secret"  # put back
     assert [s.id for s in await store.list()] == ["s1"]
+
+
+async def test_unopenable_registry_is_not_called_corrupt(tmp_path: Path):
+    data = tmp_path / "data"
+    (data / "waservice.db").mkdir(parents=True)  # a folder where the file should be
+    with pytest.raises(OSError, match="cannot open"):
+        async with open_store(data):
+            pass

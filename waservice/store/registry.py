@@ -52,6 +52,8 @@ class Registry:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
             self._migrate()
+        except sqlite3.OperationalError as exc:  # permissions, a read-only disk: not corruption
+            raise OSError(f"cannot open {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise CorruptRegistry(
                 f"{path} is not a readable session registry ({exc}). Move it aside to start with no "
