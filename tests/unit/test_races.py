@@ -16,6 +16,7 @@ import trio.testing
 
 from waservice.api.app import create_app
 from waservice.engine.fake import DEVICE_FILE, FakeEngine
+from waservice.errors import UnknownSession
 from waservice.sessions.machine import ReconnectPolicy, State
 from waservice.sessions.manager import SessionManager
 from waservice.sessions.supervisor import SEND_TIMEOUT, SessionSupervisor
@@ -238,11 +239,11 @@ async def test_cancelled_delete_still_finishes(manager, engine, autojump_clock):
     with trio.move_on_after(1):  # the client goes away mid-delete
         await manager.delete("s1")
     assert "s1" in memory_ids(manager)  # still being deleted
-    with trio.fail_after(30):
-        await session._finished.wait()
+    with trio.fail_after(30), pytest.raises(UnknownSession):
+        await manager.delete("s1")  # waits for the lock the first delete holds until it is done
     assert "s1" not in memory_ids(manager) and "s1" not in await stored_ids(manager.store)
     assert not session.directory.exists()
-    assert session._finished.is_set() and not engine.clients["s1"].running  # its supervisor ended
+    assert session.finished and not engine.clients["s1"].running  # its supervisor ended
 
 
 # -- 7. a storm of /connect, DELETE and /disconnect through HTTP --------------------------------------

@@ -127,6 +127,11 @@ class SessionSupervisor:
         self._scope.cancel()
         await self._finished.wait()
 
+    @property
+    def finished(self) -> bool:
+        """The supervisor task has ended (closed or cancelled) and released its client."""
+        return self._finished.is_set()
+
     def info(self) -> SessionInfo:
         m = self.machine
         return SessionInfo(
