@@ -52,7 +52,6 @@ async def test_backoff_delays_and_failed(manager: SessionManager, engine: FakeEn
     await trio.sleep(600)  # nothing retries by itself once failed
     assert engine.clients["s1"].runs - runs_before == 5
 
-    engine.refuse_connections = False
     manager.reset_reconnect("s1")
     await wait_state(session, "connected")
     assert session.info().reconnect_attempts == 0
@@ -195,3 +194,24 @@ async def test_stop_stops_every_session_at_once(manager: SessionManager, engine:
     await manager.stop(deadline=t0 + 10)
     assert trio.current_time() - t0 == pytest.approx(2.0, abs=0.5)  # not 300 x 2 s
     assert not any(client.running for client in engine.clients.values())
+
+
+async def test_an_unreadable_device_fails_its_own_session_at_restore(tmp_path: Path, monkeypatch):
+    data = tmp_path / "data"
+    engine = FakeEngine()
+
+    async def broken_probe(directory: Path) -> bool:
+        if directory.name == "bad":
+            raise OSError("database disk image is malformed")
+        return await FakeEngine.has_credentials(engine, directory)
+
+    async with open_store(data) as store:
+        await store.add("bad")
+        await store.add("good")
+    (data / "good" / "fake-device.json").write_text('{"phone": "1555"}')
+    monkeypatch.setattr(engine, "has_credentials", broken_probe)
+    async with open_store(data) as store, trio.open_nursery() as nursery:
+        manager = await nursery.start(SessionManager(engine, store, ReconnectPolicy()).run)
+        await wait_state(manager.get("good"), "connected")
+        assert manager.get("bad").info().state in ("connecting", "qr_ready")  # tried, not crashed
+        nursery.cancel_scope.cancel()

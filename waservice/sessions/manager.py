@@ -93,7 +93,7 @@ class SessionManager:
         log.info("restored %d session(s)", len(self._sessions))
 
     async def _connect_if_paired(self, session: SessionSupervisor) -> None:
-        if await self.engine.has_credentials(session.directory):
+        if await session.may_be_paired():  # a device store it cannot read fails its own session only
             session.connect()
 
     async def _start(self, session_id: str, down_reason: str | None = None) -> SessionSupervisor:

@@ -186,7 +186,7 @@ class SessionSupervisor:
 
     async def unlink(self, timeout: float) -> UnlinkResult:
         """Unlink the device from the phone if it has credentials, connecting briefly if need be."""
-        if not await self._engine.has_credentials(self.directory):
+        if not await self.may_be_paired():
             return UnlinkResult(unlinked=False)  # never paired, or already removed: nothing is linked
         problem = f"WhatsApp did not answer within {timeout:.0f} s"
         with trio.move_on_after(timeout):
@@ -194,12 +194,20 @@ class SessionSupervisor:
             if problem is None:
                 return UnlinkResult(unlinked=True)
         await self.disconnect()  # the connection started here, and any pending forgetting, end first
-        if not await self._engine.has_credentials(self.directory):
+        if not await self.may_be_paired():
             return UnlinkResult(unlinked=True)  # the phone removed it meanwhile
         return UnlinkResult(
             unlinked=False,
             warning=f"could not unlink the device ({problem}); remove it on the phone under Linked devices",
         )
+
+    async def may_be_paired(self) -> bool:
+        """Whether the device has credentials; when the engine cannot tell, assume it may."""
+        try:
+            return await self._engine.has_credentials(self.directory)
+        except Exception as exc:  # e.g. an unreadable device store: connecting will say why
+            log.warning("session=%s cannot tell whether the device is paired: %r", self.session_id, exc)
+            return True
 
     async def _log_out(self) -> str | None:
         """Log out through a connection (started if need be); returns why it could not."""
