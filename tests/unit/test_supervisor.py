@@ -52,6 +52,7 @@ async def test_backoff_delays_and_failed(manager: SessionManager, engine: FakeEn
     await trio.sleep(600)  # nothing retries by itself once failed
     assert engine.clients["s1"].runs - runs_before == 5
 
+    engine.refuse_connections = False
     manager.reset_reconnect("s1")
     await wait_state(session, "connected")
     assert session.info().reconnect_attempts == 0
