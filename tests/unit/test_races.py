@@ -233,6 +233,23 @@ async def test_delete_reports_files_it_could_not_delete(tmp_path: Path, monkeypa
         assert manager.get("s1").info().state in ("connecting", "qr_ready")
 
 
+async def test_delete_the_store_refuses_keeps_the_session(client, manager, store):
+    session = await pair(manager, "s1")
+    original = store._registry.remove
+
+    def fail_once(*args):
+        store._registry.remove = original
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store._registry.remove = fail_once
+    status, body = await call(client, "delete", "/sessions/s1")
+    assert status == 503 and "disk I/O error" in body["error"]
+    assert manager.get("s1") is session and session.directory.is_dir()  # all there, disconnected
+    assert "s1" in await stored_ids(store)
+    assert (await call(client, "delete", "/sessions/s1"))[0] == 200
+    assert "s1" not in memory_ids(manager) and "s1" not in await stored_ids(store)
+
+
 async def test_cancelled_delete_still_finishes(manager, engine, autojump_clock):
     session = await pair(manager, "s1")
     engine.logout_delay = 5
