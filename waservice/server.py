@@ -32,7 +32,7 @@ async def serve_forever(
     r = config.reconnect
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
     manager = SessionManager(engine, store, policy)
-    app = create_app(manager, config.server.api_key)
+    app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
 
     hconfig = HypercornConfig()
     hconfig.bind = [_bind(config.server.host, config.server.port)]
