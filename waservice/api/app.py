@@ -80,7 +80,8 @@ def _link_session_routes(paths: dict[str, Any]) -> None:
         "GetQr": {"operationId": "get_qr", **by_session},
         "DeleteSession": {"operationId": "delete_delete_session", **by_session},
     }
-    response = paths.get("/connect", {}).get("post", {}).get("responses", {}).get("200")
+    responses = paths.get("/connect", {}).get("post", {}).get("responses", {})
+    response = responses.get(200, responses.get("200"))  # int keys until serialised
     if response is not None:
         response["links"] = links
 
