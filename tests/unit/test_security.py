@@ -194,3 +194,18 @@ def test_a_new_subclass_inherits_its_parents_status():
         pass
 
     assert status_for(Gone("x")) == 404 and Gone not in STATUS_BY_ERROR
+
+
+# -------------------------------------------------------------------------- server.allowed_hosts --
+
+
+def test_allowed_hosts_config(tmp_path):
+    from waservice.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\nallowed_hosts = ["wa.example.com"]\n')
+    assert load_config(path, environ={}).server.allowed_hosts == ("wa.example.com",)
+    for bad in ('"wa.example.com"', '[""]', "[1]"):
+        path.write_text(f"[server]\nallowed_hosts = {bad}\n")
+        with pytest.raises(ConfigError, match="allowed_hosts"):
+            load_config(path, environ={})

@@ -64,6 +64,13 @@ class _Provider(OpenAPIProvider):
         _link_session_routes(schema["paths"])
         return schema
 
+    def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        body, components = super().build_request_body(model, source)
+        # A body with required fields cannot be left out; the others may be (the seed's defaults).
+        if msgspec.json.schema(model).get("$defs", {}).get(model.__name__, {}).get("required"):
+            body["required"] = True
+        return body, components
+
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
         if name == "session_id":
