@@ -209,3 +209,12 @@ def test_allowed_hosts_config(tmp_path):
         path.write_text(f"[server]\nallowed_hosts = {bad}\n")
         with pytest.raises(ConfigError, match="allowed_hosts"):
             load_config(path, environ={})
+
+
+async def test_openapi_documents_the_refusals(client):
+    doc = await (await client.get("/openapi.json")).get_json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert "403" in op["responses"], (method, path)
+            if "requestBody" in op:
+                assert "415" in op["responses"], (method, path)
