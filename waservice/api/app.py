@@ -187,8 +187,10 @@ def _add_guards(app: QuartTrio, api_key: str, allowed_hosts: Iterable[str]) -> N
     @app.before_request
     async def read_body_first() -> None:
         # Answering before the body is in (a 405, a 403) leaves h11 unable to start the next
-        # request on the connection, so hypercorn must close it. Read it (bounded by
-        # MAX_CONTENT_LENGTH) so every answer keeps the connection usable.
+        # request on the connection, so hypercorn must close it, and quart-trio's cancellation
+        # on http.disconnect can lose that close (the client then waits forever; schemathesis's
+        # read timeouts). Reading the body first (bounded by MAX_CONTENT_LENGTH) keeps every
+        # answered connection reusable.
         await request.get_data(cache=True)
 
     if not api_key:  # with a key, a rebound page cannot read anything anyway
