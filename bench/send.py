@@ -222,7 +222,7 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
     most = max(args.sessions)
     ids = [f"s{i:05d}" for i in range(most)]
     phones = [phone_for("1555" if kind == "service" else "1777", i) for i in range(most)]
-    contacts = {sid: phone_for("1666", i) for i, sid in enumerate(ids)}
+    contacts = {sid: f"1202555{i:04d}" for i, sid in enumerate(ids)}  # valid numbers: /send checks them
     data_dir = workdir / kind / "data"
     data_dir.parent.mkdir(parents=True)
     system = ServiceSystem(data_dir, patched) if kind == "service" else RawSystem(data_dir, patched)

@@ -35,6 +35,8 @@ class ServerConfig:
     )
     api_key: str = attrs.field(default="", repr=False)  # never printed
     shutdown_grace: float = attrs.field(default=10.0, validator=_positive)
+    # Host names served besides loopback ones when no API key is set (DNS-rebinding guard).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -89,6 +91,7 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
     for cls in (ServerConfig, SessionsConfig, ReconnectConfig, LoggingConfig, Config):
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
     return conv
@@ -110,6 +113,12 @@ def _strict_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def _strict_str_tuple(value: Any, _: type) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
 
 
 def _with_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

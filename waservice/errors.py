@@ -1,4 +1,7 @@
-"""Errors a client of the API can cause or see. Each maps to one HTTP status."""
+"""Errors a client of the API can cause or see, as a hierarchy to catch at the level one cares about.
+
+They carry a message for the client and no HTTP status: `api/status.py` maps each type to one.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,13 @@ from __future__ import annotations
 class ServiceError(Exception):
     """Base class: an error reported to the API client as `{"success": false, "error": message}`."""
 
-    status_code = 500
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
 class InvalidRequest(ServiceError):
-    """Malformed JSON, a missing or mistyped field, an implausible phone number."""
-
-    status_code = 400
+    """Malformed JSON, an unknown, missing or mistyped field, an invalid phone number or message."""
 
 
 class InvalidSessionId(InvalidRequest):
@@ -35,18 +34,24 @@ class ProtectedSession(InvalidRequest):
     """`default` cannot be deleted."""
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A request body that is not JSON (a browser's form or text/plain post, for one)."""
+
+
 class NoQrCode(ServiceError):
-    status_code = 404
+    """The session shows no QR code right now."""
 
 
 class Unauthorized(ServiceError):
-    status_code = 401
+    """A missing or wrong API key."""
+
+
+class Forbidden(ServiceError):
+    """A request the service refuses whoever sends it: a foreign Origin or Host (browser-borne attacks)."""
 
 
 class SendFailed(ServiceError):
     """WhatsApp did not accept the message; the client may retry."""
-
-    status_code = 502
 
 
 class SessionIdCollision(InvalidSessionId):
@@ -61,10 +66,6 @@ class SendOutcomeUnknown(SendFailed):
 class TooManySessions(ServiceError):
     """`sessions.max` sessions exist already; a new one needs a delete first."""
 
-    status_code = 429
-
 
 class StorageFailed(ServiceError):
     """The data directory refused a write (disk full, read-only): nothing was half-done."""
-
-    status_code = 503

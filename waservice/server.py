@@ -43,7 +43,7 @@ async def serve_forever(
     stop = _StopRequest()
     async with open_store(config.data_dir) as store:
         manager = SessionManager(engine, store, policy, max_sessions=config.sessions.max)
-        app = create_app(manager, config.server.api_key)
+        app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_wait_for_signal, stop)
             await nursery.start(manager.run)

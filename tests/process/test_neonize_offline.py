@@ -31,7 +31,7 @@ def test_real_engine_backs_off_and_stops(tmp_path):
         assert status["reconnect_attempts"] == 3
         assert status["last_error"] and "gave up after 3" in status["last_error"]
         send = httpx.post(
-            service.url + "/send", json={"session_id": "real", "number": "15550001111", "message": "x"}
+            service.url + "/send", json={"session_id": "real", "number": "12025550143", "message": "x"}
         )
         assert send.status_code == 400 and "failed" in send.json()["error"]
         assert httpx.post(service.url + "/reset-reconnect", json={"session_id": "real"}).status_code == 200

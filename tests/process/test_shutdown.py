@@ -59,7 +59,7 @@ def test_sigterm_with_1000_sessions_and_a_stalled_send_exits_within_the_grace(tm
 
         wait_until(lambda: connected() == SESSIONS, 120, f"{SESSIONS} sessions to connect")
         httpx.post(service.url + "/_fake/ack-delay", json={"seconds": 1000}).raise_for_status()
-        send = {"session_id": ids[0], "number": "15550001111", "message": "stalls"}
+        send = {"session_id": ids[0], "number": "12025550143", "message": "stalls"}
 
         def send_and_wait() -> None:
             with contextlib.suppress(httpx.HTTPError):  # cut off by the shutdown: that is the point

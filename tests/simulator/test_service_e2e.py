@@ -22,7 +22,7 @@ from tests.wasim import QrData, Simulator
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 
-PHONE, PHONE2, CONTACT = "15550001111", "15550002222", "15559998888"
+PHONE, PHONE2, CONTACT = "15550001111", "15550002222", "12025550143"  # CONTACT: a valid number
 # Short, seed-shaped backoff: 0.4, 0.8, 1.6, 2, 2 s (ratios 1:2:4, capped), 5 attempts.
 FAST_RECONNECT = "[reconnect]\ninitial_delay = 0.4\nfactor = 2.0\nmax_delay = 2.0\nmax_attempts = 5\n"
 
@@ -244,7 +244,7 @@ async def test_churn_30_sessions(sim: Simulator, start_service: StartService) ->
     rounds = 3
 
     async def worker(i: int) -> None:
-        sid, phone, contact = f"churn{i}", f"1555100{i:04d}", f"1555200{i:04d}"
+        sid, phone, contact = f"churn{i}", f"1555100{i:04d}", f"1202555{i:04d}"
         await api.pair(sim, sid, phone)
         for r in range(rounds):
             for m in range(2):

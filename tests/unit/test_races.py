@@ -165,7 +165,7 @@ async def test_send_deadline_is_real_and_a_late_ack_is_logged(
     engine.ack_delay = 100.0
     t0 = trio.current_time()
     status, body = await call(
-        client, "post", "/send", json={"session_id": "s1", "number": "15550001111", "message": "hi"}
+        client, "post", "/send", json={"session_id": "s1", "number": "12025550143", "message": "hi"}
     )
     assert trio.current_time() - t0 == pytest.approx(SEND_TIMEOUT, abs=0.5)
     assert status == 502 and "outcome is unknown" in body["error"]

@@ -1,25 +1,31 @@
-"""The Quart-Trio application: routes, API-key check, JSON errors, web page and offline Swagger UI."""
+"""The Quart-Trio application: routes, request guards, API-key check, JSON errors, web page and
+offline Swagger UI."""
 
 from __future__ import annotations
 
 import functools
 import hmac
+import importlib.util
 import logging
 import mimetypes
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from quart import Response, request
 from quart_schema import APIKeySecurityScheme, Info, OpenAPIProvider, QuartSchema
 from quart_trio import QuartTrio
-from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing.converters import BaseConverter
 from werkzeug.security import safe_join
 
 from .. import __version__
 from ..errors import ServiceError, Unauthorized
 from ..sessions.manager import SessionManager
 from . import models, routes
+from .guards import HostGuard, OriginGuard
+from .status import status_for
 
 log = logging.getLogger("waservice.api")
 
@@ -34,28 +40,67 @@ def web_root() -> Path:
     return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "web"
 
 
+def swagger_ui_root() -> Path:
+    """Swagger UI 5 (reads OpenAPI 3.1), from flask-swagger-ui's copy of swagger-ui-dist.
+
+    Only its files are used; finding the package without importing it keeps Flask out.
+    """
+    spec = importlib.util.find_spec("flask_swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("flask-swagger-ui is not installed (it ships Swagger UI's files)")
+    return Path(next(iter(spec.submodule_search_locations))) / "dist"
+
+
 class _Provider(OpenAPIProvider):
-    """quart-schema inlines each msgspec model but drops the nested ones it refers to; add them."""
+    """The document states every rule the API enforces, and what quart-schema leaves out."""
 
     def schema(self) -> dict:
         schema = super().schema()
+        # quart-schema inlines each msgspec model but drops the nested ones it refers to.
         _, components = msgspec.json.schema_components(
             [models.SendResult, models.SessionView], ref_template="#/components/schemas/{name}"
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        _link_session_routes(schema["paths"])
         return schema
 
+    def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        body, components = super().build_request_body(model, source)
+        # A body with required fields cannot be left out; the others may be (the seed's defaults).
+        if msgspec.json.schema(model).get("$defs", {}).get(model.__name__, {}).get("required"):
+            body["required"] = True
+        return body, components
 
-def create_app(manager: SessionManager, api_key: str = "") -> QuartTrio:
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if name == "session_id":
+            (parameter["schema"],) = msgspec.json.schema_components([models.SessionId])[0]
+        return parameter
+
+
+def _link_session_routes(paths: dict[str, Any]) -> None:
+    """A session created by /connect can be looked at and deleted: say so (OpenAPI links), so
+    clients and fuzzers reach those routes with an id that exists."""
+    by_session = {"parameters": {"session_id": "$response.body#/session_id"}}
+    links = {
+        "GetStatus": {"operationId": "get_status", **by_session},
+        "GetQr": {"operationId": "get_qr", **by_session},
+        "DeleteSession": {"operationId": "delete_delete_session", **by_session},
+    }
+    responses = paths.get("/connect", {}).get("post", {}).get("responses", {})
+    response = responses.get(200, responses.get("200"))  # int keys until serialised
+    if response is not None:
+        response["links"] = links
+
+
+def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterable[str] = ()) -> QuartTrio:
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/api-docs/assets/swagger-ui-bundle.js"
-    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/api-docs/assets/swagger-ui.css"
     app.extensions["waservice.manager"] = manager
     QuartSchema(
         app,
         info=Info(title="waservice", version=__version__, description="Multi-session WhatsApp REST API"),
-        swagger_ui_path="/api-docs",
+        swagger_ui_path=None,  # served by _add_pages, without inline script
         redoc_ui_path=None,
         scalar_ui_path=None,
         conversion_preference="msgspec",
@@ -66,6 +111,7 @@ def create_app(manager: SessionManager, api_key: str = "") -> QuartTrio:
     app.register_blueprint(routes.bp)
     _add_pages(app)
     _add_errors(app)
+    _add_guards(app, api_key, allowed_hosts)
     if api_key:
         _require_api_key(app, api_key)
     if manager.engine.name == "fake":
@@ -100,11 +146,19 @@ def _add_pages(app: QuartTrio) -> None:
     async def static_file(name: str) -> Response:
         return _asset(web_root(), name)
 
+    @app.get("/api-docs")
+    async def api_docs() -> Response:
+        return _asset(web_root(), "api-docs.html")
+
+    @app.get("/api-docs/init.js")
+    async def api_docs_init() -> Response:
+        return _asset(web_root(), "api-docs.js")
+
     @app.get("/api-docs/assets/<path:name>")
     async def swagger_asset(name: str) -> Response:
-        return _asset(Path(str(swagger_ui_path)), name)
+        return _asset(swagger_ui_root(), name)
 
-    for view in (index, static_file, swagger_asset):
+    for view in (index, static_file, api_docs, api_docs_init, swagger_asset):
         view.__dict__["_quart_schema_hidden"] = True  # not part of the API document
 
 
@@ -115,7 +169,7 @@ def _error(message: str, status: int) -> tuple[dict, int]:
 def _add_errors(app: QuartTrio) -> None:
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError):
-        return _error(error.message, error.status_code)
+        return _error(error.message, status_for(error))
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException):
@@ -127,6 +181,21 @@ def _add_errors(app: QuartTrio) -> None:
     async def unexpected(error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error("internal server error", 500)
+
+
+def _add_guards(app: QuartTrio, api_key: str, allowed_hosts: Iterable[str]) -> None:
+    @app.before_request
+    async def read_body_first() -> None:
+        # Answering before the body is in (a 405, a 403) leaves h11 unable to start the next
+        # request on the connection, so hypercorn must close it, and quart-trio's cancellation
+        # on http.disconnect can lose that close (the client then waits forever; schemathesis's
+        # read timeouts). Reading the body first (bounded by MAX_CONTENT_LENGTH) keeps every
+        # answered connection reusable.
+        await request.get_data(cache=True)
+
+    if not api_key:  # with a key, a rebound page cannot read anything anyway
+        app.before_request(HostGuard(allowed_hosts).check)
+    app.before_request(OriginGuard(allowed_hosts).check)
 
 
 def _require_api_key(app: QuartTrio, api_key: str) -> None:

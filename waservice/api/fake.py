@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+import msgspec
 from quart import Blueprint, current_app
 from quart_schema import hide
 
@@ -14,8 +15,7 @@ from .validation import query_session_id, read_body
 bp = Blueprint("fake", __name__, url_prefix="/_fake")
 
 
-@attrs.define
-class FakeRequest:
+class FakeRequest(msgspec.Struct, forbid_unknown_fields=True):
     session_id: str = "default"
     phone: str = "15550001111"
     reason: str = "stream error 503"
@@ -52,8 +52,7 @@ async def fail():
     return {"success": True}
 
 
-@attrs.define
-class RefuseRequest:
+class RefuseRequest(msgspec.Struct, forbid_unknown_fields=True):
     refuse: bool = True
 
 

@@ -1,27 +1,88 @@
-"""Request and response bodies (attrs classes; quart-schema documents them through msgspec)."""
+"""Request and response bodies. quart-schema documents them through msgspec.
+
+Requests are msgspec Structs whose constraints are the API's rules, so the OpenAPI document states
+exactly what the service enforces (id pattern and length, the number's digits, a non-empty message,
+no unknown fields). Responses are attrs classes.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import attrs
+import msgspec
 
-from ..ids import DEFAULT_SESSION
+from ..ids import DEFAULT_SESSION, SESSION_ID_PATTERN
+
+MAX_SESSION_ID_LENGTH = 64
+# WhatsApp Web's compose box (`MAX_TXT_MSG_SIZE`, a JavaScript maxLength) counts UTF-16 code units.
+MAX_MESSAGE_UTF16_UNITS = 65_536
+# The digits of an E.164 number (7-15, no leading 0), with the separators people paste.
+PHONE_NUMBER_PATTERN = r"^\+?[ ().-]*[1-9](?:[ ().-]*[0-9]){6,14}[ ().-]*$"
+
+SessionId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=f"^{SESSION_ID_PATTERN.pattern}$",
+        min_length=1,
+        max_length=MAX_SESSION_ID_LENGTH,
+        description="Session id: 1-64 characters from letters, digits, '_' and '-'.",
+        examples=["default"],
+    ),
+]
+PhoneNumber = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=PHONE_NUMBER_PATTERN,
+        description=(
+            "Recipient's phone number with its country code, 7-15 digits (e.g. 573001234567 for "
+            "Colombia, 14155552671 for the USA); '+', spaces, dots, dashes and brackets are ignored. "
+            "It must be a number that libphonenumber considers valid for its country."
+        ),
+        examples=["573001234567"],
+    ),
+]
+MessageText = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_MESSAGE_UTF16_UNITS,
+        description=(
+            "Text to send: at least one visible character (not only spaces, control or invisible "
+            f"characters); at most {MAX_MESSAGE_UTF16_UNITS} UTF-16 code units, as WhatsApp counts "
+            "(an emoji outside the BMP counts 2); no lone surrogates."
+        ),
+        examples=["Hello from the API!"],
+    ),
+]
+OptionalSessionId = Annotated[
+    SessionId | None,
+    msgspec.Meta(description="Session id (null or absent: 'default')."),
+]
 
 
-@attrs.define
-class SessionRequest:
-    session_id: str = DEFAULT_SESSION
+class SessionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    session_id: OptionalSessionId = DEFAULT_SESSION
+
+    def __post_init__(self) -> None:
+        if self.session_id is None:  # null means the default session, like an absent field
+            self.session_id = DEFAULT_SESSION
 
 
-@attrs.define
-class SessionQuery:
-    session_id: str | None = None
+class SendRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    number: PhoneNumber
+    message: MessageText
+    session_id: OptionalSessionId = DEFAULT_SESSION
+
+    def __post_init__(self) -> None:
+        if self.session_id is None:
+            self.session_id = DEFAULT_SESSION
 
 
-@attrs.define
-class SendRequest:
-    number: str
-    message: str
-    session_id: str = DEFAULT_SESSION
+class SessionQuery(msgspec.Struct, forbid_unknown_fields=True):
+    session_id: Annotated[SessionId, msgspec.Meta(description="Session id (absent: 'default').")] = (
+        DEFAULT_SESSION
+    )
 
 
 @attrs.define

@@ -67,6 +67,7 @@ def _view(info: SessionInfo) -> SessionView:
 @tag(["Health"])
 @security_scheme([])
 @document_response(HealthResponse)
+@errors(403)
 async def health() -> HealthResponse:
     """Server health check (never needs the API key)."""
     return HealthResponse()
@@ -75,7 +76,7 @@ async def health() -> HealthResponse:
 @bp.get("/sessions")
 @tag(["Sessions"])
 @document_response(SessionsResponse)
-@errors(401)
+@errors(401, 403)
 async def list_sessions() -> SessionsResponse:
     """All sessions with their state, phone number, QR availability and last error."""
     return SessionsResponse(sessions=[_view(s.info()) for s in manager().sessions()])
@@ -84,7 +85,7 @@ async def list_sessions() -> SessionsResponse:
 @bp.delete("/sessions/<session_id>")
 @tag(["Sessions"])
 @document_response(DeleteResponse)
-@errors(400, 401, 503)
+@errors(400, 401, 403, 503)
 async def delete_session(session_id: str) -> DeleteResponse:
     """Delete a session, unlink its device and remove its credentials (not 'default').
 
@@ -100,7 +101,7 @@ async def delete_session(session_id: str) -> DeleteResponse:
 @tag(["Connection"])
 @document_request(SessionRequest)
 @document_response(ActionResponse)
-@errors(400, 401, 429, 503)
+@errors(400, 401, 403, 415, 429, 503)
 async def connect() -> ActionResponse:
     """Create the session if needed and connect it (idempotent)."""
     body = await read_body(SessionRequest)
@@ -116,7 +117,7 @@ async def connect() -> ActionResponse:
 @tag(["Connection"])
 @document_querystring(SessionQuery)
 @document_response(QrResponse)
-@errors(400, 401, 404)
+@errors(400, 401, 403, 404)
 async def qr() -> QrResponse:
     """The current QR code as a PNG data URL, plus the raw string the phone scans."""
     session_id = query_session_id()
@@ -130,7 +131,7 @@ async def qr() -> QrResponse:
 @tag(["Connection"])
 @document_querystring(SessionQuery)
 @document_response(StatusResponse)
-@errors(400, 401)
+@errors(400, 401, 403)
 async def status() -> StatusResponse:
     """Connection state of one session, and why it is not connected."""
     view = _view(manager().get(query_session_id()).info())
@@ -141,7 +142,7 @@ async def status() -> StatusResponse:
 @tag(["Connection"])
 @document_request(SessionRequest)
 @document_response(ActionResponse)
-@errors(400, 401)
+@errors(400, 401, 403, 415)
 async def disconnect() -> ActionResponse:
     """Disconnect a session (keeps its credentials; it stays down across restarts until /connect)."""
     body = await read_body(SessionRequest)
@@ -153,7 +154,7 @@ async def disconnect() -> ActionResponse:
 @tag(["Connection"])
 @document_request(SessionRequest)
 @document_response(ActionResponse)
-@errors(400, 401)
+@errors(400, 401, 403, 415)
 async def reset_reconnect() -> ActionResponse:
     """Reset the reconnect counter; a `failed` session starts connecting again."""
     body = await read_body(SessionRequest)
@@ -167,7 +168,7 @@ async def reset_reconnect() -> ActionResponse:
 @tag(["Messaging"])
 @document_request(SendRequest)
 @document_response(SendResponse)
-@errors(400, 401, 502)
+@errors(400, 401, 403, 415, 502)
 async def send() -> SendResponse:
     """Send a text message; 2xx only once WhatsApp acknowledged it."""
     body = await read_body(SendRequest)

@@ -1,48 +1,93 @@
-"""Turning request bodies and query strings into checked values, with errors a client can act on."""
+"""Turning request bodies and query strings into checked values, with errors a client can act on.
+
+A body is read only as JSON, straight into its model: unknown fields, wrong types and broken
+constraints are a 400 naming the field, and no nesting deeper than the model's own gets parsed.
+"""
 
 from __future__ import annotations
 
-import json
+import difflib
 import re
-from typing import TypeVar
+import unicodedata
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import phonenumbers
+from phonenumbers import geocoder
 from quart import request
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, UnsupportedMediaType
 from ..ids import DEFAULT_SESSION, validate_session_id
+from .models import MAX_MESSAGE_UTF16_UNITS
 
-T = TypeVar("T")
+T = TypeVar("T", bound=msgspec.Struct)
 
-MAX_MESSAGE_LENGTH = 65_536
 _NUMBER_FORMATTING = re.compile(r"[\s().-]")
 _PHONE_NUMBER = re.compile(r"[1-9][0-9]{6,14}")  # E.164 without '+': at most 15 digits
+# A \uD800-\uDFFF escape not paired high+low (an odd run of backslashes makes it an escape).
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u(?:d[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|d[c-f][0-9a-f]{2})", re.IGNORECASE
+)
 
 
 async def read_body(model: type[T]) -> T:
     """Parse the JSON body into `model`; an empty body means all defaults."""
+    if request.args:
+        name = next(iter(request.args))
+        raise InvalidRequest(f"unexpected query parameter '{name}': send {name} in the JSON body")
     raw = await request.get_data(as_text=False)
-    if raw.strip():
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidRequest("request body is not valid JSON") from None
-    else:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    if data.get("session_id") is None:
-        data.pop("session_id", None)  # null means the default session, like an absent field
+    # Browsers post forms and text/plain across sites without asking first; JSON they cannot.
+    if request.mimetype != "application/json" and (request.content_type or raw.strip()):
+        raise UnsupportedMediaType(
+            "request body must be JSON sent with 'Content-Type: application/json', not "
+            f"'{request.content_type or 'no content type'}'"
+        )
+    if not raw.strip():
+        raw = b"{}"  # no body: every field takes its default
     try:
-        return msgspec.convert(data, model)
+        return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid request body: {_describe(exc)}") from None
+        raise InvalidRequest(_describe(exc, raw, model)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(_malformed(exc, raw)) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8") from None
+    except RecursionError:  # only reachable through values the model skips
+        raise InvalidRequest("request body is nested too deeply") from None
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _malformed(exc: msgspec.DecodeError, raw: bytes) -> str:
+    if match := _LONE_SURROGATE.search(raw):
+        escape = match.group().lstrip(b"\\").decode()
+        return f"request body has a lone surrogate (\\{escape}): text must be valid Unicode"
+    return f"request body is not valid JSON: {str(exc).removeprefix('JSON is malformed: ')}"
+
+
+def _describe(exc: msgspec.ValidationError, raw: bytes, model: type[msgspec.Struct]) -> str:
+    message = str(exc)
+    fields = model.__struct_fields__
+    if unknown := re.fullmatch(r"Object contains unknown field `(.*)`", message):
+        name = unknown.group(1)
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown field '{name}' in request body (accepted: {', '.join(fields)}){hint}"
+    if top := re.fullmatch(r"Expected `object`, got `(\w+)`", message):
+        return f"request body must be a JSON object, not {top.group(1)}"
+    at = re.search(r" - at `\$\.(\w+)`$", message)
+    if at and at.group(1) in FIELD_CHECKS and re.search(r" matching regex | of length ", message):
+        # A broken constraint: let the field's own check say what is wrong, in its words.
+        FIELD_CHECKS[at.group(1)](_raw_field(raw, at.group(1)))
     # msgspec says "Expected `str`, got `int` - at `$.number`"; say it in the API's words.
-    return str(exc).replace("`$.", "`").replace(" - at ", " for ")
+    return "invalid request body: " + message.replace("`$.", "`").replace(" - at ", " for ")
+
+
+def _raw_field(raw: bytes, name: str) -> str:
+    try:
+        value = msgspec.json.decode(raw).get(name)
+    except (msgspec.DecodeError, RecursionError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def query_session_id() -> str:
@@ -53,24 +98,78 @@ def query_session_id() -> str:
 def phone_number(value: str) -> str:
     """Digits with country code; tolerates '+', spaces, dashes and brackets people paste."""
     digits = _NUMBER_FORMATTING.sub("", value.strip()).removeprefix("+")
-    if not _PHONE_NUMBER.fullmatch(digits) or not _possible(digits):
+    if not _PHONE_NUMBER.fullmatch(digits):
         raise InvalidRequest(
             "number must be a phone number with country code, digits only (7-15 digits), e.g. 573001234567"
         )
+    if problem := _number_problem(digits):
+        raise InvalidRequest(f"invalid number: {problem}")
     return digits
 
 
-def _possible(digits: str) -> bool:
-    """A known country code and a length that country uses (libphonenumber's metadata)."""
+def _number_problem(digits: str) -> str | None:
+    """Why libphonenumber's metadata says these digits are no phone number, or None if they are."""
     try:
-        return phonenumbers.is_possible_number(phonenumbers.parse("+" + digits))
+        number = phonenumbers.parse("+" + digits)
     except phonenumbers.NumberParseException:
-        return False
+        return f"{digits} does not start with a known country code"
+    if phonenumbers.is_valid_number(number):
+        return None
+    code = number.country_code
+    region = phonenumbers.region_code_for_country_code(code)
+    country = geocoder._region_display_name(region, "en") or region  # the public API wants a valid number
+    reason = _POSSIBLE_REASONS.get(
+        phonenumbers.is_possible_number_with_reason(number), "no such number range"
+    )
+    return f"{digits} is not a valid number for country code {code} ({country}): {reason}{_hint(digits)}"
+
+
+def _hint(digits: str) -> str:
+    """National numbers are usually at most 10 digits; US numbers typed without their 1 are common."""
+    if len(digits) == 10 and phonenumbers.is_valid_number(phonenumbers.parse("+1" + digits)):
+        return f"; missing country code? As a US/Canada number it is 1{digits}"
+    return "; missing country code?" if len(digits) <= 10 else ""
+
+
+_POSSIBLE_REASONS = {
+    phonenumbers.ValidationResult.TOO_SHORT: "too short",
+    phonenumbers.ValidationResult.TOO_LONG: "too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "wrong length",
+    phonenumbers.ValidationResult.IS_POSSIBLE: "no such number range",
+}
 
 
 def message_text(value: str) -> str:
-    if not value.strip():
-        raise InvalidRequest("message must not be empty")
-    if len(value) > MAX_MESSAGE_LENGTH:
-        raise InvalidRequest(f"message is too long (at most {MAX_MESSAGE_LENGTH} characters)")
+    if not value or not any(map(_visible, value)):
+        raise InvalidRequest("message must not be empty: it has no visible character")
+    units = len(value.encode("utf-16-le")) // 2
+    if units > MAX_MESSAGE_UTF16_UNITS:
+        raise InvalidRequest(
+            f"message is too long: {units} UTF-16 code units; WhatsApp allows {MAX_MESSAGE_UTF16_UNITS}"
+        )
     return value
+
+
+# Characters that draw nothing although Unicode does not file them as space or control: the
+# Default_Ignorable_Code_Point set (DerivedCoreProperties.txt) plus the blank Braille pattern.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp"}
+
+
+def _visible(char: str) -> bool:
+    code = ord(char)
+    if any(low <= code <= high for low, high in _INVISIBLE_RANGES):
+        return False
+    return unicodedata.category(char) not in _INVISIBLE_CATEGORIES
+
+
+FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
+    "session_id": validate_session_id,
+    "number": phone_number,
+    "message": message_text,
+}

@@ -1,0 +1,35 @@
+"""The one place that turns an error type into an HTTP status."""
+
+from __future__ import annotations
+
+from ..errors import (
+    Forbidden,
+    InvalidRequest,
+    NoQrCode,
+    SendFailed,
+    ServiceError,
+    StorageFailed,
+    TooManySessions,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+# The most specific class in an error's MRO wins, so a subclass can refine its parent's status.
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    ServiceError: 500,
+    InvalidRequest: 400,  # the seed: missing parameters, invalid session
+    UnsupportedMediaType: 415,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NoQrCode: 404,  # the seed: no QR code available
+    SendFailed: 502,
+    TooManySessions: 429,
+    StorageFailed: 503,
+}
+
+
+def status_for(error: ServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
