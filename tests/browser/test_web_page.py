@@ -5,13 +5,14 @@ Fixtures (service, service_factory, page) are in conftest.py beside this file.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.qrcodes import decode_qr
 
 pytestmark = pytest.mark.browser
 
@@ -25,14 +26,6 @@ def expect(*args, **kwargs):
     from playwright.sync_api import expect as _expect
 
     return _expect(*args, **kwargs)
-
-
-def decode_qr(png: bytes) -> list[str]:
-    from PIL import Image
-    from pyzbar.pyzbar import ZBarSymbol, decode
-
-    image = Image.open(io.BytesIO(png)).convert("L")
-    return [sym.data.decode() for sym in decode(image, symbols=[ZBarSymbol.QRCODE])]
 
 
 def card(page, session_id: str):
