@@ -117,7 +117,7 @@ def browser():
         pytest.fail(f"browser tests need {problem}")
     from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=10_000)
+    expect.set_options(timeout=30_000)  # a safety net: the waits end on the event
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
@@ -139,7 +139,7 @@ def page(browser, service_factory, request: pytest.FixtureRequest):
             js_errors.append(f"{r.status} for {r.url}")
 
     pg.on("response", on_response)
-    pg.set_default_timeout(10_000)
+    pg.set_default_timeout(30_000)
     yield pg
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:

@@ -88,7 +88,7 @@ class RawClient:
     async def wait(
         self,
         event: str,
-        timeout: float = 20.0,
+        timeout: float = 30.0,
         after: int = 0,
         where: Callable[[Event], bool] | None = None,
     ) -> Event:
