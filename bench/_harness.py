@@ -186,8 +186,8 @@ class Board:
 
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
-        self.qr: dict[str, str | None] = {}  # the latest QR string (raw) or None
-        self.has_qr: dict[str, bool] = {}
+        self.qr: dict[str, str | None] = {}  # the latest QR string (raw driver)
+        self.has_qr: dict[str, bool] = {}  # whether the service shows a QR (GET /sessions)
         self._changed = trio.Event()
 
     def changed(self) -> None:
@@ -236,7 +236,6 @@ class ServiceSystem(System):
     def __init__(self, data_dir: Path, pythonpath: Path, poll: float = 0.1) -> None:
         config = data_dir.parent / "bench-config.toml"
         config.write_text(SERVICE_CONFIG)
-        self.data_dir = data_dir
         self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath)
         self.board = Board()
         self.poll = poll
@@ -363,11 +362,9 @@ class RawSystem(System):
         kind, sid = event["event"], event.get("client")
         if kind == "qr":
             self.board.qr[sid] = event["qr"]
-            self.board.has_qr[sid] = True
             self.board.states[sid] = "qr_ready"
         elif kind == "connected":
             self.board.states[sid] = "connected"
-            self.board.has_qr[sid] = False
         elif kind in ("disconnected", "logged_out", "connect_error"):
             self.board.states[sid] = kind
         else:
