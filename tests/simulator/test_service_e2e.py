@@ -41,7 +41,8 @@ class Api:
     async def post(self, path: str, **body: object) -> httpx.Response:
         return await self.http.post(path, json=body)
 
-    async def wait_state(self, session_id: str, state: str, timeout: float = 30) -> dict:
+    async def wait_state(self, session_id: str, state: str, timeout: float = 90) -> dict:
+        # A safety net: 30 pairings at once on a loaded 2-core box have taken more than 30 s.
         status: dict = {}
         with trio.move_on_after(timeout):
             while (status := await self.status(session_id)).get("state") != state:
