@@ -22,7 +22,7 @@ from waservice.store import SessionStore
 def wasim_neonize() -> Iterator[PatchedNeonize]:
     """A free port, held for the whole run, and a neonize copy whose library dials it.
 
-    ``WASIM_PORT`` pins the port instead (runs pinning the same port share the copy).
+    ``WASIM_PORT`` pins the port instead (an error while another run holds it).
     """
     pinned = os.environ.get("WASIM_PORT")
     with lease_patched_neonize(port=int(pinned) if pinned else None) as patched:
