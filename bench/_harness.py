@@ -1,8 +1,8 @@
 """Shared parts of the engine benchmarks (sessions.py, send.py): the simulator in its own process,
 waservice or a raw neonize driver as the system under test, pairing many sessions, /proc sampling.
 
-Nothing here imports neonize: only the service and ``raw_neonize.py`` subprocesses do, with the
-patched copy first on their ``PYTHONPATH``.
+Nothing here imports neonize: only the service and the raw driver (``tests/simulator/raw_client.py``,
+the one the simulator tests use) do, in subprocesses with the patched copy first on their ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -28,11 +26,10 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.process.service import ServiceProcess  # noqa: E402
-from tests.wasim.patch import patched_neonize  # noqa: E402
+from tests.simulator.clients import Event, RawClient  # noqa: E402
+from tests.wasim.patch import lease_patched_neonize  # noqa: E402
 
-RAW_DRIVER = Path(__file__).with_name("raw_neonize.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-DEFAULT_SIM_PORT = 45690  # baked into the patched neonize copy, so a fixed port keeps the copy cached
 SERVICE_CONFIG = '[logging]\nlevel = "warning"\n'
 
 
@@ -69,17 +66,6 @@ def sample(pid: int) -> Sample:
 def cpu_percent(before: Sample, after: Sample) -> float:
     """CPU use between two samples, in % of one core."""
     return 100 * (after.cpu - before.cpu) / (after.at - before.at)
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds per OS thread (for a breakdown of where time goes)."""
-    result = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            stat = (task / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            result[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return result
 
 
 def disk_mb(path: Path) -> float:
@@ -192,11 +178,6 @@ async def simulator(port: int, workdir: Path) -> AsyncIterator[SimulatorProcess]
             await sim.stop()
 
 
-def patched_dir(port: int) -> Path:
-    cache = Path(os.environ.get("WASIM_CACHE_DIR", Path(tempfile.gettempdir()) / "wasim-cache"))
-    return patched_neonize(cache, port)
-
-
 # -- session state, shared by both systems under test -------------------------------------------
 
 
@@ -205,8 +186,8 @@ class Board:
 
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
-        self.qr: dict[str, str | None] = {}  # the latest QR string (raw) or None
-        self.has_qr: dict[str, bool] = {}
+        self.qr: dict[str, str | None] = {}  # the latest QR string (raw driver)
+        self.has_qr: dict[str, bool] = {}  # whether the service shows a QR (GET /sessions)
         self._changed = trio.Event()
 
     def changed(self) -> None:
@@ -255,14 +236,12 @@ class ServiceSystem(System):
     def __init__(self, data_dir: Path, pythonpath: Path, poll: float = 0.1) -> None:
         config = data_dir.parent / "bench-config.toml"
         config.write_text(SERVICE_CONFIG)
-        self.data_dir = data_dir
         self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath)
         self.board = Board()
         self.poll = poll
         self.http: httpx.AsyncClient | None = None
         self._poll_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self.poll_errors = 0
 
     @property
     def pid(self) -> int:
@@ -306,7 +285,6 @@ class ServiceSystem(System):
                     self.board.has_qr[s["session_id"]] = s["has_qr"]
                 self.board.changed()
             except (httpx.HTTPError, ValueError, KeyError):
-                self.poll_errors += 1
                 self.check_alive()
             await trio.sleep(self.poll)
 
@@ -347,7 +325,7 @@ class ServiceSystem(System):
 
 
 class RawSystem(System):
-    """``raw_neonize.py``: N NewClients in one plain Python process, driven over stdin/stdout."""
+    """Raw neonize: N NewClients in one plain Python process (the tests' driver), no service."""
 
     name = "raw"
 
@@ -355,79 +333,60 @@ class RawSystem(System):
         self.data_dir = data_dir
         self.pythonpath = pythonpath
         self.board = Board()
-        self.process: trio.Process | None = None
-        self.replies: dict[str, Any] = {}
-        self._reply_event = trio.Event()
+        self.driver: RawClient | None = None
         self.log_path = data_dir.parent / f"raw-{time.monotonic_ns()}.log"
-        self.errors: list[dict[str, Any]] = []
-        self._send_lock = trio.Lock()
 
     @property
     def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        assert self.driver is not None
+        return self.driver.pid
 
     async def start(self, nursery: trio.Nursery, timeout: float = 60) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(self.pythonpath), "NEONIZE_BOT_TAG": "off"}
-        with self.log_path.open("ab") as log_file:
-            self.process = await trio.lowlevel.open_process(
-                [sys.executable, str(RAW_DRIVER), str(self.data_dir)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log_file,
-                env=env,
-            )
         self.board = Board()
-        nursery.start_soon(self._read_events)
-        await self.reply("ready", timeout)
+        # Go reads the environment once, at load: the bot tag is switched off at spawn, as the service does.
+        with self.log_path.open("ab") as log_file:
+            try:
+                self.driver = await RawClient.start(
+                    nursery,
+                    self.pythonpath,
+                    self.data_dir,
+                    env={"NEONIZE_BOT_TAG": "off"},
+                    stderr=log_file,
+                    on_event=self._on_event,
+                    timeout=timeout,
+                )
+            except (AssertionError, trio.TooSlowError) as exc:
+                raise BenchError(f"the raw driver did not start ({exc!r}):\n{self.log_tail()}") from exc
 
-    async def _read_events(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        buffer = b""
-        async for chunk in self.process.stdout:
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                self._on_event(json.loads(line))
-        self._on_event({"event": "eof"})
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        kind, sid = event["event"], event.get("id")
+    def _on_event(self, event: Event) -> None:
+        kind, sid = event["event"], event.get("client")
         if kind == "qr":
             self.board.qr[sid] = event["qr"]
-            self.board.has_qr[sid] = True
             self.board.states[sid] = "qr_ready"
         elif kind == "connected":
             self.board.states[sid] = "connected"
-            self.board.has_qr[sid] = False
         elif kind in ("disconnected", "logged_out", "connect_error"):
             self.board.states[sid] = kind
-            if kind != "disconnected":
-                self.errors.append(event)
         else:
-            self.replies[kind] = event
-            self._reply_event.set()
-            self._reply_event = trio.Event()
+            return
         self.board.changed()
 
-    async def reply(self, kind: str, timeout: float) -> dict[str, Any]:
-        """Wait for (and consume) the next reply of this kind."""
-        with trio.move_on_after(timeout):
-            while kind not in self.replies:
-                if "eof" in self.replies:
-                    raise BenchError(f"the raw driver exited before {kind!r}:\n{self.log_tail()}")
-                await self._reply_event.wait()
-            return self.replies.pop(kind)
-        raise BenchError(f"the raw driver did not answer {kind!r} within {timeout} s:\n{self.log_tail()}")
+    async def reply(self, kind: str, timeout: float) -> Event:
+        """The driver's next answer of this kind (``send_bench``, ``done``)."""
+        assert self.driver is not None
+        try:
+            return await self.driver.reply(kind, timeout)
+        except AssertionError as exc:  # the driver exited
+            raise BenchError(f"{exc}\n{self.log_tail()}") from exc
+        except trio.TooSlowError as exc:
+            raise BenchError(f"the raw driver did not answer {kind!r} within {timeout} s") from exc
 
     async def command(self, **command: Any) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        async with self._send_lock:
-            await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
+        assert self.driver is not None
+        await self.driver.command(**command)
 
     async def connect(self, sid: str) -> None:
-        await self.command(cmd="connect", ids=[sid])
+        await self.connect_many([sid])
 
     async def connect_many(self, ids: list[str]) -> None:
         await self.command(cmd="connect", ids=ids)
@@ -439,23 +398,19 @@ class RawSystem(System):
         return qr
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.returncode is not None:
-            raise BenchError(f"the raw driver exited with {self.process.returncode}:\n{self.log_tail()}")
+        if self.driver is not None and self.driver.process.returncode is not None:
+            code = self.driver.process.returncode
+            raise BenchError(f"the raw driver exited with {code}:\n{self.log_tail()}")
 
     async def stop(self, timeout: float = 60) -> float:
         """Stop every client cleanly (state saved), then end the process; returns the seconds."""
         started = time.monotonic()
-        if self.process is None or self.process.returncode is not None:
+        if self.driver is None or self.driver.process.returncode is not None:
             return 0.0
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, BenchError):
             await self.command(cmd="stop")
-            await self.reply("stopped", timeout)
-            await self.command(cmd="exit")
-        with trio.move_on_after(10):
-            await self.process.wait()
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+            await self.reply("done", timeout)
+        await self.driver.exit()
         return time.monotonic() - started
 
     def log_tail(self) -> str:
@@ -548,25 +503,26 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def add_common_arguments(parser: argparse.ArgumentParser, timeout: float) -> None:
     """The options every simulator benchmark shares."""
     parser.add_argument("--concurrency", type=int, default=20, help="pairings in flight at once")
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds for pairing or restoring all")
-    parser.add_argument("--sim-port", type=int, default=DEFAULT_SIM_PORT)
+    parser.add_argument(
+        "--sim-port", type=int, default=None, help="simulator port (default: a free one, leased for the run)"
+    )
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data and logs")
 
 
 def run_benchmark(main_async: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> None:
-    """trio.run with the benchmark's own failures turned into a one-line exit message."""
-    try:
-        trio.run(main_async, args)
-    except BenchError as exc:
-        sys.exit(f"benchmark failed: {exc}")
-    except trio.TooSlowError:
-        sys.exit("benchmark failed: timed out")
+    """trio.run with a leased simulator port and patched neonize (``args.sim_port``,
+    ``args.patched_dir``), and the benchmark's own failures turned into a one-line exit message."""
+    with lease_patched_neonize(port=args.sim_port) as patched:
+        args.sim_port, args.patched_dir = patched.port, patched.path
+        try:
+            trio.run(main_async, args)
+        except BenchError as exc:
+            sys.exit(f"benchmark failed: {exc}")
+        except trio.TooSlowError:
+            sys.exit("benchmark failed: timed out")

@@ -38,7 +38,6 @@ from _harness import (
     fmt,
     log,
     pair_all,
-    patched_dir,
     percentile,
     phone_for,
     ratio,
@@ -298,7 +297,7 @@ def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, di
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    patched = patched_dir(args.sim_port)
+    patched = args.patched_dir
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
     service: dict[int, dict[str, Any]] = {}
     raw: dict[int, dict[str, Any]] = {}

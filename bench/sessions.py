@@ -35,7 +35,6 @@ from _harness import (
     fmt,
     log,
     pair_all,
-    patched_dir,
     phone_for,
     ratio,
     run_benchmark,
@@ -179,7 +178,7 @@ def print_table(n: int, service: dict[str, Any] | None, raw: dict[str, Any] | No
 async def main_async(args: argparse.Namespace) -> None:
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
     log(f"{free:.0f} GiB free in {tempfile.gettempdir()}")
-    patched = patched_dir(args.sim_port)
+    patched = args.patched_dir
     workdir = Path(tempfile.mkdtemp(prefix="bench-sessions-"))
     service = raw = None
     try:

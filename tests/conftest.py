@@ -1,18 +1,43 @@
-"""Shared fixtures: a session manager on the fake engine, and the app's test client."""
+"""Shared fixtures: a session manager on the fake engine, the app's test client, and the simulator's
+port with the patched neonize copy that dials it (leased once per test run)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.wasim.patch import PatchedNeonize, lease_patched_neonize
 from waservice.api.app import create_app
 from waservice.engine.fake import FakeEngine
 from waservice.sessions.machine import ReconnectPolicy
 from waservice.sessions.manager import SessionManager
 from waservice.store import SessionStore, open_store
+
+
+@pytest.fixture(scope="session")
+def wasim_neonize() -> Iterator[PatchedNeonize]:
+    """A free port, held for the whole run, and a neonize copy whose library dials it.
+
+    ``WASIM_PORT`` pins the port instead (an error while another run holds it).
+    """
+    pinned = os.environ.get("WASIM_PORT")
+    with lease_patched_neonize(port=int(pinned) if pinned else None) as patched:
+        yield patched
+
+
+@pytest.fixture(scope="session")
+def sim_port(wasim_neonize: PatchedNeonize) -> int:
+    return wasim_neonize.port
+
+
+@pytest.fixture(scope="session")
+def patched_dir(wasim_neonize: PatchedNeonize) -> Path:
+    """Directory to put first on PYTHONPATH of a process that imports neonize (never pytest's own)."""
+    return wasim_neonize.path
 
 
 @pytest.fixture

@@ -5,13 +5,14 @@ Fixtures (service, service_factory, page) are in conftest.py beside this file.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.qrcodes import decode_qr
 
 pytestmark = pytest.mark.browser
 
@@ -25,14 +26,6 @@ def expect(*args, **kwargs):
     from playwright.sync_api import expect as _expect
 
     return _expect(*args, **kwargs)
-
-
-def decode_qr(png: bytes) -> list[str]:
-    from PIL import Image
-    from pyzbar.pyzbar import ZBarSymbol, decode
-
-    image = Image.open(io.BytesIO(png)).convert("L")
-    return [sym.data.decode() for sym in decode(image, symbols=[ZBarSymbol.QRCODE])]
 
 
 def card(page, session_id: str):
@@ -49,7 +42,7 @@ def create_in_page(page, session_id: str) -> None:
     page.get_by_role("button", name="Create & connect").click()
 
 
-def wait_qr_decodes_to(img, expected: str, timeout: float = 10.0) -> None:
+def wait_qr_decodes_to(img, expected: str, timeout: float = 30.0) -> None:
     """Screenshot the <img> until its pixels decode to `expected` (what a phone would read)."""
     deadline = time.monotonic() + timeout
     seen: list[str] = []
@@ -86,7 +79,7 @@ def test_create_session_shows_scannable_qr_that_follows_rotation(page, service):
     _, qr = service.api("GET", "/qr?session_id=pw1")
     assert qr.get("code") == "fake-qr:pw1:2", qr
     # The page polls /qr while qr_ready and swaps the image without a reload.
-    wait_qr_decodes_to(img, "fake-qr:pw1:2", timeout=8)
+    wait_qr_decodes_to(img, "fake-qr:pw1:2")
 
     # Deleting the session while its QR shows stops the QR polling.
     c.get_by_role("button", name="Delete").click()

@@ -1,4 +1,8 @@
-"""The real neonize engine with no WhatsApp to reach: it must fail, back off and stop cleanly."""
+"""The real neonize engine with no WhatsApp to reach: it must fail, back off and stop cleanly.
+
+The engine runs on the patched neonize copy, so it dials the simulator's port, leased for this run
+with nothing listening on it here: every attempt is refused, whether or not the machine has internet.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,10 @@ import httpx
 from .service import ServiceProcess
 
 
-def test_real_engine_backs_off_and_stops(tmp_path):
+def test_real_engine_backs_off_and_stops(tmp_path, patched_dir):
     config = tmp_path / "fast.toml"
     config.write_text("[reconnect]\ninitial_delay = 0.2\nmax_delay = 0.8\nmax_attempts = 3\n")
-    # An unroutable proxy-free dial: no network here, so every connect attempt fails fast.
-    service = ServiceProcess(tmp_path / "data", config=config).start()
+    service = ServiceProcess(tmp_path / "data", config=config, pythonpath=patched_dir).start()
     try:
         response = httpx.post(service.url + "/connect", json={"session_id": "real"})
         assert response.status_code == 200

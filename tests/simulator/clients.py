@@ -1,4 +1,4 @@
-"""Trio-side control of ``raw_client.py`` subprocesses (a real neonize client each)."""
+"""Trio-side control of the raw neonize driver (``raw_client.py``), for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -19,36 +19,48 @@ Event = dict[str, Any]
 
 
 class RawClient:
-    """One neonize process. ``events`` holds every JSON line it printed, in order."""
+    """One driver process hosting neonize clients. ``events`` holds every JSON line it printed, in order;
+    ``on_event`` (if given) sees each one as it arrives."""
 
-    def __init__(self, process: trio.Process, name: str) -> None:
+    def __init__(self, process: trio.Process, name: str, on_event: Callable[[Event], None] | None) -> None:
         self.process = process
         self.name = name
         self.events: list[Event] = []
+        self._on_event = on_event
         self._changed = trio.Event()
+        self._send_lock = trio.Lock()
+        self._consumed: dict[str, int] = {}  # event kind -> index after the last reply taken
 
     @classmethod
     async def start(
         cls,
         nursery: trio.Nursery,
         patched_dir: Path,
-        db_path: Path,
-        uuid: str,
+        data_dir: Path,
+        name: str = "raw",
         env: dict[str, str] | None = None,
+        stderr: IO[bytes] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        timeout: float = 60.0,
     ) -> RawClient:
-        """Spawn the driver with the patched neonize first on its path; it connects at once."""
-        child_env = dict(os.environ)
-        child_env.update(env or {})
-        child_env["PYTHONPATH"] = str(patched_dir)
+        """Spawn the driver with the patched neonize first on its path; returns once neonize is loaded.
+        Clients live in ``data_dir/<id>/whatsmeow.db``."""
+        data_dir.mkdir(parents=True, exist_ok=True)
         process = await trio.lowlevel.open_process(
-            [sys.executable, str(DRIVER), str(db_path), uuid],
+            [sys.executable, str(DRIVER), str(data_dir)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=child_env,
+            stderr=stderr,
+            env={**os.environ, **(env or {}), "PYTHONPATH": str(patched_dir)},
         )
-        client = cls(process, uuid)
+        client = cls(process, name, on_event)
         nursery.start_soon(client._read_events)
+        await client.wait("ready", timeout)
         return client
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     async def _read_events(self) -> None:
         assert self.process.stdout is not None
@@ -58,13 +70,17 @@ class RawClient:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 try:
-                    self.events.append(json.loads(line))
+                    self._add(json.loads(line))
                 except ValueError:
-                    self.events.append({"event": "garbage", "line": line.decode(errors="replace")})
-                self._changed.set()
-                self._changed = trio.Event()
-        self.events.append({"event": "eof"})
+                    self._add({"event": "garbage", "line": line.decode(errors="replace")})
+        self._add({"event": "eof"})
+
+    def _add(self, event: Event) -> None:
+        self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
         self._changed.set()
+        self._changed = trio.Event()
 
     def named(self, event: str, after: int = 0) -> list[Event]:
         return [e for e in self.events[after:] if e["event"] == event]
@@ -72,23 +88,40 @@ class RawClient:
     async def wait(
         self,
         event: str,
-        timeout: float = 20.0,
+        timeout: float = 30.0,
         after: int = 0,
         where: Callable[[Event], bool] | None = None,
     ) -> Event:
         """The first ``event`` at index ``after`` or later (optionally matching ``where``)."""
+        return self.events[await self._wait_index(event, timeout, after, where)]
+
+    async def reply(self, event: str, timeout: float) -> Event:
+        """The next ``event`` not yet taken by an earlier ``reply`` (answers to commands, in order)."""
+        index = await self._wait_index(event, timeout, self._consumed.get(event, 0), None)
+        self._consumed[event] = index + 1
+        return self.events[index]
+
+    async def _wait_index(
+        self, event: str, timeout: float, after: int, where: Callable[[Event], bool] | None
+    ) -> int:
+        index = after
         with trio.fail_after(timeout):
             while True:
-                for e in self.events[after:]:
+                for e in self.events[index:]:
                     if e["event"] == event and (where is None or where(e)):
-                        return e
-                if self.events and self.events[-1]["event"] == "eof" and event != "eof":
-                    raise AssertionError(f"{self.name} exited before {event!r}: {self.events[-5:]}")
+                        return index
+                    if e["event"] == "eof" and event != "eof":
+                        raise AssertionError(f"{self.name} exited before {event!r}: {self.events[-5:]}")
+                    index += 1
                 await self._changed.wait()
 
     async def command(self, **command: Any) -> None:
         assert self.process.stdin is not None
-        await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
+        async with self._send_lock:  # concurrent writers would interleave their lines
+            await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
+
+    async def connect(self, *ids: str) -> None:
+        await self.command(cmd="connect", ids=list(ids))
 
     async def send_text(self, to: str, text: str, timeout: float = 30.0) -> Event:
         """Send and return the ``send_result`` (or ``send_error``) event."""

@@ -1,34 +1,49 @@
-"""A bare neonize client for simulator tests, run as a subprocess.
+"""Raw neonize, no service: any number of ``NewClient``s in one plain Python process.
 
-Run it with ``PYTHONPATH=<patched neonize dir>`` (see ``tests.wasim.patched_neonize``) so that
-``import neonize`` loads the copy whose Go library dials the simulator. It prints one JSON object per
-line on stdout (``{"event": ..., "t": monotonic seconds, ...}``) and reads JSON commands on stdin:
+The one driver behind the simulator tests (one client per process, ``tests/simulator/clients.py``) and
+the benchmarks' baseline (many clients, ``bench/_harness.py``). Run it with the patched neonize first
+on ``PYTHONPATH`` (``tests.wasim.lease_patched_neonize``) so that ``import neonize`` dials the simulator.
 
-- ``{"cmd": "send", "to": "15559998888", "text": "hi"}`` → ``{"event": "send_result", "id": ..., ...}``
-  or ``{"event": "send_error", "error": ...}``
-- ``{"cmd": "disconnect"}`` / ``{"cmd": "stop"}`` / ``{"cmd": "logout"}`` / ``{"cmd": "connect"}``
-- ``{"cmd": "exit"}`` (or EOF) ends the process.
+It prints one JSON object per line on stdout (``{"event": ..., "t": seconds since start, ...}``), and
+reads JSON commands on stdin, each run on its own thread (a neonize call that blocks, as
+``disconnect()`` can, must not stop the driver from taking further commands):
 
-Usage: ``python raw_client.py DB_PATH UUID``.
+- ``{"cmd": "connect", "ids": [...]}``: a ``NewClient`` per new id (``DATA_DIR/<id>/whatsmeow.db``),
+  then ``connect()`` on its own thread (again for a known id). Events, each with ``client`` (the id):
+  ``qr {qr}``, ``connected``, ``pair_status``, ``disconnected``, ``logged_out``, ... with the event as
+  ``data``, and ``connect_called``, ``connect_returned``, ``connect_error {error, type}``.
+- ``{"cmd": "send", "to": "15559998888", "text": "hi", "client": ...}`` → ``send_result {id, ...}`` (the
+  message id) or ``send_error {error}``; ``client`` may be left out when the process has one.
+- ``{"cmd": "disconnect" | "stop" | "logout", "ids": [...]}`` (every client without ``ids``) →
+  ``done {cmd, ids}`` once all returned.
+- ``{"cmd": "send_bench", "ids": [...], "contacts": {id: number}, "loops": L, "warmup": s,
+  "duration": s}``: L threads per client call ``send_message`` in a loop; answers ``send_bench`` with
+  the latencies and message ids of the measured window plus the ids sent during the warm-up.
+- ``{"cmd": "exit"}`` (or EOF) ends the process at once.
+
+Usage: ``python raw_client.py DATA_DIR``. Prints ``ready`` once neonize is imported.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
-# Go and neonize print banners on stdout; keep stdout for our JSON lines only.
+# Go and neonize print banners on stdout; keep stdout for our JSON lines, and the banners on stderr.
 _out = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)
 sys.stdout = sys.stderr
 
 _lock = threading.Lock()
 _start = time.monotonic()
+START_HOLD = 0.02  # seconds, as the service gives each client start the bridge alone
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -38,90 +53,190 @@ def emit(event: str, **fields: Any) -> None:
             _out.write(line + "\n")
             _out.flush()
         except (BrokenPipeError, ValueError):
-            pass  # the test runner went away; the process is about to end anyway
+            os._exit(0)  # the test or benchmark went away
 
 
-def main() -> None:
-    db_path, uuid = sys.argv[1], sys.argv[2]
-    import neonize
-    from google.protobuf.json_format import MessageToDict
-    from neonize.client import NewClient
-    from neonize.events import (
-        ClientOutdatedEv,
-        ConnectedEv,
-        ConnectFailureEv,
-        DisconnectedEv,
-        KeepAliveRestoredEv,
-        KeepAliveTimeoutEv,
-        LoggedOutEv,
-        PairStatusEv,
-        StreamErrorEv,
-        StreamReplacedEv,
-        TemporaryBanEv,
-    )
+class Driver:
+    def __init__(self, data_dir: Path) -> None:
+        from google.protobuf.json_format import MessageToDict
+        from neonize.client import NewClient
+        from neonize.events import (
+            ClientOutdatedEv,
+            ConnectedEv,
+            ConnectFailureEv,
+            DisconnectedEv,
+            KeepAliveRestoredEv,
+            KeepAliveTimeoutEv,
+            LoggedOutEv,
+            PairStatusEv,
+            StreamErrorEv,
+            StreamReplacedEv,
+            TemporaryBanEv,
+        )
 
-    emit("started", neonize_file=neonize.__file__, pid=os.getpid())
-    client = NewClient(db_path, uuid=uuid)
+        self._new_client = NewClient
+        self._to_dict = MessageToDict
+        self._events = [
+            ("connected", ConnectedEv),
+            ("pair_status", PairStatusEv),
+            ("disconnected", DisconnectedEv),
+            ("logged_out", LoggedOutEv),
+            ("stream_replaced", StreamReplacedEv),
+            ("stream_error", StreamErrorEv),
+            ("connect_failure", ConnectFailureEv),
+            ("keepalive_timeout", KeepAliveTimeoutEv),
+            ("keepalive_restored", KeepAliveRestoredEv),
+            ("temporary_ban", TemporaryBanEv),
+            ("client_outdated", ClientOutdatedEv),
+        ]
+        self.data_dir = data_dir
+        self.clients: dict[str, Any] = {}
+        # Go's bridge registers each client in process-wide maps without a lock: two Neonize() calls at
+        # once end the process ("fatal error: concurrent map writes"). One start at a time, as the service.
+        self._start_lock = threading.Lock()
 
-    def on_qr(_client: Any, data: bytes) -> None:
-        emit("qr", qr=data.decode())
+    # -- clients --------------------------------------------------------------------------------
 
-    client.event.qr(on_qr)
+    def _make_client(self, sid: str, started: threading.Event) -> Any:
+        directory = self.data_dir / sid
+        directory.mkdir(parents=True, exist_ok=True)
+        client = self._new_client(str(directory.resolve() / "whatsmeow.db"), uuid=sid)
 
-    def forward(name: str, event_type: Any) -> None:
-        def handler(_client: Any, message: Any) -> None:
-            emit(name, data=MessageToDict(message, preserving_proto_field_name=True))
+        def on_qr(_client: Any, data: bytes) -> None:
+            started.set()
+            emit("qr", client=sid, qr=data.decode())
 
-        client.event(event_type)(handler)
+        def forward(name: str) -> Any:
+            def handler(_client: Any, message: Any) -> None:
+                started.set()
+                emit(name, client=sid, data=self._to_dict(message, preserving_proto_field_name=True))
 
-    for name, event_type in [
-        ("connected", ConnectedEv),
-        ("pair_status", PairStatusEv),
-        ("disconnected", DisconnectedEv),
-        ("logged_out", LoggedOutEv),
-        ("stream_replaced", StreamReplacedEv),
-        ("stream_error", StreamErrorEv),
-        ("connect_failure", ConnectFailureEv),
-        ("keepalive_timeout", KeepAliveTimeoutEv),
-        ("keepalive_restored", KeepAliveRestoredEv),
-        ("temporary_ban", TemporaryBanEv),
-        ("client_outdated", ClientOutdatedEv),
-    ]:
-        forward(name, event_type)
+            return handler
 
-    def run_connect() -> None:
-        emit("connect_called")
+        # Plain closures, owned by the client for its whole life: neonize holds bound methods weakly.
+        client.event.qr(on_qr)
+        for name, event_type in self._events:
+            client.event(event_type)(forward(name))
+        return client
+
+    def _run_connect(self, sid: str, client: Any) -> None:
+        emit("connect_called", client=sid)
         try:
             client.connect()
         except Exception as exc:  # report precisely what neonize raises
-            emit("connect_error", error=str(exc), type=type(exc).__name__)
+            emit("connect_error", client=sid, error=str(exc), type=type(exc).__name__)
         else:
-            emit("connect_returned")
+            emit("connect_returned", client=sid)
 
-    threading.Thread(target=run_connect, name="connect", daemon=True).start()
+    def connect(self, ids: list[str]) -> None:
+        for sid in ids:
+            with self._start_lock:
+                started = threading.Event()
+                if sid not in self.clients:
+                    self.clients[sid] = self._make_client(sid, started)
+                thread = threading.Thread(
+                    target=self._run_connect,
+                    args=(sid, self.clients[sid]),
+                    name=f"connect-{sid}",
+                    daemon=True,
+                )
+                thread.start()
+                started.wait(START_HOLD)  # the bridge alone until the first callback, or this long
 
-    def run_command(command: dict[str, Any]) -> None:
+    def _ids(self, command: dict[str, Any]) -> list[str]:
+        return list(command["ids"]) if "ids" in command else list(self.clients)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def send(self, command: dict[str, Any]) -> None:
+        sid = command.get("client") or next(iter(self.clients))
+        try:
+            response = self.clients[sid].send_message(command["to"], command["text"])
+        except Exception as exc:
+            emit("send_error", client=sid, error=str(exc), type=type(exc).__name__, to=command["to"])
+        else:
+            emit("send_result", client=sid, id=response.ID, timestamp=response.Timestamp, to=command["to"])
+
+    def call_each(self, name: str, ids: list[str]) -> None:
+        for sid in ids:
+            try:
+                getattr(self.clients[sid], name)()
+            except Exception as exc:
+                emit("command_error", client=sid, cmd=name, error=str(exc))
+        emit("done", cmd=name, ids=ids)
+
+    def send_bench(self, command: dict[str, Any]) -> None:
+        from neonize.utils.jid import build_jid
+
+        ids, contacts, loops = command["ids"], command["contacts"], int(command.get("loops", 1))
+        start = time.monotonic()
+        measure_from = start + float(command["warmup"])
+        end = measure_from + float(command["duration"])
+        results: list[tuple[list, list, list, list]] = []  # per thread: latencies, sent, warm-up, errors
+
+        def loop(sid: str, number: int) -> None:
+            client, jid, to = self.clients[sid], build_jid(contacts[sid]), contacts[sid]
+            result: tuple[list, list, list, list] = ([], [], [], [])
+            results.append(result)
+            latencies, sent, warm, errors = result
+            n = 0
+            while (t0 := time.monotonic()) < end:
+                text = f"raw {sid} {number} {n}"
+                n += 1
+                try:
+                    response = client.send_message(jid, text)
+                except Exception as exc:
+                    errors.append(str(exc)[:200])
+                    continue
+                t1 = time.monotonic()
+                if t0 >= measure_from and t1 <= end:
+                    latencies.append(t1 - t0)
+                    sent.append([response.ID, to, text])
+                else:
+                    warm.append([response.ID, to, text])
+
+        threads = [
+            threading.Thread(target=loop, args=(sid, i), name=f"send-{sid}-{i}")
+            for sid in ids
+            for i in range(loops)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        emit(
+            "send_bench",
+            latencies=[x for r in results for x in r[0]],
+            sent=[x for r in results for x in r[1]],
+            warmup_sent=[x for r in results for x in r[2]],
+            errors=[x for r in results for x in r[3]],
+        )
+
+    def run(self, command: dict[str, Any]) -> None:
         name = command.get("cmd")
         try:
-            if name == "send":
-                try:
-                    response = client.send_message(command["to"], command["text"])
-                except Exception as exc:
-                    emit("send_error", error=str(exc), type=type(exc).__name__, to=command["to"])
-                else:
-                    emit("send_result", id=response.ID, timestamp=response.Timestamp, to=command["to"])
+            if name == "connect":
+                self.connect(self._ids(command))
+            elif name == "send":
+                self.send(command)
             elif name in ("disconnect", "stop", "logout"):
-                getattr(client, name)()
-                emit("done", cmd=name)
-            elif name == "connect":
-                run_connect()
+                self.call_each(name, self._ids(command))
+            elif name == "send_bench":
+                self.send_bench(command)
             else:
                 emit("unknown_command", command=command)
         except Exception:
             emit("command_error", cmd=name, traceback=traceback.format_exc())
 
-    # Each command runs on its own thread: a neonize call that blocks (seen with disconnect()) must
-    # not stop the driver from taking further commands.
+
+def main() -> None:
+    # The service's engine log level, so that neither pays for Go's debug logs.
+    for name in ("neonize", "neonize.utils.log", "whatsmeow", "Whatsmeow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import neonize
+
+    driver = Driver(Path(sys.argv[1]))
+    emit("ready", neonize_file=neonize.__file__, pid=os.getpid())
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -134,7 +249,7 @@ def main() -> None:
         if command.get("cmd") == "exit":
             break
         threading.Thread(
-            target=run_command, args=(command,), name=str(command.get("cmd")), daemon=True
+            target=driver.run, args=(command,), name=str(command.get("cmd")), daemon=True
         ).start()
     emit("exiting")
 

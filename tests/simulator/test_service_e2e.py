@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from tests.process.service import ServiceProcess
+from tests.qrcodes import decode_qr_data_url
 from tests.wasim import QrData, Simulator
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
@@ -40,7 +41,8 @@ class Api:
     async def post(self, path: str, **body: object) -> httpx.Response:
         return await self.http.post(path, json=body)
 
-    async def wait_state(self, session_id: str, state: str, timeout: float = 30) -> dict:
+    async def wait_state(self, session_id: str, state: str, timeout: float = 90) -> dict:
+        # A safety net: 30 pairings at once on a loaded 2-core box have taken more than 30 s.
         status: dict = {}
         with trio.move_on_after(timeout):
             while (status := await self.status(session_id)).get("state") != state:
@@ -59,6 +61,13 @@ class Api:
         sim.scan_qr((await self.qr(session_id))["code"], phone)
         status = await self.wait_state(session_id, "connected")
         assert status["phone_number"] == phone
+
+
+def left_and_came_back(log: str, session_id: str, state: str) -> bool:
+    """The service's log shows ``state``, then another state, then ``state`` again."""
+    states = re.findall(rf"session={re.escape(session_id)} state=(\w+)", log)
+    first = states.index(state) if state in states else len(states)
+    return any(s != state for s in states[first:]) and states[-1] == state
 
 
 StartService = Callable[..., Awaitable[Api]]
@@ -84,15 +93,6 @@ async def start_service(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Star
         assert code == 0, service.log()[-3000:]
 
 
-def decode_qr_png(data_url: str) -> str:
-    from PIL import Image
-    from pyzbar.pyzbar import decode
-
-    png = base64.b64decode(data_url.removeprefix("data:image/png;base64,"))
-    (symbol,) = decode(Image.open(io.BytesIO(png)))
-    return symbol.data.decode()
-
-
 async def test_qr_is_the_clients_and_rotates(sim: Simulator, start_service: StartService) -> None:
     api = await start_service()
     await api.post("/connect", session_id="s1")
@@ -101,7 +101,7 @@ async def test_qr_is_the_clients_and_rotates(sim: Simulator, start_service: Star
     data = QrData.parse(qr["code"])
     assert data.ref in pending.refs
     assert base64.b64encode(data.noise_pub).decode() == pending.noise_key_b64
-    assert decode_qr_png(qr["qr"]) == qr["code"]
+    assert decode_qr_data_url(qr["qr"]) == [qr["code"]]
 
     sim.rotate_qr()
     with trio.fail_after(20):
@@ -109,7 +109,7 @@ async def test_qr_is_the_clients_and_rotates(sim: Simulator, start_service: Star
             "code"
         ]:
             await trio.sleep(0.05)
-    assert decode_qr_png(rotated["qr"]) == rotated["code"]
+    assert decode_qr_data_url(rotated["qr"]) == [rotated["code"]]
     assert QrData.parse(rotated["code"]).ref != data.ref
 
 
@@ -127,17 +127,13 @@ async def test_pair_send_and_reconnect_after_drop(sim: Simulator, start_service:
     message = await sim.wait_message(to=CONTACT, text="hello from waservice")
     assert message.id == result["id"] and message.from_phone == PHONE
 
-    # The simulator drops the socket: the session must notice, and reconnect by itself.
+    # The simulator drops the socket: the session must notice, and reconnect by itself. The log has
+    # every state change, so a down time shorter than a /status poll under load is not missed.
     assert sim.drop(PHONE) == 1
-    seen_down = False
+    await sim.wait_for(lambda: sim.phone_state(PHONE)["logins"] == 2, timeout=30)
     with trio.fail_after(30):  # fails if the drop is never reported, or never recovered from
-        while True:
-            state = (await api.status("s1"))["state"]
-            if state != "connected":
-                seen_down = True
-            elif seen_down:
-                break
-            await trio.sleep(0.01)
+        while not left_and_came_back(api.service.log(), "s1", "connected"):
+            await trio.sleep(0.05)
     # "connected" again only once the simulator has a live, logged-in connection for this phone.
     assert PHONE in sim.connected_phones()
     response = await api.post("/send", session_id="s1", number=CONTACT, message="after the drop")
@@ -152,16 +148,18 @@ async def test_backoff_until_failed_then_reset(sim: Simulator, start_service: St
     mark = len(sim.history)
     sim.drop(PHONE)
     dropped_at = sim.history[mark][0]
-    status = await api.wait_state("s1", "failed", timeout=40)
+    status = await api.wait_state("s1", "failed", timeout=60)
     assert status["reconnect_attempts"] == 5 and "gave up after 5" in status["last_error"]
-    # whatsmeow redials once by itself at once (its own auto-reconnect) before the supervisor
-    # stops it; every later attempt is the supervisor's backoff.
-    refused = [e["t"] - dropped_at for e in sim.events("refused") if e["t"] - dropped_at > 0.2]
-    assert len(refused) == 5, refused  # exactly the attempt limit
-    # Attempts at 0.4, 1.2, 2.8, 4.8, 6.8 s: delays 0.4, 0.8, 1.6, 2, 2 (doubling, then the cap).
-    delays = [b - a for a, b in zip([0.0, *refused], refused, strict=False)]
+    # whatsmeow may redial once by itself at once (its own auto-reconnect) before the supervisor
+    # stops it; the last five attempts are the supervisor's backoff, exactly the attempt limit.
+    refused = [e["t"] - dropped_at for e in sim.events("refused")]
+    assert len(refused) in (5, 6), refused
+    # Attempts at 0.4, 1.2, 2.8, 4.8, 6.8 s: delays 0.4, 0.8, 1.6, 2, 2 (doubling, then the cap). A
+    # timer never fires early; a loaded machine can only make an attempt late, so the upper bound
+    # is loose and the lower one tight.
+    delays = [b - a for a, b in zip([0.0, *refused[-5:]], refused[-5:], strict=False)]
     for delay, expected in zip(delays, [0.4, 0.8, 1.6, 2.0, 2.0], strict=True):
-        assert expected - 0.05 <= delay <= expected + 0.5, delays
+        assert expected - 0.05 <= delay <= expected + 1.5, delays
     before = sim.refused_connections
     await trio.sleep(3)
     assert sim.refused_connections == before  # nothing retries once failed

@@ -2,17 +2,17 @@
 
 Public API::
 
-    from tests.wasim import Simulator, open_simulator, patched_neonize
+    from tests.wasim import Simulator, lease_patched_neonize, open_simulator
 
 See ``README.md`` beside this file, ``server.Simulator`` for the control methods and
-``patch.patched_neonize`` for the harness.
+``patch.lease_patched_neonize`` for the harness.
 """
 
 from .accounts import Account, ReceivedMessage
 from .client import DeviceKeys, WireClient
 from .codec import JID, Node
 from .noise import TEST_ROOT
-from .patch import PatchError, patched_neonize, simulator_url
+from .patch import PatchedNeonize, PatchError, lease_patched_neonize, patched_neonize, simulator_url
 from .server import PendingPairing, QrData, Simulator, SimulatorError, open_simulator
 
 __all__ = [
@@ -22,12 +22,14 @@ __all__ = [
     "DeviceKeys",
     "Node",
     "PatchError",
+    "PatchedNeonize",
     "PendingPairing",
     "QrData",
     "ReceivedMessage",
     "Simulator",
     "SimulatorError",
     "WireClient",
+    "lease_patched_neonize",
     "open_simulator",
     "patched_neonize",
     "simulator_url",

@@ -1,4 +1,4 @@
-"""Run the simulator as its own process: ``python -m tests.wasim --port 45678 --control-port 45679``.
+"""Run the simulator as its own process: ``python -m tests.wasim --port PORT [--control-port PORT]``.
 
 (``PYTHONPATH=tests python -m wasim ...`` works too.) Prints one JSON line with the bound ports once
 both listeners are up, then serves until interrupted.
@@ -21,7 +21,7 @@ from .server import Simulator
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="wasim", description="WhatsApp Web protocol simulator (tests only)")
     parser.add_argument(
-        "--port", type=int, default=45678, help="websocket port (baked into the patched neonize)"
+        "--port", type=int, required=True, help="websocket port (the one compiled into the patched neonize)"
     )
     parser.add_argument("--control-port", type=int, default=0, help="HTTP/JSON control port (0: pick one)")
     parser.add_argument("--host", default="127.0.0.1")

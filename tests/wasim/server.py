@@ -6,7 +6,7 @@ connected and send text messages. Tests drive the "phone" side through the contr
 
 Usage from a pytest-trio test::
 
-    async with open_simulator(45678) as sim:
+    async with open_simulator(sim_port) as sim:  # the port compiled into the patched neonize
         ...  # start the client, then
         sim.scan_qr(qr, phone="15550001111")
         await sim.wait_connected("15550001111")
