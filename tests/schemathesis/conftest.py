@@ -1,3 +1,4 @@
-"""The simulator fixtures, for the real-engine run (they live beside the simulator tests)."""
+"""The simulator fixture, for the real-engine run (it lives beside the simulator tests; the port and the
+patched neonize copy come from tests/conftest.py)."""
 
-from tests.simulator.conftest import patched_dir, sim, sim_port  # noqa: F401
+from tests.simulator.conftest import sim  # noqa: F401
