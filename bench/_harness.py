@@ -33,7 +33,7 @@ from tests.wasim.patch import patched_neonize  # noqa: E402
 RAW_DRIVER = Path(__file__).with_name("raw_neonize.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DEFAULT_SIM_PORT = 45690  # baked into the patched neonize copy, so a fixed port keeps the copy cached
-SERVICE_CONFIG = '[logging]\nlevel = "warning"\n'
+SERVICE_CONFIG = '[server]\ncreate_rate = 0\n\n[logging]\nlevel = "warning"\n'
 
 
 class BenchError(RuntimeError):

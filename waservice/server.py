@@ -7,14 +7,18 @@ import signal
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve
 
 from .api.app import create_app
+from .api.asgi import ServerSafeSend
+from .api.limits import install_create_limit
 from .config import Config
 from .engine import create_engine
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import SessionStore
+from .tcp import quiet_accept_errors, tune_listener
 
 log = logging.getLogger("waservice")
 
@@ -33,25 +37,50 @@ async def serve_forever(
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
     manager = SessionManager(engine, store, policy)
     app = create_app(manager, config.server.api_key)
-
-    hconfig = HypercornConfig()
-    hconfig.bind = [_bind(config.server.host, config.server.port)]
-    hconfig.graceful_timeout = config.server.shutdown_grace
-    hconfig.accesslog = None
-    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    app.config["BODY_TIMEOUT"] = config.server.body_timeout  # then 408, and the connection is closed
+    install_create_limit(app, config.server.create_rate, config.server.create_burst)
+    quiet_accept_errors()
 
     stop = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_wait_for_signal, stop)
             await nursery.start(manager.run)
-            await serve(app, hconfig, shutdown_trigger=stop.wait, task_status=task_status)
+            await serve(
+                ServerSafeSend(app),
+                _hypercorn_config(config),
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
+            )
             log.info("stopping sessions")
             # The manager's cancellation stops each client cleanly (shielded, bounded per client).
             nursery.cancel_scope.cancel()
     finally:
         store.close()
     log.info("stopped")
+
+
+class _TunedConfig(HypercornConfig):
+    """Hypercorn's settings, with our TCP options set on the listening sockets it creates."""
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in sockets.insecure_sockets:
+            tune_listener(sock)
+        return sockets
+
+
+def _hypercorn_config(config: Config) -> HypercornConfig:
+    hconfig = _TunedConfig()
+    hconfig.bind = [_bind(config.server.host, config.server.port)]
+    # Idle keep-alive connections close after this; it also bounds the time to send a request's
+    # headers (hypercorn's idle timer runs until they are complete, on every request of a connection).
+    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
+    # On SIGTERM idle connections close at once; in-flight requests get this long to finish.
+    hconfig.graceful_timeout = config.server.shutdown_grace
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    return hconfig
 
 
 async def _wait_for_signal(stop: trio.Event) -> None:

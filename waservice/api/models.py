@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from ..sessions.ids import DEFAULT_SESSION
@@ -47,8 +49,18 @@ class SessionView:
 
 
 @attrs.define
+class SessionsQuery:
+    """Without parameters: every session. `state` filters, then `offset` and `limit` take a page."""
+
+    state: Literal["disconnected", "connecting", "qr_ready", "connected", "error", "failed"] | None = None
+    offset: int = 0
+    limit: int | None = None
+
+
+@attrs.define
 class SessionsResponse:
     sessions: list[SessionView]
+    total: int  # sessions matching `state`, before offset and limit
     success: bool = True
 
 
