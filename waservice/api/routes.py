@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import attrs
 import msgspec
@@ -34,6 +36,8 @@ from .qr import qr_images
 from .validation import message_text, phone_number, query_session_id, read_body
 
 bp = Blueprint("api", __name__)
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def manager() -> SessionManager:
@@ -76,7 +80,10 @@ async def health() -> HealthResponse:
     return HealthResponse()
 
 
-# Above this many sessions the JSON is encoded in a worker thread (12,000 sessions: ~10 ms).
+# Building the list takes ~4 us per session on the event loop: build it in slices with a
+# checkpoint between them, so 12,000 sessions never hold the loop more than a few ms at a time.
+SESSIONS_PER_SLICE = 500
+# Above this many sessions the JSON (about 170 bytes each) is encoded in a worker thread.
 ENCODE_IN_THREAD_FROM = 2_000
 
 
@@ -88,16 +95,25 @@ ENCODE_IN_THREAD_FROM = 2_000
 async def list_sessions() -> Response:
     """Sessions with their state, phone number, QR availability and last error (all, or a page)."""
     query = _sessions_query()
-    infos = [s.info() for s in manager().sessions()]
+    infos = await _in_slices(manager().sessions(), lambda s: s.info())
     if query.state is not None:
         infos = [i for i in infos if i.state == query.state]
-    page = infos[query.offset :][: query.limit]
-    body = SessionsResponse(sessions=[_view(i) for i in page], total=len(infos))
+    page = await _in_slices(infos[query.offset :][: query.limit], _view)
+    body = SessionsResponse(sessions=page, total=len(infos))
     if len(page) >= ENCODE_IN_THREAD_FROM:
         encoded = await trio.to_thread.run_sync(msgspec.json.encode, body)
     else:
         encoded = msgspec.json.encode(body)
     return Response(encoded, mimetype="application/json")
+
+
+async def _in_slices(items: list[A], convert: Callable[[A], B]) -> list[B]:
+    result: list[B] = []
+    for start in range(0, len(items), SESSIONS_PER_SLICE):
+        if start:
+            await trio.lowlevel.checkpoint()  # let other requests run
+        result.extend(convert(item) for item in items[start : start + SESSIONS_PER_SLICE])
+    return result
 
 
 def _sessions_query() -> SessionsQuery:
