@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 
 import pytest
 import trio
 
 from waservice.api.limits import CreateRateLimit, TokenBucket, install_create_limit
+from waservice.sessions.supervisor import SessionSupervisor
 
 
 async def call(client, method: str, path: str, **kwargs):
@@ -101,30 +102,33 @@ async def test_openapi_documents_429_on_connect(client):
     assert "429" in doc["paths"]["/connect"]["post"]["responses"]
 
 
-class _LongestStep(trio.abc.Instrument):
+class _StepCounter(trio.abc.Instrument):
+    """Numbers the event loop's task steps: work done in one step held the loop for all of it."""
+
     def __init__(self) -> None:
-        self.longest = 0.0
-        self._started = 0.0
+        self.step = 0
 
     def before_task_step(self, task) -> None:
-        self._started = time.perf_counter()
-
-    def after_task_step(self, task) -> None:
-        if self._started:  # the step that added the instrument has no start
-            self.longest = max(self.longest, time.perf_counter() - self._started)
+        self.step += 1
 
 
-async def test_a_long_session_list_does_not_hold_the_loop(client, manager):
+async def test_a_long_session_list_does_not_hold_the_loop(client, manager, monkeypatch):
     for i in range(5000):
         await manager._add(f"many{i:04d}", persist=False)
-    steps = _LongestStep()
+    steps = _StepCounter()
+    built_in_step: Counter[int] = Counter()
+    real_info = SessionSupervisor.info
+
+    def info(self):
+        built_in_step[steps.step] += 1
+        return real_info(self)
+
+    monkeypatch.setattr(SessionSupervisor, "info", info)
     trio.lowlevel.add_instrument(steps)
-    started = time.perf_counter()
     try:
         status, body, _ = await call(client, "get", "/sessions")
     finally:
-        took = time.perf_counter() - started
         trio.lowlevel.remove_instrument(steps)
     assert status == 200 and body["total"] == 5001
-    # Built in slices: no single step of the event loop holds most of the request's time.
-    assert steps.longest < took / 3, (steps.longest, took)
+    # Built in slices: other requests get the loop between them.
+    assert max(built_in_step.values()) <= 1000, built_in_step.most_common(1)
