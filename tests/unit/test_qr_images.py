@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-import qrcode
+import segno
 import trio
 
 from waservice.api.qr import QrImages
@@ -23,14 +23,14 @@ async def test_drawing_is_off_the_loop_and_shared(client, monkeypatch):
     await _qr_ready(client, "q1")
     release = threading.Event()
     calls: list[str] = []
-    real_make = qrcode.make
+    real_make = segno.make
 
     def slow_make(code, **kwargs):
         calls.append(threading.current_thread().name)
         release.wait(10)  # a drawing that takes as long as the test needs
         return real_make(code, **kwargs)
 
-    monkeypatch.setattr(qrcode, "make", slow_make)
+    monkeypatch.setattr(segno, "make", slow_make)
     bodies: list[dict] = []
 
     async def fetch() -> None:
