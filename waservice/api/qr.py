@@ -1,8 +1,9 @@
 """QR codes as PNG data URLs: drawn in a worker thread, once per code, kept while the code is live.
 
 Drawing a real-length code takes 20-40 ms of pure Python (segno; qrcode took twice that); on the
-event loop that stalls every request. A session shows one code at a time and it is polled many times while it lives, so the
-cache is keyed by session: a new code replaces its session's old one, and every live code fits.
+event loop that stalls every request. A session shows one code at a time and it is polled many
+times while it lives, so the cache is keyed by session: a new code replaces its session's old
+one, and every live code fits.
 """
 
 from __future__ import annotations
