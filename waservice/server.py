@@ -9,12 +9,14 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
+from quart_trio import QuartTrio
 
 from .api.app import create_app
 from .api.asgi import ServerSafeSend
 from .api.limits import install_create_limit
 from .config import Config
 from .engine import create_engine
+from .hypercorn_close import close_without_send_eof
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import SessionStore
@@ -37,9 +39,7 @@ async def serve_forever(
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
     manager = SessionManager(engine, store, policy)
     app = create_app(manager, config.server.api_key)
-    app.config["BODY_TIMEOUT"] = config.server.body_timeout  # then 408, and the connection is closed
-    install_create_limit(app, config.server.create_rate, config.server.create_burst)
-    quiet_accept_errors()
+    _bound_load(app, config)
 
     stop = trio.Event()
     try:
@@ -60,6 +60,12 @@ async def serve_forever(
     log.info("stopped")
 
 
+def _bound_load(app: QuartTrio, config: Config) -> None:
+    app.config["BODY_TIMEOUT"] = config.server.body_timeout  # then 408, and the connection is closed
+    install_create_limit(app, config.server.create_rate, config.server.create_burst)
+    quiet_accept_errors()  # out of fds: one log line, not ten tracebacks a second
+
+
 class _TunedConfig(HypercornConfig):
     """Hypercorn's settings, with our TCP options set on the listening sockets it creates."""
 
@@ -71,6 +77,7 @@ class _TunedConfig(HypercornConfig):
 
 
 def _hypercorn_config(config: Config) -> HypercornConfig:
+    close_without_send_eof()  # else a client leaving mid-answer can end the server
     hconfig = _TunedConfig()
     hconfig.bind = [_bind(config.server.host, config.server.port)]
     # Idle keep-alive connections close after this; it also bounds the time to send a request's

@@ -81,7 +81,11 @@ def _nofile_limit() -> str:
 
 
 def quiet_accept_errors(interval: float = 60.0) -> AcceptErrorFilter:
-    """Install the filter on trio's accept-loop logger; returns it (tests read `suppressed`)."""
+    """Install the filter on trio's accept-loop logger (once per process); returns it."""
+    logger = logging.getLogger("trio.serve_listeners")
+    for installed in logger.filters:
+        if isinstance(installed, AcceptErrorFilter):
+            return installed
     accept_filter = AcceptErrorFilter(interval)
-    logging.getLogger("trio.serve_listeners").addFilter(accept_filter)
+    logger.addFilter(accept_filter)
     return accept_filter
