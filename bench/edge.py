@@ -81,7 +81,9 @@ def start_service(tree: Path, workdir: Path) -> ServiceProcess:
 
 class Client:
     def __init__(self, service: ServiceProcess) -> None:
-        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+        # Reuse a kept-alive connection only well within the server's 5 s keep_alive_timeout, as
+        # browsers do (they also retry a request the server's idle close raced; httpx does not).
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=2.0)
         self.http = httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits)
 
     async def ok(self, method: str, path: str, **kwargs) -> httpx.Response:
