@@ -44,7 +44,7 @@ def service_factory(tmp_path: Path) -> Iterator:
 
 async def test_thousand_one_request_connections_are_all_closed_by_the_server(service_factory):
     raise_fd_limit(4096)
-    service = service_factory(keep_alive_timeout=1.0)
+    service = service_factory(keep_alive_timeout=2.0)
     limiter = trio.CapacityLimiter(100)  # do not overflow the listen backlog
     closed_after: list[float] = []
 
@@ -61,7 +61,7 @@ async def test_thousand_one_request_connections_are_all_closed_by_the_server(ser
             for _ in range(1000):
                 nursery.start_soon(client)
     assert len(closed_after) == 1000
-    assert min(closed_after) >= 0.9  # the idle timer closed them, not something sooner
+    assert min(closed_after) >= 1.0  # the idle timer closed them, not something sooner
     assert "Traceback" not in service.log()
 
 
