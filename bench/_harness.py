@@ -30,7 +30,7 @@ from tests.simulator.clients import Event, RawClient  # noqa: E402
 from tests.wasim.patch import lease_patched_neonize  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SERVICE_CONFIG = '[logging]\nlevel = "warning"\n'
+SERVICE_CONFIG = '[server]\ncreate_rate = 0\n\n[logging]\nlevel = "warning"\n'
 
 
 class BenchError(RuntimeError):

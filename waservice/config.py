@@ -37,6 +37,14 @@ class ServerConfig:
     shutdown_grace: float = attrs.field(default=10.0, validator=_positive)
     # Host names served besides loopback ones when no API key is set (DNS-rebinding guard).
     allowed_hosts: tuple[str, ...] = ()
+    # Idle keep-alive connections close after this; it also bounds the wait for a request's headers.
+    keep_alive_timeout: float = attrs.field(default=5.0, validator=_positive)
+    # Seconds to receive a request body; a slower upload gets 408 and its connection is closed.
+    body_timeout: float = attrs.field(default=30.0, validator=_positive)
+    # New sessions per minute per client address (POST /connect for an id that does not exist yet),
+    # with bursts up to create_burst; 0 turns the limit off.
+    create_rate: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    create_burst: int = attrs.field(default=20, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen

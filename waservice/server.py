@@ -8,14 +8,20 @@ import signal
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve
+from quart_trio import QuartTrio
 
 from .api.app import create_app
+from .api.asgi import ServerSafeSend
+from .api.limits import install_create_limit
 from .config import Config
 from .engine import create_engine
+from .hypercorn_close import close_without_send_eof
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import open_store
+from .tcp import quiet_accept_errors, tune_listener
 
 log = logging.getLogger("waservice")
 
@@ -34,20 +40,20 @@ async def serve_forever(
     r = config.reconnect
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
-    hconfig = HypercornConfig()
-    hconfig.bind = [_bind(config.server.host, config.server.port)]
-    hconfig.graceful_timeout = config.server.shutdown_grace
-    hconfig.accesslog = None
-    hconfig.errorlog = logging.getLogger("hypercorn.error")
-
     stop = _StopRequest()
     async with open_store(config.data_dir) as store:
         manager = SessionManager(engine, store, policy, max_sessions=config.sessions.max)
         app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
+        _bound_load(app, config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_wait_for_signal, stop)
             await nursery.start(manager.run)
-            await serve(app, hconfig, shutdown_trigger=stop.event.wait, task_status=task_status)
+            await serve(
+                ServerSafeSend(app),
+                _hypercorn_config(config),
+                shutdown_trigger=stop.event.wait,
+                task_status=task_status,
+            )
             # One deadline for the whole shutdown; sessions get a few seconds even when requests
             # used up the grace, so that each client can save its state.
             now = trio.current_time()
@@ -56,6 +62,36 @@ async def serve_forever(
             await manager.stop(deadline)
             nursery.cancel_scope.cancel()
     log.info("stopped")
+
+
+def _bound_load(app: QuartTrio, config: Config) -> None:
+    app.config["BODY_TIMEOUT"] = config.server.body_timeout  # then 408, and the connection is closed
+    install_create_limit(app, config.server.create_rate, config.server.create_burst)
+    quiet_accept_errors()  # out of fds: one log line, not ten tracebacks a second
+
+
+class _TunedConfig(HypercornConfig):
+    """Hypercorn's settings, with our TCP options set on the listening sockets it creates."""
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in sockets.insecure_sockets:
+            tune_listener(sock)
+        return sockets
+
+
+def _hypercorn_config(config: Config) -> HypercornConfig:
+    close_without_send_eof()  # else a client leaving mid-answer can end the server
+    hconfig = _TunedConfig()
+    hconfig.bind = [_bind(config.server.host, config.server.port)]
+    # Idle keep-alive connections close after this; it also bounds the time to send a request's
+    # headers (hypercorn's idle timer runs until they are complete, on every request of a connection).
+    hconfig.keep_alive_timeout = config.server.keep_alive_timeout
+    # On SIGTERM idle connections close at once; in-flight requests get this long to finish.
+    hconfig.graceful_timeout = config.server.shutdown_grace
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    return hconfig
 
 
 class _StopRequest:

@@ -300,6 +300,19 @@ const template = $("#card-template");
 const cards = new Map(); // session_id -> Card
 let uid = 0;
 
+// QR images are fetched only for cards on screen (or about to be): with hundreds of sessions
+// waiting for a scan, polling every card's QR would load the server for images nobody sees.
+const cardOfElement = new WeakMap(); // card element -> Card
+const qrObserver =
+  typeof IntersectionObserver === "function"
+    ? new IntersectionObserver(
+        (entries) => {
+          for (const entry of entries) cardOfElement.get(entry.target)?.setVisible(entry.isIntersecting);
+        },
+        { rootMargin: "200px 0px" },
+      )
+    : null;
+
 const ACTIONS = [
   { name: "connect", label: "Connect", kind: "primary" },
   { name: "qr", label: "Get QR" },
@@ -319,10 +332,13 @@ class Card {
     this.qrBusy = false;
     this.msgTimer = 0;
     this.destroyed = false;
+    this.visible = qrObserver === null; // without IntersectionObserver every card counts as visible
     const n = ++uid;
 
     const el = template.content.firstElementChild.cloneNode(true);
     this.el = el;
+    cardOfElement.set(el, this);
+    qrObserver?.observe(el);
     el.dataset.sessionId = id;
     const titleId = `card-title-${n}`;
     const title = $(".card-title", el);
@@ -412,7 +428,7 @@ class Card {
     this.sendForm.hidden = state !== "connected";
 
     if (state === "qr_ready") {
-      if (!this.qrTimer) this.startQr();
+      if (this.visible && !this.qrTimer) this.startQr();
     } else if (this.qrTimer || !d.has_qr) {
       this.stopQr();
     }
@@ -432,6 +448,17 @@ class Card {
   }
 
   // ----- QR -----
+  setVisible(visible) {
+    if (this.destroyed || visible === this.visible) return;
+    this.visible = visible;
+    if (this.state !== "qr_ready") return;
+    if (visible) this.startQr();
+    else this.pauseQr(); // the last image stays; polling resumes when the card is back in view
+  }
+  pauseQr() {
+    clearInterval(this.qrTimer);
+    this.qrTimer = 0;
+  }
   startQr() {
     if (this.destroyed) return;
     clearInterval(this.qrTimer);
@@ -439,8 +466,7 @@ class Card {
     this.pollQr();
   }
   stopQr() {
-    clearInterval(this.qrTimer);
-    this.qrTimer = 0;
+    this.pauseQr();
     this.qrCode = null;
     this.qrBox.hidden = true;
     this.qrImg.removeAttribute("src");
@@ -597,6 +623,7 @@ class Card {
 
   destroy() {
     this.destroyed = true;
+    qrObserver?.unobserve(this.el);
     this.stopQr();
     clearTimeout(this.msgTimer);
     this.el.remove();

@@ -366,3 +366,28 @@ def test_accessibility_axe(browser, service_factory, scheme):
         assert not problems, "\n".join(problems)
     finally:
         context.close()
+
+
+def test_qr_images_are_fetched_only_for_cards_in_view(page, service_factory):
+    service = service_factory(config="[server]\ncreate_rate = 0\n")
+    ids = [f"q{i:02d}" for i in range(40)]
+    for sid in ids:
+        service.ok("POST", "/connect", {"session_id": sid})
+    for sid in ids:
+        service.wait_state(sid, "qr_ready")
+    polled: list[str] = []
+    page.on("request", lambda r: polled.append(r.url.rsplit("=", 1)[-1]) if "/qr?" in r.url else None)
+    open_page(page, service)
+    expect(card(page, "q00").locator("img.qr")).to_be_visible()
+    page.wait_for_timeout(3000)  # at least one more poll round (every 2.5 s)
+    first_screen = set(polled)
+    assert "q00" in first_screen and "q39" not in first_screen
+    assert len(first_screen) < 20, f"the page fetched QR images of cards out of view: {sorted(first_screen)}"
+
+    last = card(page, "q39")
+    last.scroll_into_view_if_needed()
+    expect(last.locator("img.qr")).to_be_visible()
+    wait_qr_decodes_to(last.locator("img.qr"), "fake-qr:q39:1")
+    polled.clear()
+    page.wait_for_timeout(3000)
+    assert "q39" in polled and "q00" not in polled, sorted(set(polled))

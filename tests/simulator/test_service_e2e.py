@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 PHONE, PHONE2, CONTACT = "15550001111", "15550002222", "12025550143"  # CONTACT: a valid number
 # Short, seed-shaped backoff: 0.4, 0.8, 1.6, 2, 2 s (ratios 1:2:4, capped), 5 attempts.
 FAST_RECONNECT = "[reconnect]\ninitial_delay = 0.4\nfactor = 2.0\nmax_delay = 2.0\nmax_attempts = 5\n"
+# The churn test creates 30 sessions at once, past the default limit on new sessions per client.
+SERVICE_CONFIG = FAST_RECONNECT + "\n[server]\ncreate_rate = 0\n"
 
 
 class Api:
@@ -78,7 +80,7 @@ async def start_service(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Star
     """`await start_service()` runs waservice (real engine) on the simulator; stopped at the end."""
     services: list[ServiceProcess] = []
     config = tmp_path / "config.toml"
-    config.write_text(FAST_RECONNECT)
+    config.write_text(SERVICE_CONFIG)
 
     async def start(data: str = "data") -> Api:
         service = ServiceProcess(tmp_path / data, config=config, pythonpath=patched_dir)

@@ -52,9 +52,20 @@ def swagger_ui_root() -> Path:
 
 
 class _Provider(OpenAPIProvider):
-    """The document states every rule the API enforces, and what quart-schema leaves out."""
+    """The document states every rule the API enforces, and what quart-schema leaves out.
+
+    It is built once: routes do not change after start, and building it takes ~3 ms of the event
+    loop on a public route.
+    """
+
+    _built: dict | None = None
 
     def schema(self) -> dict:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def _build(self) -> dict:
         schema = super().schema()
         # quart-schema inlines each msgspec model but drops the nested ones it refers to.
         _, components = msgspec.json.schema_components(

@@ -7,7 +7,7 @@ no unknown fields). Responses are attrs classes.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import attrs
 import msgspec
@@ -108,8 +108,18 @@ class SessionView:
 
 
 @attrs.define
+class SessionsQuery:
+    """Without parameters: every session. `state` filters, then `offset` and `limit` take a page."""
+
+    state: Literal["disconnected", "connecting", "qr_ready", "connected", "error", "failed"] | None = None
+    offset: int = 0
+    limit: int | None = None
+
+
+@attrs.define
 class SessionsResponse:
     sessions: list[SessionView]
+    total: int  # sessions matching `state`, before offset and limit
     success: bool = True
 
 
