@@ -11,7 +11,7 @@ from hypercorn.trio import serve
 
 from .api.app import create_app
 from .config import Config
-from .engine import create_engine
+from .engine import open_engine
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import SessionStore
@@ -27,12 +27,9 @@ async def serve_forever(
     config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly."""
-    engine = create_engine(config.sessions.engine)
     store = SessionStore(config.data_dir)
     r = config.reconnect
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
-    manager = SessionManager(engine, store, policy)
-    app = create_app(manager, config.server.api_key)
 
     hconfig = HypercornConfig()
     hconfig.bind = [_bind(config.server.host, config.server.port)]
@@ -42,7 +39,12 @@ async def serve_forever(
 
     stop = trio.Event()
     try:
-        async with trio.open_nursery() as nursery:
+        async with (
+            open_engine(config.sessions.engine, config.engine) as engine,
+            trio.open_nursery() as nursery,
+        ):
+            manager = SessionManager(engine, store, policy)
+            app = create_app(manager, config.server.api_key)
             nursery.start_soon(_wait_for_signal, stop)
             await nursery.start(manager.run)
             await serve(app, hconfig, shutdown_trigger=stop.wait, task_status=task_status)

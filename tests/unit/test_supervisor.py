@@ -63,6 +63,7 @@ async def test_success_resets_counter(manager: SessionManager, engine: FakeEngin
     await wait_state(session, "connected", timeout=10)
     assert session.info().reconnect_attempts == 0
     engine.clients["s1"].fail()
+    await wait_state(session, "error")  # events reach the supervisor through its channel
     t0 = trio.current_time()
     await wait_state(session, "connected", timeout=10)
     assert round(trio.current_time() - t0) == 3  # the first delay again, not the second
@@ -76,7 +77,7 @@ async def test_logged_out_and_replaced_do_not_retry(manager, engine: FakeEngine,
     runs = client.runs
     await trio.sleep(300)
     assert client.runs == runs and session.info().phone_number is None
-    assert not engine.has_credentials(session.directory)
+    assert not await engine.has_credentials(session.directory)
     assert "logged out" in session.info().last_error
 
     await pair(manager, engine, "s1", "1666")  # a fresh QR, no delete/recreate needed
@@ -86,7 +87,7 @@ async def test_logged_out_and_replaced_do_not_retry(manager, engine: FakeEngine,
     await trio.sleep(300)
     assert client.runs == runs
     assert "replaced" in session.info().last_error
-    assert engine.has_credentials(session.directory)  # replaced keeps the device
+    assert await engine.has_credentials(session.directory)  # replaced keeps the device
 
 
 async def test_qr_expiry_goes_disconnected(manager, engine: FakeEngine, autojump_clock):

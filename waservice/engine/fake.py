@@ -18,9 +18,9 @@ import trio
 from .base import (
     Connected,
     ConnectionLost,
-    Emit,
     EngineError,
     EngineEvent,
+    EventSender,
     LoggedOut,
     Paired,
     QrCode,
@@ -48,12 +48,12 @@ class FakeClient:
         self.sent: deque[RecordedMessage] = deque(maxlen=SENT_KEPT)  # bounded: benchmarks send a lot
         self.runs = 0  # how many times run() was entered: counts connection attempts
         self._qr_serial = 0
-        self._emit: Emit | None = None
+        self._emit: EventSender | None = None
         self._ended = trio.Event()
 
     # -- Client interface -------------------------------------------------------------------
 
-    async def run(self, emit: Emit) -> None:
+    async def run(self, emit: EventSender) -> None:
         self.runs += 1
         await trio.sleep(0)
         if self.engine.refuse_connections:
@@ -62,7 +62,7 @@ class FakeClient:
         try:
             phone = self.engine.paired_phone(self.directory)
             if phone:
-                emit(Connected(phone))
+                emit.send_nowait(Connected(phone))
             else:
                 self.rotate_qr()
             await self._ended.wait()
@@ -81,7 +81,7 @@ class FakeClient:
 
     async def logout(self) -> None:
         await trio.sleep(0)
-        self.engine.forget_credentials(self.directory)
+        self.engine.forget(self.directory)
 
     async def close(self) -> None:
         self._end()
@@ -111,7 +111,7 @@ class FakeClient:
         self._end()
 
     def log_out_from_phone(self) -> None:
-        self.engine.forget_credentials(self.directory)
+        self.engine.forget(self.directory)
         self._send(LoggedOut("logged out from the phone (device removed)"))
         self._end()
 
@@ -126,7 +126,7 @@ class FakeClient:
     def _send(self, event: EngineEvent) -> None:
         if self._emit is None:
             raise RuntimeError(f"fake client {self.session_id!r} is not running")
-        self._emit(event)
+        self._emit.send_nowait(event)
 
     def _end(self) -> None:
         self._ended.set()
@@ -151,8 +151,11 @@ class FakeEngine:
         except (OSError, ValueError, KeyError):
             return None
 
-    def has_credentials(self, directory: Path) -> bool:
+    async def has_credentials(self, directory: Path) -> bool:
         return self.paired_phone(directory) is not None
 
-    def forget_credentials(self, directory: Path) -> None:
+    async def forget_credentials(self, directory: Path) -> None:
+        self.forget(directory)
+
+    def forget(self, directory: Path) -> None:
         (directory / DEVICE_FILE).unlink(missing_ok=True)

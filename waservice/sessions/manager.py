@@ -37,7 +37,7 @@ class SessionManager:
         self.store.add(DEFAULT_SESSION)
         for stored in self.store.list():
             session = await self._add(stored.id, persist=False)
-            if stored.autoconnect and self.engine.has_credentials(session.directory):
+            if stored.autoconnect and await self.engine.has_credentials(session.directory):
                 session.connect()
         log.info("restored %d session(s)", len(self._sessions))
 

@@ -25,6 +25,7 @@ from ..engine import (
     LoggedOut,
     Paired,
     QrCode,
+    Replaced,
     SentMessage,
     Stopped,
 )
@@ -43,6 +44,7 @@ from .machine import (
 log = logging.getLogger("waservice.session")
 
 SEND_TIMEOUT = 75.0  # whatsmeow itself gives up waiting for the server's ack after 75 s
+EVENT_BUFFER = 16  # engine events not yet applied; a full buffer slows the engine down
 
 
 @attrs.frozen
@@ -159,8 +161,11 @@ class SessionSupervisor:
                 effects = m.connection_lost(reason)
             case LoggedOut(reason):
                 effects = m.logged_out(reason)
-            case Stopped(reason):
+            case Stopped(reason) | Replaced(reason):
                 effects = m.stopped(reason)
+            case _:
+                log.warning("session=%s ignored an unknown engine event %r", self.session_id, event)
+                return
         self._apply(effects)
 
     # -- effects ------------------------------------------------------------------------------
@@ -214,18 +219,30 @@ class SessionSupervisor:
         try:
             with scope:
                 await previous_done.wait()  # the previous connection has stopped (its state is saved)
-                try:
-                    await self._client.run(lambda event: self._on_event(generation, event))
-                    reason = "connection closed"
-                except EngineError as exc:
-                    reason = str(exc) or "connection failed"
-                except Exception as exc:  # an engine bug must not take the supervisor down
-                    log.exception("session=%s engine crashed", self.session_id)
-                    reason = f"engine error: {exc!r}"
+                send, receive = trio.open_memory_channel[EngineEvent](EVENT_BUFFER)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read_events, generation, receive)
+                    try:
+                        async with send:  # closing it lets the reader finish what is queued
+                            await self._client.run(send)
+                        reason = "connection closed"
+                    except EngineError as exc:
+                        reason = str(exc) or "connection failed"
+                    except Exception as exc:  # an engine bug must not take the supervisor down
+                        log.exception("session=%s engine crashed", self.session_id)
+                        reason = f"engine error: {exc!r}"
         finally:
             done.set()
         if reason is not None and not scope.cancelled_caught:
             self._on_event(generation, ConnectionLost(reason))
+
+    async def _read_events(self, generation: int, receive: trio.MemoryReceiveChannel[EngineEvent]) -> None:
+        async with receive:
+            async for event in receive:
+                try:
+                    self._on_event(generation, event)
+                except Exception:  # a bug in handling one event must not end the session
+                    log.exception("session=%s failed to handle %r", self.session_id, event)
 
     def _schedule_retry(self, delay: float) -> None:
         self._cancel_retry()
@@ -247,7 +264,7 @@ class SessionSupervisor:
 
     async def _forget_credentials(self) -> None:
         await self._connection_done.wait()
-        self._engine.forget_credentials(self.directory)
+        await self._engine.forget_credentials(self.directory)
 
 
 def _set_event() -> trio.Event:
