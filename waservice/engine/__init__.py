@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import trio
-
 from ..config import EngineConfig
 from .base import (
     Client,
@@ -56,13 +54,7 @@ async def open_engine(kind: str, config: EngineConfig) -> AsyncIterator[Engine]:
         return
     if kind != "neonize":
         raise ValueError(f"unknown engine {kind!r}")
-    from .pool import WorkerPool
+    from .pool import open_pool
 
-    async with trio.open_nursery() as nursery:
-        pool: WorkerPool = await nursery.start(WorkerPool(config).run)
-        try:
-            yield pool
-        finally:
-            with trio.CancelScope(shield=True):
-                await pool.shutdown()
-            nursery.cancel_scope.cancel()
+    async with open_pool(config) as pool:
+        yield pool

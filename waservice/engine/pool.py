@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -456,16 +457,36 @@ class WorkerPool:
                 return
 
 
+@contextlib.asynccontextmanager
+async def open_pool(config: EngineConfig, env: dict[str, str] | None = None) -> AsyncIterator[WorkerPool]:
+    """Workers started and ready; on exit they stop their clients and exit."""
+    async with trio.open_nursery() as nursery:
+        pool: WorkerPool = await nursery.start(WorkerPool(config, env).run)
+        try:
+            yield pool
+        finally:
+            with trio.CancelScope(shield=True):
+                await pool.shutdown()
+            nursery.cancel_scope.cancel()
+
+
 def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a worker starts with. Go reads it once, at process start, so Go-side
     settings must be in place at spawn; setting them later in Python does nothing."""
     env = dict(os.environ)  # SSL_CERT_FILE / SSL_CERT_DIR / PYTHONPATH are inherited
     env.update(extra or {})
+    # The worker logs at the levels this process logs at.
+    env["WASERVICE_WORKER_LOG_LEVEL"] = _level_name("waservice.engine")
+    env["WASERVICE_ENGINE_LOG_LEVEL"] = _level_name("whatsmeow")
     # Our users' messages are theirs, not a bot's: neonize tags every 1:1 message
     # `<bot biz_bot="1"/>` unless this is off.
     env["NEONIZE_BOT_TAG"] = "off"
-    env.setdefault("GOTRACEBACK", "single")
+    env.setdefault("GOTRACEBACK", "all")
     return env
+
+
+def _level_name(logger: str) -> str:
+    return logging.getLevelName(logging.getLogger(logger).getEffectiveLevel())
 
 
 def _count_fds(pid: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import resource
@@ -23,6 +24,8 @@ def _setup() -> None:
     # worker stops (Shutdown, or EOF on the socket when it is gone), after stopping its clients.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # `kill -USR1 <pid>` prints every Python thread's stack to stderr (the pool logs it).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     level = os.environ.get("WASERVICE_WORKER_LOG_LEVEL", "INFO")
     logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("whatsmeow").setLevel(os.environ.get("WASERVICE_ENGINE_LOG_LEVEL", "WARNING"))

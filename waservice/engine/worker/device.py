@@ -11,6 +11,18 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+from neonize.events import (
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    PairStatusEv,
+    StreamErrorEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+)
 from neonize.proto.Neonize_pb2 import ConnectFailureReason
 
 from .. import protocol as p
@@ -45,6 +57,7 @@ class Attempt:
         self._event(p.Qr(code))
 
     def on_status(self, status: str) -> None:
+        log.debug("session=%s attempt %d: pairing status %r", self.session, self.number, status)
         if status != "success":
             self.parked = True
         if status == "timeout" and self.qr_codes >= QR_CODES_PER_PAIRING:
@@ -55,38 +68,38 @@ class Attempt:
             self._event(p.Lost(f"pairing failed: {status}"))
 
     def on_event(self, code: int, event: Any) -> None:
-        name = type(event).__name__
         if code == ME:
             self.phone = event.JID.User or None
-        elif name == "PairStatusEv":
+        elif isinstance(event, PairStatusEv):
             if event.Status == event.SUCCESS:
                 self._event(p.Paired(event.ID.User))
             else:
                 self._event(p.Lost(f"pairing failed: {event.Error}"))
-        elif name == "ConnectedEv":
+        elif isinstance(event, ConnectedEv):
             self._event(p.Connected(self.phone))
-        elif name == "DisconnectedEv":
+        elif isinstance(event, DisconnectedEv):
             self._event(p.Lost(self.stream_error or "connection lost"))
-        elif name == "StreamErrorEv":
+        elif isinstance(event, StreamErrorEv):
             self.stream_error = f"stream error {event.Code}" if event.Code else "stream error"
-        elif name == "KeepAliveTimeoutEv":
+        elif isinstance(event, KeepAliveTimeoutEv):
             log.warning("session=%s keepalive timeout (%d errors)", self.session, event.ErrorCount)
-        elif name == "LoggedOutEv":
+        elif isinstance(event, LoggedOutEv):
             reason = ConnectFailureReason.Name(event.Reason).lower()
             self._event(p.LoggedOut(f"logged out from the phone ({reason})"))
-        elif name == "StreamReplacedEv":
+        elif isinstance(event, StreamReplacedEv):
             self._event(p.Replaced("connection replaced: this account was opened by another client"))
-        elif name == "TemporaryBanEv":
+        elif isinstance(event, TemporaryBanEv):
             self._event(
                 p.Stopped(f"temporarily banned by WhatsApp (code {event.Code}, expires in {event.Expire} s)")
             )
-        elif name == "ConnectFailureEv":
+        elif isinstance(event, ConnectFailureEv):
             reason = ConnectFailureReason.Name(event.Reason)
             self._event(p.Stopped(f"WhatsApp refused the connection: {reason} {event.Message}".strip()))
-        elif name == "ClientOutdatedEv":
+        elif isinstance(event, ClientOutdatedEv):
             self._event(p.Stopped("WhatsApp says this client version is outdated"))
 
     def _event(self, event: p.DeviceEvent) -> None:
+        log.debug("session=%s attempt %d: %r", self.session, self.number, event)
         self._post(p.Event(self.session, self.number, event))
 
     # -- on the trio thread -------------------------------------------------------------------
