@@ -36,9 +36,16 @@ class Device:
         self._changed = trio.Event()
         self._scope: trio.CancelScope | None = None
         self.reconnect = True
+        self.done = trio.Event()  # run() returned (after stop(): the client stopped cleanly)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        try:
+            await self._run()
+        finally:
+            self.done.set()
+
+    async def _run(self) -> None:
         while True:
             with trio.CancelScope() as self._scope:
                 send, receive = trio.open_memory_channel[EngineEvent](16)
