@@ -2,7 +2,8 @@
 
 ``GET``: ``/phones``, ``/phones/<phone>``, ``/messages``, ``/pairings``, ``/events[?kind=...]``, ``/stats``.
 ``POST`` (JSON body): ``/scan {qr, phone}``, ``/stream-error {phone, code?, conflict?}``, ``/drop {phone}``,
-``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/stall-acks {phones: [...]}``, ``/fail-next-login {phone, reason?}``,
+``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/stall-acks {phones: [...]}``,
+``/fail-next-login {phone, reason?}``,
 ``/rotate-qr {connection_id?}``. Every answer is JSON; errors are ``{"error": ...}`` with 4xx.
 One request per connection (``Connection: close``), which is all a test client needs.
 """
