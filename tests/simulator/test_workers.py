@@ -181,3 +181,22 @@ async def test_send_on_a_dead_worker_says_the_outcome_is_unknown(
                 await trio.sleep(0.05)
         assert "engine worker 0 exited (SIGKILL)" in result[0] and "unknown" in result[0], result
         nursery.cancel_scope.cancel()
+
+
+async def test_hung_worker_is_killed_and_its_sessions_reconnect(
+    sim: Simulator, patched_dir: Path, tmp_path: Path
+) -> None:
+    async with (
+        pool_on(patched_dir, workers=1, ping_interval=0.5, ping_timeout=3.0) as pool,
+        trio.open_nursery() as nursery,
+    ):
+        (device,) = await start_paired(nursery, pool, sim, tmp_path, 1)
+        worker = pool._slots[0].current
+        assert worker is not None
+        mark = len(device.events)
+        os.kill(worker.process.pid, signal.SIGSTOP)  # hung: alive, but answers nothing
+        lost = await device.wait(ConnectionLost, after=mark)
+        assert "did not answer a ping in 3 s; killed" in lost.reason, lost
+        await device.wait(Connected, after=device.events.index(lost), timeout=60)
+        assert worker.process.returncode == -signal.SIGKILL
+        nursery.cancel_scope.cancel()

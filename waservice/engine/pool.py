@@ -68,6 +68,7 @@ class WorkerProcess:
         self.exited = trio.Event()
         self.reason = ""
         self.recycling: str | None = None
+        self.killed: str | None = None  # why the pool killed it (it stopped answering)
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self.stderr_done = trio.Event()
         self.pong: p.Pong | None = None
@@ -366,7 +367,9 @@ class WorkerPool:
                 await worker.process.wait()
             with trio.move_on_after(2):
                 await worker.stderr_done.wait()
-        if worker.recycling is not None:
+        if worker.killed is not None:
+            reason = f"engine worker {worker.index} {worker.killed}; killed"
+        elif worker.recycling is not None:
             reason = f"engine worker {worker.index} was recycled ({worker.recycling})"
         else:
             reason = death_reason(worker.index, worker.process.returncode, worker.stderr_tail)
@@ -431,11 +434,8 @@ class WorkerPool:
             except EngineError:
                 return
             if pong is None:
-                log.error(
-                    "engine worker %d did not answer a ping in %.0f s: killing it",
-                    worker.index,
-                    self.config.ping_timeout,
-                )
+                worker.killed = f"did not answer a ping in {self.config.ping_timeout:.0f} s"
+                log.error("engine worker %d %s: killing it", worker.index, worker.killed)
                 worker.process.kill()
                 return
             usage = worker.usage()
