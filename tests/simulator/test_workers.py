@@ -45,6 +45,9 @@ async def test_pair_and_send_without_neonize_here(sim: Simulator, patched_dir: P
         message = await sim.wait_message(to=CONTACT, text="hello")
         assert message.id == sent.id
         assert "bot" not in message.child_tags  # NEONIZE_BOT_TAG=off reached Go at spawn
+        stats = {s.index: s for s in pool.stats()}  # per worker, read from /proc
+        mine = stats[pool.slot_of("s0").index]
+        assert mine.state == "running" and mine.sessions == 1 and mine.open_fds > 3 and mine.rss_mb > 20
         # Only the workers load neonize (and Go); this process never does.
         assert not [name for name in sys.modules if name.split(".")[0] == "neonize"]
         nursery.cancel_scope.cancel()
