@@ -481,7 +481,7 @@ def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     # Our users' messages are theirs, not a bot's: neonize tags every 1:1 message
     # `<bot biz_bot="1"/>` unless this is off.
     env["NEONIZE_BOT_TAG"] = "off"
-    env.setdefault("GOTRACEBACK", "all")
+    env.setdefault("GOTRACEBACK", "single")  # a panic prints its own goroutine, not all of them
     return env
 
 
