@@ -53,7 +53,8 @@ class EngineConfig:
 
     workers: int = attrs.field(factory=_cores, validator=attrs.validators.ge(1))
     # Recycling: a worker past any of these is replaced gracefully (its sessions reconnect).
-    max_open_fds: int = attrs.field(default=900, validator=attrs.validators.ge(16))
+    # Open files beyond 8 per connected client (whatsmeow leaks a database handle per connect).
+    max_leaked_fds: int = attrs.field(default=500, validator=attrs.validators.ge(16))
     max_rss_mb: int = attrs.field(default=1024, validator=attrs.validators.ge(64))
     max_abandoned_clients: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     # Restart after a crash: at once the first time, then restart_delay doubling to restart_max_delay

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from waservice.engine.policy import Limits, RestartBackoff, Usage, death_reason, pick_worker, recycle_reason
 
-LIMITS = Limits(max_open_fds=900, max_rss_mb=1024, max_abandoned=16)
+LIMITS = Limits(max_leaked_fds=900, max_rss_mb=1024, max_abandoned=16)
 
 
 def test_least_loaded_worker_lowest_index_on_ties() -> None:
@@ -16,7 +16,12 @@ def test_least_loaded_worker_lowest_index_on_ties() -> None:
 
 def test_recycle_on_any_threshold() -> None:
     assert recycle_reason(Usage(900, 1024.0, 16), LIMITS) is None  # at the limit is fine
-    assert recycle_reason(Usage(901, 10.0, 0), LIMITS) == "901 open files > 900"
+    assert recycle_reason(Usage(901, 10.0, 0), LIMITS) == "901 open files > 900 for 0 clients"
+    # Connected clients need their own files: 500 clients may use 8 each on top.
+    assert recycle_reason(Usage(4900, 10.0, 0, clients=500), LIMITS) is None
+    assert (
+        recycle_reason(Usage(4901, 10.0, 0, clients=500), LIMITS) == "4901 open files > 4900 for 500 clients"
+    )
     assert recycle_reason(Usage(10, 1500.4, 0), LIMITS) == "1500 MB resident > 1024 MB"
     assert recycle_reason(Usage(10, 10.0, 17), LIMITS) == "17 abandoned QR-phase clients > 16"
 

@@ -21,24 +21,29 @@ def pick_worker(loads: Sequence[int]) -> int:
     return min(range(len(loads)), key=lambda i: (loads[i], i))
 
 
+FDS_PER_CLIENT = 8  # a connected client's socket and SQLite files, with room to spare
+
+
 @attrs.frozen
 class Usage:
     open_fds: int
     rss_mb: float
     abandoned: int
+    clients: int = 0  # live connection attempts on the worker
 
 
 @attrs.frozen
 class Limits:
-    max_open_fds: int
+    max_leaked_fds: int  # open files beyond FDS_PER_CLIENT per live client
     max_rss_mb: float
     max_abandoned: int
 
 
 def recycle_reason(usage: Usage, limits: Limits) -> str | None:
     """Why a worker should be replaced gracefully, or None."""
-    if usage.open_fds > limits.max_open_fds:
-        return f"{usage.open_fds} open files > {limits.max_open_fds}"
+    fd_limit = limits.max_leaked_fds + FDS_PER_CLIENT * usage.clients
+    if usage.open_fds > fd_limit:
+        return f"{usage.open_fds} open files > {fd_limit} for {usage.clients} clients"
     if usage.rss_mb > limits.max_rss_mb:
         return f"{usage.rss_mb:.0f} MB resident > {limits.max_rss_mb:.0f} MB"
     if usage.abandoned > limits.max_abandoned:

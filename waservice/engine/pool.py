@@ -142,6 +142,7 @@ class WorkerProcess:
             open_fds=_count_fds(self.process.pid),
             rss_mb=_rss_mb(self.process.pid),
             abandoned=self.pong.abandoned if self.pong else 0,
+            clients=self.pong.devices if self.pong else 0,
         )
 
 
@@ -186,7 +187,7 @@ class WorkerPool:
 
     def __init__(self, config: EngineConfig, env: dict[str, str] | None = None) -> None:
         self.config = config
-        self.limits = Limits(config.max_open_fds, config.max_rss_mb, config.max_abandoned_clients)
+        self.limits = Limits(config.max_leaked_fds, config.max_rss_mb, config.max_abandoned_clients)
         self._env = env
         self._slots = [_Slot(i, config) for i in range(config.workers)]
         self._assigned: dict[str, _Slot] = {}

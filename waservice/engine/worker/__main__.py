@@ -20,6 +20,10 @@ def _setup() -> None:
     os.close(devnull)
     # A Go fatal error aborts (SIGABRT): no core dump of a process holding device keys.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Hundreds of clients need several files each; the pool recycles a worker that leaks them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     # Ctrl+C and systemd's SIGTERM reach the whole process group; the API process decides when a
     # worker stops (Shutdown, or EOF on the socket when it is gone), after stopping its clients.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
