@@ -57,9 +57,12 @@ class Sample:
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants: the service's engine workers are its child processes."""
-    pids, queue = [], [pid]
+    pids: list[int] = []
+    queue = [pid]
     while queue:
         current = queue.pop()
+        if current in pids:  # a child can be listed under more than one of the parent's threads
+            continue
         pids.append(current)
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{current}/task").iterdir():

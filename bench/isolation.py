@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ async def sender(
     pause: float,
     latencies: list[float],
     accepted: list[tuple[str, str, str]],
+    statuses: Counter[int] | None = None,
 ) -> None:
     host, port = "127.0.0.1", int(service.url.rsplit(":", 1)[1])
     conn = HttpConnection(host, port)
@@ -65,12 +67,21 @@ async def sender(
                 )
             except (OSError, ConnectionError, trio.BrokenResourceError):
                 status, body = 0, None
-            latencies.append(time.monotonic() - started)
+            if statuses is not None:
+                statuses[status] += 1
             if status == 200:
+                latencies.append(time.monotonic() - started)
                 accepted.append((body["result"]["id"], contact, text))
             await trio.sleep(pause)
     finally:
         await conn.aclose()
+
+
+def is_worker(pid: int) -> bool:
+    try:
+        return b"waservice.engine.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 async def lost_messages(sim: SimulatorProcess, accepted: list[tuple[str, str, str]]) -> int:
@@ -88,16 +99,17 @@ async def closes_by_phone(sim: SimulatorProcess, since: float) -> dict[str, int]
 
 async def kill_case(service: ServiceSystem, sim: SimulatorProcess, ids: list[str], args: Any) -> None:
     phones = {sid: phone_for("1555700", i) for i, sid in enumerate(ids)}
-    contacts = {sid: phone_for("1555800", i) for i, sid in enumerate(ids)}
+    contacts = {sid: phone_for("1555", 8_000_000 + i) for i, sid in enumerate(ids)}  # valid US numbers
     latencies: list[float] = []
     accepted: list[tuple[str, str, str]] = []
-    workers = process_tree(service.pid)[1:]
+    statuses: Counter[int] = Counter()
+    workers = [pid for pid in process_tree(service.pid)[1:] if is_worker(pid)]
     victim = workers[0]
     registrations = len(await sim.get("/events", kind="registration"))
     async with trio.open_nursery() as nursery:
         until = time.monotonic() + args.duration + 15
         for sid in ids:
-            nursery.start_soon(sender, service, sid, contacts[sid], until, 1.0, latencies, accepted)
+            nursery.start_soon(sender, service, sid, contacts[sid], until, 1.0, latencies, accepted, statuses)
         await trio.sleep(args.duration / 2)
         killed_at = time.time()
         os.kill(victim, signal.SIGKILL)
@@ -119,12 +131,13 @@ async def kill_case(service: ServiceSystem, sim: SimulatorProcess, ids: list[str
         f"{len(dropped)} sessions dropped (that worker's), {len(ids) - len(dropped)} others with "
         f"{sum(closes.get(phones[s], 0) for s in ids if s not in dropped)} disconnects; "
         f"all connected again {reconnected_in:.1f} s after the kill; {again} new QR pairings; "
-        f"{len(accepted)} sends accepted, {lost} lost ({len(down)} seen down 0.5 s after the kill)"
+        f"{len(accepted)} sends accepted, {lost} lost ({len(down)} seen down 0.5 s after the kill); "
+        f"HTTP statuses {dict(statuses)}"
     )
 
 
 async def stall_case(service: ServiceSystem, sim: SimulatorProcess, ids: list[str], args: Any) -> None:
-    contacts = {sid: phone_for("1555900", i) for i, sid in enumerate(ids)}
+    contacts = {sid: phone_for("1555", 9_000_000 + i) for i, sid in enumerate(ids)}
     stalled, others = ids[0], ids[1:]
 
     async def window(stall: bool) -> list[float]:
