@@ -52,7 +52,36 @@ class Sample:
     threads: int
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants: the service's engine workers are its child processes."""
+    pids: list[int] = []
+    queue = [pid]
+    while queue:
+        current = queue.pop()
+        if current in pids:  # a child can be listed under more than one of the parent's threads
+            continue
+        pids.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                queue += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
 def sample(pid: int) -> Sample:
+    """CPU, RSS and threads of the process and its children (the engine workers) together."""
+    parts = []
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            parts.append(_sample_one(member))
+    return Sample(
+        time.monotonic(),
+        sum(p.cpu for p in parts),
+        sum(p.rss_mb for p in parts),
+        sum(p.threads for p in parts),
+    )
+
+
+def _sample_one(pid: int) -> Sample:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
     cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

@@ -15,7 +15,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
-__all__ = ["Config", "ConfigError", "load_config"]
+__all__ = ["Config", "ConfigError", "EngineConfig", "load_config"]
 
 
 class ConfigError(Exception):
@@ -54,6 +54,28 @@ class SessionsConfig:
     max: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
 
 
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@attrs.frozen
+class EngineConfig:
+    """The real engine's worker processes (each one Go runtime hosting many sessions)."""
+
+    workers: int = attrs.field(factory=_cores, validator=attrs.validators.ge(1))
+    # Recycling: a worker past any of these is replaced gracefully (its sessions reconnect).
+    # Open files beyond 8 per connected client (whatsmeow leaks a database handle per connect).
+    max_leaked_fds: int = attrs.field(default=500, validator=attrs.validators.ge(16))
+    max_rss_mb: int = attrs.field(default=1024, validator=attrs.validators.ge(64))
+    max_abandoned_clients: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    # Restart after a crash: at once the first time, then restart_delay doubling to restart_max_delay
+    # while it keeps dying within a minute of starting.
+    restart_delay: float = attrs.field(default=1.0, validator=_positive)
+    restart_max_delay: float = attrs.field(default=30.0, validator=_positive)
+    ping_interval: float = attrs.field(default=5.0, validator=_positive)
+    ping_timeout: float = attrs.field(default=15.0, validator=_positive)
+
+
 @attrs.frozen
 class ReconnectConfig:
     initial_delay: float = attrs.field(default=3.0, validator=_positive)
@@ -73,6 +95,7 @@ class LoggingConfig:
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
+    engine: EngineConfig = attrs.field(factory=EngineConfig)
     reconnect: ReconnectConfig = ReconnectConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -88,6 +111,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "WASERVICE_API_KEY": ("server", "api_key"),
     "WASERVICE_DATA_DIR": ("sessions", "data_dir"),
     "WASERVICE_ENGINE": ("sessions", "engine"),
+    "WASERVICE_WORKERS": ("engine", "workers"),
     "WASERVICE_LOG_LEVEL": ("logging", "level"),
     "WASERVICE_LOG_FORMAT": ("logging", "format"),
 }
@@ -100,7 +124,7 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
-    for cls in (ServerConfig, SessionsConfig, ReconnectConfig, LoggingConfig, Config):
+    for cls in (ServerConfig, SessionsConfig, EngineConfig, ReconnectConfig, LoggingConfig, Config):
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
     return conv
 

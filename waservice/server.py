@@ -16,7 +16,7 @@ from .api.app import create_app
 from .api.asgi import ServerSafeSend
 from .api.limits import install_create_limit
 from .config import Config
-from .engine import create_engine
+from .engine import open_engine
 from .hypercorn_close import close_without_send_eof
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
@@ -36,12 +36,14 @@ async def serve_forever(
     config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly."""
-    engine = create_engine(config.sessions.engine)
     r = config.reconnect
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
-    async with open_store(config.data_dir) as store:
+    async with (
+        open_store(config.data_dir) as store,
+        open_engine(config.sessions.engine, config.engine) as engine,
+    ):
         manager = SessionManager(engine, store, policy, max_sessions=config.sessions.max)
         app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
         _bound_load(app, config)

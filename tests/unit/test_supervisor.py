@@ -66,6 +66,7 @@ async def test_success_resets_counter(manager: SessionManager, engine: FakeEngin
     await wait_state(session, "connected", timeout=10)
     assert session.info().reconnect_attempts == 0
     engine.clients["s1"].fail()
+    await wait_state(session, "error")  # events reach the supervisor through its channel
     t0 = trio.current_time()
     await wait_state(session, "error")
     await wait_state(session, "connected", timeout=10)

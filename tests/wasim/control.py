@@ -2,7 +2,8 @@
 
 ``GET``: ``/phones``, ``/phones/<phone>``, ``/messages``, ``/pairings``, ``/events[?kind=...]``, ``/stats``.
 ``POST`` (JSON body): ``/scan {qr, phone}``, ``/stream-error {phone, code?, conflict?}``, ``/drop {phone}``,
-``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/fail-next-login {phone, reason?}``,
+``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/stall-acks {phones: [...]}``,
+``/fail-next-login {phone, reason?}``,
 ``/rotate-qr {connection_id?}``. Every answer is JSON; errors are ``{"error": ...}`` with 4xx.
 One request per connection (``Connection: close``), which is all a test client needs.
 """
@@ -67,6 +68,7 @@ POST_ROUTES: dict[str, Handler] = {
     "/refuse": lambda sim, b: sim.refuse_connections(bool(b.get("on", True))),
     "/listen": _listen,
     "/stall": lambda sim, b: sim.stall(b.get("xmlns", [])),
+    "/stall-acks": lambda sim, b: sim.stall_acks(b.get("phones", [])),
     "/fail-next-login": lambda sim, b: sim.fail_next_login(str(b["phone"]), str(b.get("reason", "401"))),
     "/rotate-qr": lambda sim, b: {"sent": sim.rotate_qr(b.get("connection_id"))},
 }

@@ -153,6 +153,7 @@ class Simulator:
         self.failed_logins: Counter[str] = Counter()
         self.history: list[tuple[float, str, dict[str, object]]] = []
         self.stalled_xmlns: set[str] = set()
+        self.unacked_phones: set[str] = set()  # their messages are recorded but never acknowledged
         self._refusing = False
         self._fail_next_login: dict[str, str] = {}
         self._conn_ids = itertools.count(1)
@@ -541,12 +542,15 @@ class Simulator:
     def _on_message(self, conn: Connection, node: Node) -> None:
         to = node.jid("to")
         msg_id = node.attr("id")
-        conn.send(
-            Node(
-                "ack",
-                {"class": "message", "id": msg_id, "from": to or SERVER_JID, "t": str(int(time.time()))},
+        if conn.phone in self.unacked_phones:
+            self._record("unacked_message", {"conn": conn.id, "phone": conn.phone, "id": msg_id})
+        else:
+            conn.send(
+                Node(
+                    "ack",
+                    {"class": "message", "id": msg_id, "from": to or SERVER_JID, "t": str(int(time.time()))},
+                )
             )
-        )
         recipient = self._account_for(to) if to else None
         sender = self.accounts.get(conn.phone or "")
         record = ReceivedMessage(
@@ -754,6 +758,10 @@ class Simulator:
     def stall(self, xmlns: Iterable[str]) -> None:
         """Stop answering IQs in these namespaces (e.g. ``{"passive"}``, ``{"w:p"}``); replaces the set."""
         self.stalled_xmlns = set(xmlns)
+
+    def stall_acks(self, phones: Iterable[str]) -> None:
+        """Never acknowledge messages sent by these phones (their sends wait for an ack); replaces the set."""
+        self.unacked_phones = set(phones)
 
     def fail_next_login(self, phone: str, reason: str = "401") -> None:
         """Answer the phone's next login with ``<failure reason=...>``. 401/403/406 also forget the

@@ -1,7 +1,11 @@
-"""WhatsApp engines: `neonize` (the real one, whatsmeow) and `fake` (scripted, for tests)."""
+"""WhatsApp engines: `neonize` (the real one, whatsmeow in worker processes) and `fake` (scripted)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+from ..config import EngineConfig
 from .base import (
     Client,
     Connected,
@@ -32,15 +36,25 @@ __all__ = [
     "Replaced",
     "SentMessage",
     "Stopped",
-    "create_engine",
+    "open_engine",
 ]
 
 
-def create_engine(name: str) -> Engine:
-    if name == "fake":
+@contextlib.asynccontextmanager
+async def open_engine(kind: str, config: EngineConfig) -> AsyncIterator[Engine]:
+    """The engine `kind` ("neonize" or "fake"), running until the block exits.
+
+    "neonize" is a pool of worker processes (pool.py); leaving the block stops them. This process
+    never imports neonize: only the workers do.
+    """
+    if kind == "fake":
         from .fake import FakeEngine
 
-        return FakeEngine()
-    from .neonize import NeonizeEngine  # imports the Go library: only when asked for
+        yield FakeEngine()
+        return
+    if kind != "neonize":
+        raise ValueError(f"unknown engine {kind!r}")
+    from .pool import open_pool
 
-    return NeonizeEngine()
+    async with open_pool(config) as pool:
+        yield pool

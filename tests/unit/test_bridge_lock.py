@@ -1,0 +1,82 @@
+"""The worker's bridge lock: holds end when Go calls back on the calling thread, or on return."""
+
+from __future__ import annotations
+
+import threading
+
+from waservice.engine.worker.bridge import AFTER_START_WRITES, BridgeLock
+
+WAIT = 10.0  # a safety net only: every wait below is for an event that must happen
+
+
+def test_reader_hold_ends_at_its_own_callback_not_at_return() -> None:
+    lock = BridgeLock()
+    entered, passed, finish = threading.Event(), threading.Event(), threading.Event()
+
+    def send() -> None:  # a send: reads the map, calls back (a log line), waits 60 s for its ack
+        with lock.call(exclusive=False):
+            entered.set()
+            lock.passed("log")
+            passed.set()
+            finish.wait(WAIT)
+
+    reader = threading.Thread(target=send)
+    reader.start()
+    assert passed.wait(WAIT)
+    assert not lock.busy  # a writer (start/stop) may go while the send still waits
+    with lock.call(exclusive=True):
+        assert lock.busy
+    finish.set()
+    reader.join(WAIT)
+
+
+def test_callbacks_on_other_threads_do_not_release() -> None:
+    lock = BridgeLock()
+    inside, finish = threading.Event(), threading.Event()
+
+    def send() -> None:
+        with lock.call(exclusive=False):
+            inside.set()
+            finish.wait(WAIT)
+
+    reader = threading.Thread(target=send)
+    reader.start()
+    assert inside.wait(WAIT)
+    lock.passed("log")  # another goroutine's log line, on another thread
+    assert lock.busy
+    finish.set()
+    reader.join(WAIT)
+    assert not lock.busy  # released on return
+
+
+def test_start_waits_for_readers_and_ignores_its_own_logs() -> None:
+    lock = BridgeLock()
+    order: list[str] = []
+    reader_in, writer_released = threading.Event(), threading.Event()
+    reader_go = threading.Event()
+
+    def read() -> None:
+        with lock.call(exclusive=False):
+            reader_in.set()
+            reader_go.wait(WAIT)
+            order.append("read done")
+
+    def start() -> None:
+        with lock.call(exclusive=True, release_on=AFTER_START_WRITES):
+            order.append("start writes")
+            lock.passed("log")  # Neonize() logs between its map writes: still held
+            assert lock.busy
+            lock.passed("qr")  # the first QR code: past the writes
+            writer_released.set()
+            assert not lock.busy
+
+    r = threading.Thread(target=read)
+    r.start()
+    assert reader_in.wait(WAIT)
+    w = threading.Thread(target=start)
+    w.start()
+    reader_go.set()
+    r.join(WAIT)
+    w.join(WAIT)
+    assert writer_released.is_set()
+    assert order == ["read done", "start writes"]

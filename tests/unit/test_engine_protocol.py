@@ -1,0 +1,65 @@
+"""Frames between the API process and engine workers: length-prefixed msgpack, tagged structs."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from waservice.engine import protocol as p
+
+MESSAGES: list[p.Message] = [
+    p.Start("s1", 3, "/data/s1/whatsmeow.db"),
+    p.Stop("s1", 3),
+    p.Send(7, "s1", 3, "15550001111", "héllo ✓"),
+    p.Logout(8, "s1", 3),
+    p.Ping(9),
+    p.Shutdown(),
+    p.Ready(1234),
+    p.Event("s1", 3, p.Qr("2@abc,def")),
+    p.Event("s1", 3, p.Connected(None)),
+    p.Event("s1", 3, p.Replaced("another client")),
+    p.AttemptOver("s1", 3, "stopped"),
+    p.Reply(7, sent=p.Sent("3EB0ABC", 1_700_000_000)),
+    p.Reply(8, error="not connected"),
+    p.Pong(9, devices=2, abandoned=1),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip(message: p.Message) -> None:
+    assert p.FrameDecoder().feed(p.encode(message)) == [message]
+
+
+def test_frame_is_length_prefixed() -> None:
+    frame = p.encode(p.Ping(1))
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+
+
+def test_decoder_reassembles_frames_split_anywhere() -> None:
+    data = b"".join(p.encode(m) for m in MESSAGES)
+    decoder = p.FrameDecoder()
+    out: list[p.Message] = []
+    for i in range(0, len(data), 3):  # 3-byte pieces split every frame and every prefix
+        out += decoder.feed(data[i : i + 3])
+    assert out == MESSAGES and decoder.pending == 0
+
+
+def test_oversized_or_garbage_frames_are_protocol_errors() -> None:
+    with pytest.raises(p.ProtocolError):
+        p.FrameDecoder().feed((p.MAX_FRAME + 1).to_bytes(4, "big"))
+    with pytest.raises(p.ProtocolError):
+        p.FrameDecoder().feed((3).to_bytes(4, "big") + b"\xc1\xc1\xc1")
+
+
+async def test_frame_stream_over_a_socketpair_with_concurrent_writers() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    left, right = p.FrameStream(a), p.FrameStream(b)
+    sent = [p.Ping(i) for i in range(50)]
+    async with trio.open_nursery() as nursery:
+        for message in sent:  # many writers at once: the stream's lock keeps frames whole
+            nursery.start_soon(left.send, message)
+    received = [await right.receive() for _ in sent]
+    assert sorted(received, key=lambda m: m.req) == sent  # type: ignore[union-attr]
+    await a.aclose()
+    assert await right.receive() is None

@@ -1,0 +1,196 @@
+"""The API process <-> engine worker protocol: length-prefixed msgspec msgpack frames.
+
+A frame is a 4-byte big-endian length, then one msgpack-encoded message. Messages are tagged
+`msgspec.Struct`s, so a reader decodes straight into the right type. Pure: no I/O here except the
+two small helpers at the bottom that read and write frames on a trio stream.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+import trio
+
+MAX_FRAME = 16 * 1024 * 1024  # a message text is at most a few KiB; anything near this is a bug
+_LENGTH = struct.Struct(">I")
+
+# -- API -> worker ----------------------------------------------------------------------------
+
+
+class Start(msgspec.Struct, tag=True):
+    """Begin connection attempt `attempt` of `session` on the device database `db`."""
+
+    session: str
+    attempt: int
+    db: str
+
+
+class Stop(msgspec.Struct, tag=True):
+    """Stop an attempt (credentials saved); the worker answers with AttemptOver."""
+
+    session: str
+    attempt: int
+
+
+class Send(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+    number: str
+    text: str
+
+
+class Logout(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+
+
+class Ping(msgspec.Struct, tag=True):
+    req: int
+
+
+class Shutdown(msgspec.Struct, tag=True):
+    """Stop every device cleanly, then exit."""
+
+
+Command = Start | Stop | Send | Logout | Ping | Shutdown
+
+# -- worker -> API ----------------------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, tag=True):
+    pid: int
+
+
+class Qr(msgspec.Struct, tag=True):
+    code: str
+
+
+class Paired(msgspec.Struct, tag=True):
+    phone: str
+
+
+class Connected(msgspec.Struct, tag=True):
+    phone: str | None
+
+
+class Lost(msgspec.Struct, tag=True):
+    reason: str
+
+
+class LoggedOut(msgspec.Struct, tag=True):
+    reason: str
+
+
+class Stopped(msgspec.Struct, tag=True):
+    reason: str
+
+
+class Replaced(msgspec.Struct, tag=True):
+    reason: str
+
+
+DeviceEvent = Qr | Paired | Connected | Lost | LoggedOut | Stopped | Replaced
+
+
+class Event(msgspec.Struct, tag=True):
+    session: str
+    attempt: int
+    event: DeviceEvent
+
+
+class AttemptOver(msgspec.Struct, tag=True):
+    """Go's Neonize() for this attempt returned (or was stopped, or never started)."""
+
+    session: str
+    attempt: int
+    reason: str
+
+
+class Sent(msgspec.Struct, tag=True):
+    id: str
+    timestamp: int
+
+
+class Reply(msgspec.Struct, tag=True):
+    req: int
+    error: str | None = None
+    sent: Sent | None = None
+
+
+class Pong(msgspec.Struct, tag=True):
+    req: int
+    devices: int  # live attempts
+    abandoned: int  # stopped while showing a QR: Go still runs their QR loop and holds their db
+
+
+Message = Command | Ready | Event | AttemptOver | Reply | Pong
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def encode(message: Message) -> bytes:
+    buffer = bytearray(_LENGTH.size)
+    _encoder.encode_into(message, buffer, _LENGTH.size)
+    _LENGTH.pack_into(buffer, 0, len(buffer) - _LENGTH.size)
+    return bytes(buffer)
+
+
+class FrameDecoder:
+    """Feed bytes as they arrive; take out whole messages."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > MAX_FRAME:
+                raise ProtocolError(f"frame of {length} bytes")
+            end = _LENGTH.size + length
+            if len(self._buffer) < end:
+                break
+            try:
+                messages.append(_decoder.decode(self._buffer[_LENGTH.size : end]))
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(str(exc)) from None
+            del self._buffer[:end]
+        return messages
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+class FrameStream:
+    """A trio stream carrying frames. One writer at a time: concurrent `send_all`s on one stream
+    raise BusyResourceError, so writes take a lock."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._write = trio.Lock()
+        self._decoder = FrameDecoder()
+        self._ready: list[Message] = []
+
+    async def send(self, message: Message) -> None:
+        data = encode(message)
+        async with self._write:
+            await self.stream.send_all(data)
+
+    async def receive(self) -> Message | None:
+        """The next message, or None at end of stream."""
+        while not self._ready:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self._ready = self._decoder.feed(data)
+        return self._ready.pop(0)

@@ -1,0 +1,138 @@
+"""The API-side `Client` of the real engine: a proxy for one session's device in a worker process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import protocol as p
+from .base import (
+    Client,
+    Connected,
+    ConnectionLost,
+    EngineError,
+    EngineEvent,
+    EventSender,
+    LoggedOut,
+    Paired,
+    QrCode,
+    Replaced,
+    SentMessage,
+    Stopped,
+)
+from .credentials import db_path
+
+if TYPE_CHECKING:
+    from .pool import WorkerPool, WorkerProcess
+
+log = logging.getLogger("waservice.engine")
+
+ROUTE_BUFFER = 64  # events of one attempt not yet taken by its supervisor
+# Bounds a clean stop: Go saves the device state within milliseconds; a QR loop is left behind.
+STOP_TIMEOUT = 8.0
+
+
+def to_engine_event(event: p.DeviceEvent) -> EngineEvent:
+    match event:
+        case p.Qr(code):
+            return QrCode(code)
+        case p.Paired(phone):
+            return Paired(phone)
+        case p.Connected(phone):
+            return Connected(phone)
+        case p.Lost(reason):
+            return ConnectionLost(reason)
+        case p.LoggedOut(reason):
+            return LoggedOut(reason)
+        case p.Replaced(reason):
+            return Replaced(reason)
+        case p.Stopped(reason):
+            return Stopped(reason)
+    raise AssertionError(event)
+
+
+class Route:
+    """Where the pool puts one attempt's events. The pool's reader must never wait for a
+    supervisor, so events go into a small buffer that the attempt's `run()` forwards."""
+
+    def __init__(self) -> None:
+        self._send, self.events = trio.open_memory_channel[EngineEvent](ROUTE_BUFFER)
+        self.reason = ""
+        self.over = trio.Event()
+
+    def deliver(self, event: p.DeviceEvent) -> None:
+        if self.over.is_set():
+            return
+        try:
+            self._send.send_nowait(to_engine_event(event))
+        except trio.WouldBlock:
+            log.error("dropped %s: its session is not reading its events", type(event).__name__)
+
+    def finish(self, reason: str) -> None:
+        if not self.over.is_set():
+            self.reason = reason
+            self.over.set()
+            self._send.close()
+
+
+class WorkerClient(Client):
+    def __init__(self, pool: WorkerPool, session_id: str, directory: Path) -> None:
+        self.pool = pool
+        self.session_id = session_id
+        self.directory = directory
+        self._live: tuple[WorkerProcess, int] | None = None  # the running attempt
+
+    async def run(self, events: EventSender) -> None:
+        worker = await self.pool.worker_for(self.session_id)
+        await trio.to_thread.run_sync(lambda: self.directory.mkdir(parents=True, exist_ok=True))
+        attempt = self.pool.next_attempt()
+        key = (self.session_id, attempt)
+        route = worker.routes[key] = Route()
+        try:
+            await worker.send(p.Start(self.session_id, attempt, str(db_path(self.directory.resolve()))))
+            self._live = (worker, attempt)
+            async for event in route.events:  # ends when the attempt is over
+                await events.send(event)
+            raise EngineError(route.reason or "connection closed")
+        finally:
+            self._live = None
+            if not route.over.is_set():  # cancelled: stop Go cleanly so it saves its state
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
+                    try:
+                        await worker.send(p.Stop(self.session_id, attempt))
+                        await route.over.wait()
+                    except EngineError:
+                        pass
+                if not route.over.is_set():
+                    log.warning("session=%s attempt %d did not stop in time", self.session_id, attempt)
+            worker.routes.pop(key, None)
+
+    def _running(self) -> tuple[WorkerProcess, int]:
+        if self._live is None:
+            raise EngineError("not connected")
+        return self._live
+
+    async def send_text(self, number: str, text: str) -> SentMessage:
+        worker, attempt = self._running()
+        reply = await worker.request(
+            lambda req: p.Send(req, self.session_id, attempt, number, text),
+            self.session_id,
+            f"send to {number}",
+        )
+        if reply.sent is None:
+            raise EngineError(reply.error or "not sent")
+        return SentMessage(id=reply.sent.id, timestamp=reply.sent.timestamp, to=number)
+
+    async def logout(self) -> None:
+        worker, attempt = self._running()
+        reply = await worker.request(
+            lambda req: p.Logout(req, self.session_id, attempt), self.session_id, "logout"
+        )
+        if reply.error:
+            raise EngineError(reply.error)
+
+    async def close(self) -> None:
+        """`run()` stops its own attempt on cancellation; nothing else is held per session."""

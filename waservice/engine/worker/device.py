@@ -1,0 +1,116 @@
+"""One connection attempt of one device inside a worker: turns Go's callbacks into protocol events.
+
+Callbacks arrive on Go's threads; `post` hands each event to the worker's trio loop and does
+nothing else there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from neonize.events import (
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    PairStatusEv,
+    StreamErrorEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+)
+from neonize.proto.Neonize_pb2 import ConnectFailureReason
+
+from .. import protocol as p
+from .go import ME
+
+log = logging.getLogger("waservice.engine.device")
+
+QR_CODES_PER_PAIRING = 6  # whatsmeow shows 6 codes (60 s, then 20 s each) before "timeout"
+
+
+class Attempt:
+    def __init__(self, session: str, number: int, db: str, post: Callable[[p.Message], None]) -> None:
+        self.session = session
+        self.number = number
+        self.db = db
+        self.uuid = f"{session}#{number}"  # one Go client per attempt: a stopped QR loop keeps its own
+        self._post = post
+        self.qr_codes = 0
+        self.stream_error: str | None = None
+        self.phone: str | None = None
+        self.reported_over = False  # AttemptOver was sent
+        self.started = False  # its Go call was made
+        self.stopping = False
+        self.parked = False  # Go's goroutine for this attempt is parked for good (see go.py)
+        self.returned = trio.Event()  # Neonize() returned (set on the trio thread)
+        self.result = ""
+
+    # -- on Go's threads ----------------------------------------------------------------------
+
+    def on_qr(self, code: str) -> None:
+        self.qr_codes += 1
+        self._event(p.Qr(code))
+
+    def on_status(self, status: str) -> None:
+        log.debug("session=%s attempt %d: pairing status %r", self.session, self.number, status)
+        if status != "success":
+            self.parked = True
+        if status == "timeout" and self.qr_codes >= QR_CODES_PER_PAIRING:
+            self._event(p.Stopped("QR code expired without being scanned; POST /connect for a new one"))
+        elif status == "timeout":  # whatsmeow says "timeout" for any disconnect while pairing
+            self._event(p.Lost(self.stream_error or "connection lost while waiting for the QR scan"))
+        elif status.startswith("err") or status == "error":
+            self._event(p.Lost(f"pairing failed: {status}"))
+
+    def on_event(self, code: int, event: Any) -> None:
+        if code == ME:
+            self.phone = event.JID.User or None
+        elif isinstance(event, PairStatusEv):
+            if event.Status == event.SUCCESS:
+                self._event(p.Paired(event.ID.User))
+            else:
+                self._event(p.Lost(f"pairing failed: {event.Error}"))
+        elif isinstance(event, ConnectedEv):
+            self._event(p.Connected(self.phone))
+        elif isinstance(event, DisconnectedEv):
+            self._event(p.Lost(self.stream_error or "connection lost"))
+        elif isinstance(event, StreamErrorEv):
+            self.stream_error = f"stream error {event.Code}" if event.Code else "stream error"
+        elif isinstance(event, KeepAliveTimeoutEv):
+            log.warning("session=%s keepalive timeout (%d errors)", self.session, event.ErrorCount)
+        elif isinstance(event, LoggedOutEv):
+            reason = ConnectFailureReason.Name(event.Reason).lower()
+            self._event(p.LoggedOut(f"logged out from the phone ({reason})"))
+        elif isinstance(event, StreamReplacedEv):
+            self._event(p.Replaced("connection replaced: this account was opened by another client"))
+        elif isinstance(event, TemporaryBanEv):
+            self._event(
+                p.Stopped(f"temporarily banned by WhatsApp (code {event.Code}, expires in {event.Expire} s)")
+            )
+        elif isinstance(event, ConnectFailureEv):
+            reason = ConnectFailureReason.Name(event.Reason)
+            self._event(p.Stopped(f"WhatsApp refused the connection: {reason} {event.Message}".strip()))
+        elif isinstance(event, ClientOutdatedEv):
+            self._event(p.Stopped("WhatsApp says this client version is outdated"))
+
+    def _event(self, event: p.DeviceEvent) -> None:
+        log.debug("session=%s attempt %d: %r", self.session, self.number, event)
+        self._post(p.Event(self.session, self.number, event))
+
+    # -- on the trio thread -------------------------------------------------------------------
+
+    @property
+    def abandoned(self) -> bool:
+        """Over for us, but Go still runs it (its QR loop or a parked goroutine holds the db)."""
+        return self.reported_over and not self.returned.is_set()
+
+    def over(self, reason: str) -> p.AttemptOver | None:
+        if self.reported_over:
+            return None
+        self.reported_over = True
+        return p.AttemptOver(self.session, self.number, reason)

@@ -1,0 +1,215 @@
+"""Calls into goneonize (Go) and the four callbacks handed to it. The only module importing neonize.
+
+Every callback given to Go must stay alive for as long as any goroutine can call it. whatsmeow's
+goroutines outlive the `Neonize()` call that started them (its post-connect goroutine logs
+"Failed to get number of prekeys" after a dropped connection was replaced), and Go never says when
+the last one is gone. So `GoBridge` creates exactly four ctypes callbacks, once, for the life of the
+worker process, and routes each call by the client uuid Go passes along. (The old engine made them
+per attempt, as temporaries: Go then called freed callbacks, SIGSEGV in goneonize utils/log.go.)
+
+neonize's `NewClient` is not used: it would register a weakref finalizer calling Go's `Stop(uuid)`
+at collection time, outside the bridge lock, and its callbacks are per object.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from typing import Protocol
+
+from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
+from neonize.events import (
+    EVENT_TO_INT,
+    INT_TO_EVENT,
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    PairStatusEv,
+    StreamErrorEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+)
+from neonize.proto.Neonize_pb2 import LogEntry, SendMessageReturnFunction
+from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+from neonize.utils.jid import build_jid
+
+from .bridge import AFTER_START_WRITES, BridgeLock
+
+log = logging.getLogger("waservice.engine.go")
+go_log = logging.getLogger("whatsmeow")
+
+# The events Go forwards to us (it takes the list at Neonize()); everything else stays in Go.
+SUBSCRIBED = bytes(
+    EVENT_TO_INT[ev]
+    for ev in (
+        PairStatusEv,
+        ConnectedEv,
+        DisconnectedEv,
+        StreamErrorEv,
+        KeepAliveTimeoutEv,
+        LoggedOutEv,
+        StreamReplacedEv,
+        TemporaryBanEv,
+        ConnectFailureEv,
+        ClientOutdatedEv,
+    )
+)
+ME = 0  # event code of the device info CallbackFunction sends before any other event
+# The name the phone shows under "Linked devices".
+DEVICE_PROPS = DeviceProps(os="waservice", platformType=DeviceProps.SAFARI).SerializeToString()
+# Go logs at debug level so that a send's own node log tells the bridge lock it is past its map
+# read (see bridge.py); Python drops what the configured level does not want.
+GO_LOG_LEVEL = b"DEBUG"
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
+
+
+class Receiver(Protocol):
+    """What one connection attempt does with its callbacks. Called on Go's threads."""
+
+    def on_qr(self, code: str) -> None: ...
+
+    def on_status(self, status: str) -> None: ...
+
+    def on_event(self, code: int, event: object) -> None: ...
+
+
+class SendError(Exception):
+    pass
+
+
+class GoBridge:
+    """The worker's one Go runtime: its calls, its lock and its callbacks (alive until exit)."""
+
+    def __init__(self) -> None:
+        self.lock = BridgeLock()
+        self._receivers: dict[str, Receiver] = {}
+        # Created once and never dropped: see the module docstring.
+        self._qr_cb = func_string(self._on_qr)
+        self._status_cb = func_string(self._on_status)
+        self._event_cb = func_callback_bytes(self._on_event)
+        self._log_cb = func_callback_bytes2(self._on_log)
+        self._parked = threading.Event()  # never set: goroutines parked here wait for the process end
+        self._stopped: set[str] = set()  # uuids Stop() was called for (their map entries are gone)
+
+    # -- calls (each blocks its thread; run them on worker threads) ----------------------------
+
+    def connect(self, uuid: str, db: str, receiver: Receiver) -> str:
+        """Go's Neonize(): returns only when the connection is over; returns Go's error text."""
+        self._receivers[uuid] = receiver
+        with self.lock.call(exclusive=True, release_on=AFTER_START_WRITES):
+            if uuid in self._stopped:  # stopped before it started: Go must not register it now
+                return "stopped"
+            error = gocode.Neonize(
+                db.encode(),
+                uuid.encode(),
+                b"",
+                0,
+                0,
+                GO_LOG_LEVEL,
+                self._qr_cb,
+                self._status_cb,
+                self._event_cb,
+                self._log_cb,
+                SUBSCRIBED,
+                len(SUBSCRIBED),
+                DEVICE_PROPS,
+                len(DEVICE_PROPS),
+                b"",
+                0,
+                None,
+            )
+        return _text(error)
+
+    def stop(self, uuid: str) -> None:
+        with self.lock.call(exclusive=True, release_on=frozenset()):
+            self._stopped.add(uuid)
+            gocode.Stop(uuid.encode())
+
+    def forget(self, uuid: str) -> None:
+        """After the attempt's Neonize() returned: no callback for it is expected any more."""
+        self._receivers.pop(uuid, None)
+        self._stopped.discard(uuid)
+
+    def send_text(self, uuid: str, number: str, text: str) -> tuple[str, int]:
+        to = build_jid(number).SerializeToString()
+        message = Message(conversation=text).SerializeToString()
+        with self.lock.call(exclusive=False):
+            raw = gocode.SendMessage(uuid.encode(), to, len(to), message, len(message))
+        result = SendMessageReturnFunction.FromString(raw)
+        if result.Error:
+            raise SendError(result.Error)
+        return result.SendResponse.ID, int(result.SendResponse.Timestamp)
+
+    def logout(self, uuid: str) -> str:
+        with self.lock.call(exclusive=False):
+            return _text(gocode.Logout(uuid.encode()))
+
+    # -- callbacks: on Go's threads; an exception here would be printed and swallowed by ctypes --
+
+    def _on_qr(self, uuid: int, data: int) -> None:
+        self.lock.passed("qr")
+        receiver = self._receivers.get(ctypes.string_at(uuid).decode())
+        if receiver is not None:
+            _guard(receiver.on_qr, ctypes.string_at(data).decode())
+
+    def _on_status(self, uuid: int, data: int) -> None:
+        self.lock.passed("status")
+        status = ctypes.string_at(data).decode() if data else ""
+        key = ctypes.string_at(uuid).decode()
+        receiver = self._receivers.get(key)
+        if receiver is not None:
+            _guard(receiver.on_status, status)
+        if status == "success":
+            # The QR loop ends; CallbackFunction reads the maps next, then sends its first event.
+            self.lock.reads_ahead()
+            if key not in self._stopped:
+                return
+            self.lock.passed("event")  # Stop() removed its client: reading on would abort Go
+        # The QR loop is over without a usable device: CallbackFunction would poll forever for an
+        # ID (FetchMe), or dereference the client Stop() removed and abort the process. Parking
+        # this goroutine is the only safe way out; the worker counts it and gets recycled.
+        self._parked.wait()
+
+    def _on_event(self, uuid: bytes, data: int, size: int, code: int) -> None:
+        self.lock.passed("event")
+        receiver = self._receivers.get(uuid.decode())
+        event_type = INT_TO_EVENT.get(code)
+        if receiver is None or event_type is None:
+            return
+        try:
+            event = event_type.FromString(ctypes.string_at(data, size))
+        except Exception:
+            log.exception("undecodable event %d", code)
+            return
+        _guard(receiver.on_event, code, event)
+
+    def _on_log(self, data: int, size: int) -> None:
+        self.lock.passed("log")
+        try:
+            entry = LogEntry.FromString(ctypes.string_at(data, size))
+            level = _LEVELS.get(entry.Level.upper(), logging.INFO)
+            logger = go_log.getChild(entry.Name.replace("/", "."))
+            if logger.isEnabledFor(level):
+                logger.log(level, "%s", entry.Message)
+        except Exception:
+            pass
+
+
+def _text(value: object) -> str:
+    if not value:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return ctypes.string_at(value).decode(errors="replace")  # type: ignore[arg-type]
+
+
+def _guard(fn, *args) -> None:  # type: ignore[no-untyped-def]
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("callback failed")
