@@ -107,7 +107,7 @@ async def test_in_flight_request_finishes_during_shutdown(service_factory):
     stream = await trio.open_tcp_stream("127.0.0.1", service.port)
     body = b'{"session_id": "late"}'
     head = (
-        "POST /connect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     await stream.send_all(head.encode())  # the request is in flight: its body is still coming
@@ -148,7 +148,8 @@ async def test_slow_uploads_get_408_and_no_traceback(service_factory):
     raise_fd_limit(4096)
     service = service_factory(body_timeout=1.0, create_rate=0)
     head = (
-        b"POST /connect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        b"POST /connect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
     statuses: list[bytes] = []
 

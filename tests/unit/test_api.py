@@ -5,23 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-import trio
 
+from tests.unit.calls import call, wait_state
 from waservice.api.app import create_app
-
-
-async def call(client, method: str, path: str, **kwargs):
-    response = await getattr(client, method)(path, **kwargs)
-    return response.status_code, await response.get_json()
-
-
-async def wait_state(client, session_id: str, state: str) -> dict:
-    with trio.fail_after(5):
-        while True:
-            _, body = await call(client, "get", f"/status?session_id={session_id}")
-            if body.get("state") == state:
-                return body
-            await trio.sleep(0.005)
 
 
 async def test_health(client):

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.calls import call
 from waservice.errors import InvalidSessionId
 from waservice.ids import validate_session_id
 from waservice.sessions.machine import ReconnectPolicy
 from waservice.sessions.manager import SessionManager
-
-
-async def call(client, method: str, path: str, **kwargs) -> tuple[int, dict]:
-    response = await getattr(client, method)(path, **kwargs)
-    return response.status_code, await response.get_json()
 
 
 @pytest.mark.parametrize("name", ["con", "CON", "Prn", "aux", "nul", "com1", "COM9", "lpt1", "Lpt9"])

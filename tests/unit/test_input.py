@@ -6,24 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import trio
+
+from tests.unit.calls import call, wait_state
 
 VALID = "12025550143"  # a fictional number libphonenumber accepts (202-555-01xx)
 
 
-async def call(client, method: str, path: str, **kwargs):
-    response = await getattr(client, method)(path, **kwargs)
-    return response.status_code, await response.get_json()
-
-
 async def post_raw(client, path: str, raw: bytes):
     return await call(client, "post", path, data=raw, headers={"Content-Type": "application/json"})
-
-
-async def wait_state(client, session_id: str, state: str) -> None:
-    with trio.fail_after(5):
-        while (await call(client, "get", f"/status?session_id={session_id}"))[1]["state"] != state:
-            await trio.sleep(0.005)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.unit.calls import call
 from waservice.api.app import create_app
 from waservice.engine.fake import DEVICE_FILE, FakeEngine
 from waservice.errors import UnknownSession
@@ -58,11 +59,6 @@ async def stored_ids(store: SessionStore) -> set[str]:
 
 def memory_ids(manager: SessionManager) -> set[str]:
     return {s.session_id for s in manager.sessions()}
-
-
-async def call(client, method: str, path: str, **kwargs) -> tuple[int, dict]:
-    response = await getattr(client, method)(path, **kwargs)
-    return response.status_code, await response.get_json()
 
 
 # -- 1. DELETE racing /connect of the same id ---------------------------------------------------------

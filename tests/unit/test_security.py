@@ -4,8 +4,8 @@ status table."""
 from __future__ import annotations
 
 import pytest
-import trio
 
+from tests.unit.calls import call, wait_state
 from waservice.api.app import create_app
 from waservice.api.status import STATUS_BY_ERROR, status_for
 from waservice.errors import (
@@ -24,17 +24,6 @@ from waservice.errors import (
 
 VALID = "12025550143"
 SEND = b'{"session_id": "s1", "number": "12025550143", "message": "hi"}'
-
-
-async def call(client, method: str, path: str, **kwargs):
-    response = await getattr(client, method)(path, **kwargs)
-    return response.status_code, await response.get_json()
-
-
-async def wait_state(client, session_id: str, state: str) -> None:
-    with trio.fail_after(5):
-        while (await call(client, "get", f"/status?session_id={session_id}"))[1]["state"] != state:
-            await trio.sleep(0.005)
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ class HostGuard:
 
     async def check(self) -> None:
         host = request.headers.get("Host")
-        if host is not None and not self.is_allowed(host):
+        if host and not self.is_allowed(host):  # absent or empty: HTTP/1.0, never a browser
             raise Forbidden(
                 f"host '{host}' is not served: without an API key only loopback names are; "
                 "add the name to server.allowed_hosts (or set an API key) to serve it"

@@ -72,6 +72,10 @@ class EngineError(Exception):
     """The engine could not do what was asked; the message is safe to show to a user."""
 
 
+class OutcomeUnknown(EngineError):
+    """The request reached the engine, which ended before answering: it may have taken effect."""
+
+
 # -- the interface ------------------------------------------------------------------------------
 
 

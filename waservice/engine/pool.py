@@ -27,7 +27,7 @@ import trio
 from ..config import EngineConfig
 from . import credentials
 from . import protocol as p
-from .base import EngineError
+from .base import EngineError, OutcomeUnknown
 from .policy import Limits, RestartBackoff, Usage, death_reason, pick_worker, recycle_reason
 from .proxy import Route, WorkerClient
 
@@ -52,6 +52,7 @@ class _Pending:
         self.done = trio.Event()
         self.reply: p.Reply | None = None
         self.error: str | None = None
+        self.unknown = False  # the worker got the request and died before answering
         self.abandoned = False  # the caller gave up (its deadline); a late reply is only logged
 
 
@@ -97,7 +98,7 @@ class WorkerProcess:
                 pending.abandoned = True
             raise
         if pending.error is not None:
-            raise EngineError(pending.error)
+            raise (OutcomeUnknown if pending.unknown else EngineError)(pending.error)
         assert pending.reply is not None
         return pending.reply
 
@@ -132,7 +133,8 @@ class WorkerProcess:
         for route in list(self.routes.values()):
             route.finish(reason)
         for pending in self.pending.values():
-            pending.error = f"{reason}; the outcome of the {pending.what} is unknown"
+            pending.error = f"{reason} before answering the {pending.what}"
+            pending.unknown = True
             pending.done.set()
         self.pending.clear()
         self.exited.set()

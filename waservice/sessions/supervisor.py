@@ -26,6 +26,7 @@ from ..engine import (
     EngineError,
     EngineEvent,
     LoggedOut,
+    OutcomeUnknown,
     Paired,
     QrCode,
     Replaced,
@@ -50,6 +51,9 @@ from .machine import (
 
 log = logging.getLogger("waservice.session")
 
+UNKNOWN_OUTCOME = (
+    "the outcome is unknown (the message may still be delivered), so check before sending it again"
+)
 SEND_TIMEOUT = 75.0  # whatsmeow itself gives up waiting for the server's ack after 75 s
 EVENT_BUFFER = 64  # a flood (history sync) slows the engine down instead of growing memory
 CLOSE_TIMEOUT = 5.0  # releasing a client at the very end; the connection has stopped by then
@@ -177,11 +181,12 @@ class SessionSupervisor:
         with trio.move_on_after(SEND_TIMEOUT):
             try:
                 return await self._client.send_text(number, text)
+            except OutcomeUnknown as exc:
+                raise SendOutcomeUnknown(f"{exc}: {UNKNOWN_OUTCOME}") from None
             except EngineError as exc:
                 raise SendFailed(f"message not sent: {exc}") from None
         raise SendOutcomeUnknown(
-            f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s: the outcome is unknown "
-            "(the message may still be delivered), so check before sending it again"
+            f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s: {UNKNOWN_OUTCOME}"
         )
 
     async def unlink(self, timeout: float) -> UnlinkResult:
