@@ -88,7 +88,7 @@ def _sample_one(pid: int) -> Sample:
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
     )
-    rss_kb = int(status["VmRSS"].split()[0])
+    rss_kb = int(status.get("VmRSS", "0 kB").split()[0])  # a zombie (an exited worker) has none
     return Sample(time.monotonic(), cpu, rss_kb / 1024, int(status["Threads"]))
 
 

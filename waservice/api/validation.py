@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import msgspec
 import phonenumbers
-from phonenumbers import geocoder
 from quart import request
 
 from ..errors import InvalidRequest, UnsupportedMediaType
@@ -117,7 +116,8 @@ def _number_problem(digits: str) -> str | None:
         return None
     code = number.country_code
     region = phonenumbers.region_code_for_country_code(code)
-    country = geocoder._region_display_name(region, "en") or region  # the public API wants a valid number
+    # The ISO region code, not a country name: phonenumbers' geocoder would cost ~100 MB of RSS.
+    country = region if region != phonenumbers.UNKNOWN_REGION else "no country"
     reason = _POSSIBLE_REASONS.get(
         phonenumbers.is_possible_number_with_reason(number), "no such number range"
     )
