@@ -33,7 +33,6 @@ from _harness import (
     add_common_arguments,
     log,
     pair_all,
-    patched_dir,
     percentile,
     phone_for,
     process_tree,
@@ -170,7 +169,7 @@ async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="wa-isolation-"))
     try:
         async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
-            service = ServiceSystem(workdir / "data", patched_dir(args.sim_port))
+            service = ServiceSystem(workdir / "data", args.patched_dir)
             await service.start(nursery)
             try:
                 ids = [f"iso{i}" for i in range(args.sessions)]

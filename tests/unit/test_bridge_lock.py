@@ -80,3 +80,37 @@ def test_start_waits_for_readers_and_ignores_its_own_logs() -> None:
     w.join(WAIT)
     assert writer_released.is_set()
     assert order == ["read done", "start writes"]
+
+
+def test_start_turns_shared_when_it_dials_so_sends_go_on_and_starts_wait() -> None:
+    lock = BridgeLock()
+    dialed, finish = threading.Event(), threading.Event()
+
+    def start() -> None:  # Neonize(): writes the maps, dials, handshakes, reads the maps, first event
+        with lock.call(exclusive=True, release_on=AFTER_START_WRITES):
+            lock.passed("log")  # a log line between its writes: the hold stays exclusive
+            assert lock.busy
+            lock.downgrade()  # "Dialing ...": the writes are over
+            dialed.set()
+            finish.wait(WAIT)  # the handshake
+            lock.passed("event")  # the first event: the reads are over too
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    assert dialed.wait(WAIT)
+    with lock.call(exclusive=False):  # a send of another session does not wait for the handshake
+        pass
+    other_start = threading.Event()
+
+    def start_another() -> None:
+        with lock.call(exclusive=True):
+            other_start.set()
+
+    second = threading.Thread(target=start_another)
+    second.start()
+    assert not other_start.wait(0.2)  # another start waits: the first one's reads are still ahead
+    finish.set()
+    assert other_start.wait(WAIT)
+    starter.join(WAIT)
+    second.join(WAIT)
+    assert not lock.busy

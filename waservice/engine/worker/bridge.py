@@ -19,6 +19,10 @@ the calling goroutine is past its map access:
   writes a node before it waits for the ack. Or on return, whichever comes first.
 - `Neonize()` logs *between* its writes (database upgrade), so a starting client releases only on
   the callbacks that follow them: the first QR code, a pairing status, the first event; or return.
+  Its writes are over once whatsmeow logs "Dialing" (the websocket dial in `Connect()`), but for a
+  paired device `CallbackFunction` reads the maps right after the handshake, with no callback in
+  between: so at "Dialing" the start's hold turns shared. Sends go on during the handshake; other
+  starts and stops wait for the first event.
 - After a QR loop ends with a successful pairing, the pairing-status callback takes the shared side
   again for `CallbackFunction`'s reads, released by the first event it sends.
 No hold ever ends on a timer: if Go never signals, the hold lasts until the call returns.
@@ -66,6 +70,17 @@ class BridgeLock:
         hold = self._holds.get(threading.get_ident())
         if hold is not None and hold.held and via in hold.release_on:
             self._release(threading.get_ident())
+
+    def downgrade(self) -> None:
+        """From a Go callback: the calling thread's writes are over, its reads are still ahead."""
+        with self._cond:
+            hold = self._holds.get(threading.get_ident())
+            if hold is None or not hold.held or not hold.exclusive:
+                return
+            hold.exclusive = False
+            self._writer = False
+            self._readers += 1
+            self._cond.notify_all()
 
     def reads_ahead(self) -> None:
         """From a Go callback: this goroutine will read the maps before its next event."""

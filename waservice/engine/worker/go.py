@@ -65,6 +65,8 @@ DEVICE_PROPS = DeviceProps(os="waservice", platformType=DeviceProps.SAFARI).Seri
 # Go logs at debug level so that a send's own node log tells the bridge lock it is past its map
 # read (see bridge.py); Python drops what the configured level does not want.
 GO_LOG_LEVEL = b"DEBUG"
+# whatsmeow's FrameSocket logs this as it dials, after Neonize() has written its maps (bridge.py).
+DIALING = "Dialing "
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
 
 
@@ -192,6 +194,8 @@ class GoBridge:
         self.lock.passed("log")
         try:
             entry = LogEntry.FromString(ctypes.string_at(data, size))
+            if entry.Message.startswith(DIALING):
+                self.lock.downgrade()
             level = _LEVELS.get(entry.Level.upper(), logging.INFO)
             logger = go_log.getChild(entry.Name.replace("/", "."))
             if logger.isEnabledFor(level):
