@@ -98,7 +98,7 @@ async def closes_by_phone(sim: SimulatorProcess, since: float) -> dict[str, int]
 
 async def kill_case(service: ServiceSystem, sim: SimulatorProcess, ids: list[str], args: Any) -> None:
     phones = {sid: phone_for("1555700", i) for i, sid in enumerate(ids)}
-    contacts = {sid: phone_for("1555", 8_000_000 + i) for i, sid in enumerate(ids)}  # valid US numbers
+    contacts = {sid: f"1202555{i:04d}" for i, sid in enumerate(ids)}  # valid numbers: /send checks them
     latencies: list[float] = []
     accepted: list[tuple[str, str, str]] = []
     statuses: Counter[int] = Counter()
@@ -136,7 +136,7 @@ async def kill_case(service: ServiceSystem, sim: SimulatorProcess, ids: list[str
 
 
 async def stall_case(service: ServiceSystem, sim: SimulatorProcess, ids: list[str], args: Any) -> None:
-    contacts = {sid: phone_for("1555", 9_000_000 + i) for i, sid in enumerate(ids)}
+    contacts = {sid: f"1202556{i:04d}" for i, sid in enumerate(ids)}
     stalled, others = ids[0], ids[1:]
 
     async def window(stall: bool) -> list[float]:
