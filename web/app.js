@@ -564,7 +564,9 @@ class Card {
         }
         case "delete": {
           const r = await api(`sessions/${q(this.id)}`, { method: "DELETE" });
-          announce(`${this.id}: ${r.message || "Session deleted."}`, "success");
+          // A device that could not be unlinked stays on the phone: say so, it needs the user.
+          if (r.warning) announce(`${this.id}: deleted, but ${r.warning}`, "error");
+          else announce(`${this.id}: ${r.message || "Session deleted."}`, "success");
           removeCard(this.id);
           $("#sessions-heading").focus();
           scheduleRefresh(0);

@@ -145,6 +145,25 @@ def test_scan_send_disconnect_delete(page, service):
     assert "pw2" not in ids
 
 
+def test_delete_that_could_not_unlink_says_so(page, service):
+    open_page(page, service)
+    create_in_page(page, "pw4")
+    c = card(page, "pw4")
+    service.ok("POST", "/_fake/scan", {"session_id": "pw4", "phone": "12025550145"})
+    expect(c).to_have_attribute("data-state", "connected")
+    service.ok("POST", "/_fake/fail-logouts", {"fail": True})
+    try:
+        c.get_by_role("button", name="Delete").click()
+        page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+        expect(c).to_have_count(0)
+        live = page.locator("#live")
+        expect(live).to_contain_text("pw4: deleted, but could not unlink the device")
+        expect(live).to_contain_text("Linked devices")
+        expect(live).to_have_attribute("data-kind", "error")
+    finally:
+        service.ok("POST", "/_fake/fail-logouts", {"fail": False})
+
+
 def test_invalid_ids_rejected_in_page_and_server_errors_shown(page, service):
     open_page(page, service)
     connects: list[str] = []

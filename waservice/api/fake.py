@@ -66,8 +66,7 @@ async def refuse():
     return {"success": True, "refuse": body.refuse}
 
 
-@attrs.define
-class AckDelayRequest:
+class AckDelayRequest(msgspec.Struct, forbid_unknown_fields=True):
     seconds: float = 0.0
 
 
@@ -79,6 +78,20 @@ async def ack_delay():
     engine: FakeEngine = current_app.extensions["waservice.manager"].engine
     engine.ack_delay = body.seconds
     return {"success": True, "seconds": body.seconds}
+
+
+class FailLogoutsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    fail: bool = True
+
+
+@bp.post("/fail-logouts")
+@hide
+async def fail_logouts():
+    """While on, WhatsApp refuses every logout (so DELETE cannot unlink the device)."""
+    body = await read_body(FailLogoutsRequest)
+    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
+    engine.fail_logouts = body.fail
+    return {"success": True, "fail": body.fail}
 
 
 @bp.get("/sent")

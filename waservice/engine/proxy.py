@@ -135,4 +135,6 @@ class WorkerClient(Client):
             raise EngineError(reply.error)
 
     async def close(self) -> None:
-        """`run()` stops its own attempt on cancellation; nothing else is held per session."""
+        """`run()` stops its own attempt on cancellation; only the session's place on its worker is
+        left to free (a session with this id again is placed anew)."""
+        self.pool.release(self.session_id)
