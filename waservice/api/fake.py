@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import attrs
 import msgspec
-from quart import Blueprint, current_app
+from quart import Blueprint
 from quart_schema import hide
 
 from ..engine.fake import FakeClient, FakeEngine
 from ..errors import UnknownSession
 from ..ids import validate_session_id
+from .routes import manager
 from .validation import query_session_id, read_body
 
 bp = Blueprint("fake", __name__, url_prefix="/_fake")
@@ -21,9 +22,12 @@ class FakeRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: str = "stream error 503"
 
 
+def _engine() -> FakeEngine:
+    return manager().engine  # type: ignore[return-value]  # this blueprint exists only with it
+
+
 def _client(session_id: str) -> FakeClient:
-    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
-    client = engine.clients.get(validate_session_id(session_id))
+    client = _engine().clients.get(validate_session_id(session_id))
     if client is None or not client.running:
         raise UnknownSession(f"fake client '{session_id}' is not running")
     return client
@@ -61,8 +65,7 @@ class RefuseRequest(msgspec.Struct, forbid_unknown_fields=True):
 async def refuse():
     """While on, every connection attempt fails at once (a WhatsApp outage)."""
     body = await read_body(RefuseRequest)
-    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
-    engine.refuse_connections = body.refuse
+    _engine().refuse_connections = body.refuse
     return {"success": True, "refuse": body.refuse}
 
 
@@ -75,8 +78,7 @@ class AckDelayRequest(msgspec.Struct, forbid_unknown_fields=True):
 async def ack_delay():
     """Sends wait this long for WhatsApp's acknowledgement (a stalled send when large)."""
     body = await read_body(AckDelayRequest)
-    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
-    engine.ack_delay = body.seconds
+    _engine().ack_delay = body.seconds
     return {"success": True, "seconds": body.seconds}
 
 
@@ -89,16 +91,14 @@ class FailLogoutsRequest(msgspec.Struct, forbid_unknown_fields=True):
 async def fail_logouts():
     """While on, WhatsApp refuses every logout (so DELETE cannot unlink the device)."""
     body = await read_body(FailLogoutsRequest)
-    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
-    engine.fail_logouts = body.fail
+    _engine().fail_logouts = body.fail
     return {"success": True, "fail": body.fail}
 
 
 @bp.get("/sent")
 @hide
 async def sent():
-    engine: FakeEngine = current_app.extensions["waservice.manager"].engine
-    client = engine.clients.get(query_session_id())
+    client = _engine().clients.get(query_session_id())
     messages = [] if client is None else [attrs.asdict(m) for m in client.sent]
     pending = 0 if client is None else client.pending_sends
     return {"success": True, "messages": messages, "pending": pending}
