@@ -36,6 +36,7 @@ async def serve_forever(
     config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly."""
+    _fix_server_libraries()
     r = config.reconnect
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
@@ -66,10 +67,15 @@ async def serve_forever(
     log.info("stopped")
 
 
+def _fix_server_libraries() -> None:
+    """Process-wide, idempotent: hypercorn's and trio's behaviour on a bad day."""
+    close_without_send_eof()  # else a client leaving mid-answer can end the server
+    quiet_accept_errors()  # out of fds: one log line, not ten tracebacks a second
+
+
 def _bound_load(app: QuartTrio, config: Config) -> None:
     app.config["BODY_TIMEOUT"] = config.server.body_timeout  # then 408, and the connection is closed
     install_create_limit(app, config.server.create_rate, config.server.create_burst)
-    quiet_accept_errors()  # out of fds: one log line, not ten tracebacks a second
 
 
 class _TunedConfig(HypercornConfig):
@@ -83,7 +89,6 @@ class _TunedConfig(HypercornConfig):
 
 
 def _hypercorn_config(config: Config) -> HypercornConfig:
-    close_without_send_eof()  # else a client leaving mid-answer can end the server
     hconfig = _TunedConfig()
     hconfig.bind = [_bind(config.server.host, config.server.port)]
     # Idle keep-alive connections close after this; it also bounds the time to send a request's
