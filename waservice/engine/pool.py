@@ -80,6 +80,13 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.ready.is_set() and not self.exited.is_set() and self.recycling is None
 
+    @property
+    def recycled_reason(self) -> str | None:
+        """What its sessions are told when the pool replaced it on purpose; None if it was not."""
+        if self.recycling is None:
+            return None
+        return f"engine worker {self.index} was recycled ({self.recycling})"
+
     async def send(self, message: p.Message) -> None:
         try:
             await self.stream.send(message)
@@ -372,8 +379,8 @@ class WorkerPool:
                 await worker.stderr_done.wait()
         if worker.killed is not None:
             reason = f"engine worker {worker.index} {worker.killed}; killed"
-        elif worker.recycling is not None:
-            reason = f"engine worker {worker.index} was recycled ({worker.recycling})"
+        elif worker.recycled_reason is not None:
+            reason = worker.recycled_reason
         else:
             reason = death_reason(worker.index, worker.process.returncode, worker.stderr_tail)
         worker.died(reason)
@@ -388,9 +395,7 @@ class WorkerPool:
             case p.AttemptOver(session, attempt, reason):
                 route = worker.routes.get((session, attempt))
                 if route is not None:
-                    if worker.recycling is not None:
-                        reason = f"engine worker {worker.index} was recycled ({worker.recycling})"
-                    route.finish(reason)
+                    route.finish(worker.recycled_reason or reason)
             case p.Reply():
                 worker.on_reply(message)
             case p.Pong():
