@@ -40,7 +40,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._harness import BenchError, log, percentile, sample  # noqa: E402
-from tests.process.rawhttp import one_request, raise_fd_limit, read_response, request  # noqa: E402
+from tests.process.rawhttp import open_idle, raise_fd_limit, read_response, request  # noqa: E402
 from tests.process.service import ServiceProcess  # noqa: E402
 
 QR_SESSIONS = 300
@@ -190,16 +190,7 @@ def open_fds(service: ServiceProcess) -> int:
 async def idle_connections(service: ServiceProcess) -> tuple[int, int, int]:
     """(fds before, with 3,000 idle connections, 7 s later)."""
     before = open_fds(service)
-    limiter = trio.CapacityLimiter(100)
-    streams: list[trio.SocketStream] = []
-
-    async def connect() -> None:
-        async with limiter:
-            streams.append(await one_request(service.port))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(IDLE_CONNECTIONS):
-            nursery.start_soon(connect)
+    streams = await open_idle(service.port, IDLE_CONNECTIONS)
     held = open_fds(service)
     await trio.sleep(7)  # keep_alive_timeout (5 s) and some
     after = open_fds(service)

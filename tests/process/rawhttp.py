@@ -61,3 +61,19 @@ async def one_request(port: int, payload: bytes | None = None) -> trio.SocketStr
     if not response.startswith(b"HTTP/1.1 200"):
         raise AssertionError(f"unexpected response: {response[:200]!r}")
     return stream
+
+
+async def open_idle(port: int, count: int) -> list[trio.SocketStream]:
+    """`count` connections that each made one request and stay open, 100 connecting at a time
+    (more would overflow the listen backlog)."""
+    limiter = trio.CapacityLimiter(100)
+    streams: list[trio.SocketStream] = []
+
+    async def connect() -> None:
+        async with limiter:
+            streams.append(await one_request(port))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(connect)
+    return streams

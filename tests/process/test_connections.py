@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .rawhttp import one_request, raise_fd_limit, read_response, request, wait_closed
+from .rawhttp import one_request, open_idle, raise_fd_limit, read_response, request, wait_closed
 from .service import ServiceProcess
 
 # Safety nets only: every wait below ends on an event (a close, an exit) long before these.
@@ -82,16 +82,7 @@ async def test_close_requested_means_closed_at_once(service_factory, payload):
 async def test_sigterm_with_500_idle_connections_exits_within_2_s(service_factory):
     raise_fd_limit(4096)
     service = service_factory(keep_alive_timeout=60.0, shutdown_grace=10.0)
-    limiter = trio.CapacityLimiter(100)
-    streams: list[trio.SocketStream] = []
-
-    async def client() -> None:
-        async with limiter:
-            streams.append(await one_request(service.port))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(500):
-            nursery.start_soon(client)
+    streams = await open_idle(service.port, 500)
     assert service.proc is not None
     started = time.monotonic()
     code = service.stop(timeout=SLACK)
