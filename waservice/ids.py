@@ -6,10 +6,17 @@ import re
 
 from .errors import InvalidSessionId
 
-__all__ = ["DEFAULT_SESSION", "SESSION_ID_PATTERN", "case_key", "validate_session_id"]
+__all__ = [
+    "DEFAULT_SESSION",
+    "MAX_SESSION_ID_LENGTH",
+    "SESSION_ID_PATTERN",
+    "case_key",
+    "validate_session_id",
+]
 
 DEFAULT_SESSION = "default"
-SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_SESSION_ID_LENGTH = 64
+SESSION_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SESSION_ID_LENGTH}}}")
 # Device names Windows reserves in every folder: such a folder cannot be created or copied there.
 _RESERVED = frozenset(
     {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)), *(f"lpt{n}" for n in range(1, 10))}

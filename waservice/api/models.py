@@ -12,9 +12,8 @@ from typing import Annotated, Literal
 import attrs
 import msgspec
 
-from ..ids import DEFAULT_SESSION, SESSION_ID_PATTERN
+from ..ids import DEFAULT_SESSION, MAX_SESSION_ID_LENGTH, SESSION_ID_PATTERN
 
-MAX_SESSION_ID_LENGTH = 64
 # WhatsApp Web's compose box (`MAX_TXT_MSG_SIZE`, a JavaScript maxLength) counts UTF-16 code units.
 MAX_MESSAGE_UTF16_UNITS = 65_536
 # The digits of an E.164 number (7-15, no leading 0), with the separators people paste.
