@@ -13,9 +13,11 @@ import trio
 from tests.wasim.patch import PatchedNeonize, lease_patched_neonize
 from waservice.api.app import create_app
 from waservice.engine.fake import FakeEngine
+from waservice.events.hub import EventHub
+from waservice.events.recorder import EventRecorder
 from waservice.sessions.machine import ReconnectPolicy
 from waservice.sessions.manager import SessionManager
-from waservice.store import SessionStore, open_store
+from waservice.store import EventStore, SessionStore, open_event_store, open_store
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +54,24 @@ async def store(tmp_path: Path) -> AsyncIterator[SessionStore]:
 
 
 @pytest.fixture
-async def manager(engine: FakeEngine, store: SessionStore, nursery: trio.Nursery) -> SessionManager:
-    return await nursery.start(SessionManager(engine, store, ReconnectPolicy()).run)
+async def event_store(store: SessionStore) -> AsyncIterator[EventStore]:
+    async with open_event_store(store.data_dir) as events:
+        yield events
+
+
+@pytest.fixture
+async def recorder(event_store: EventStore, nursery: trio.Nursery) -> EventRecorder:
+    """The log writer, running: `recorder.sink` and `recorder.record` log, `recorder.hub` follows."""
+    recorder = EventRecorder(event_store, EventHub(await event_store.last_id()))
+    await nursery.start(recorder.run)
+    return recorder
+
+
+@pytest.fixture
+async def manager(
+    engine: FakeEngine, store: SessionStore, recorder: EventRecorder, nursery: trio.Nursery
+) -> SessionManager:
+    return await nursery.start(SessionManager(engine, store, ReconnectPolicy(), record=recorder.record).run)
 
 
 @pytest.fixture

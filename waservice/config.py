@@ -92,12 +92,18 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class EventsConfig:
+    retention_days: float = attrs.field(default=7.0, validator=_positive)  # then pruned from the log
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
     engine: EngineConfig = attrs.field(factory=EngineConfig)
     reconnect: ReconnectConfig = ReconnectConfig()
     logging: LoggingConfig = LoggingConfig()
+    events: EventsConfig = EventsConfig()
 
     @property
     def data_dir(self) -> Path:

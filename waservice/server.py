@@ -17,10 +17,13 @@ from .api.asgi import ServerSafeSend
 from .api.limits import install_create_limit
 from .config import Config
 from .engine import open_engine
+from .events.hub import EventHub
+from .events.recorder import EventRecorder
+from .events.retention import prune_forever
 from .hypercorn_close import close_without_send_eof
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
-from .store import open_store
+from .store import open_event_store, open_store
 from .tcp import quiet_accept_errors, tune_listener
 
 log = logging.getLogger("waservice")
@@ -41,29 +44,37 @@ async def serve_forever(
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
-    async with (
-        open_store(config.data_dir) as store,
-        open_engine(config.sessions.engine, config.engine) as engine,
-    ):
-        manager = SessionManager(engine, store, policy, max_sessions=config.sessions.max)
-        app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
-        _bound_load(app, config)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_wait_for_signal, stop)
-            await nursery.start(manager.run)
-            await serve(
-                ServerSafeSend(app),
-                _hypercorn_config(config),
-                shutdown_trigger=stop.event.wait,
-                task_status=task_status,
-            )
-            # One deadline for the whole shutdown; sessions get a few seconds even when requests
-            # used up the grace, so that each client can save its state.
-            now = trio.current_time()
-            deadline = max(min(stop.at, now) + config.server.shutdown_grace, now + SESSION_STOP_FLOOR)
-            log.info("stopping %d session(s)", len(manager.sessions()))
-            await manager.stop(deadline)
-            nursery.cancel_scope.cancel()
+    async with open_store(config.data_dir) as store, open_event_store(config.data_dir) as event_store:
+        hub = EventHub(await event_store.last_id())
+        recorder = EventRecorder(event_store, hub)
+        async with trio.open_nursery() as background:
+            background.start_soon(prune_forever, event_store, config.events.retention_days)
+            await background.start(recorder.run)
+            async with open_engine(config.sessions.engine, config.engine) as engine:
+                manager = SessionManager(
+                    engine, store, policy, max_sessions=config.sessions.max, record=recorder.record
+                )
+                app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
+                _bound_load(app, config)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_wait_for_signal, stop)
+                    await nursery.start(manager.run)
+                    await serve(
+                        ServerSafeSend(app),
+                        _hypercorn_config(config),
+                        shutdown_trigger=stop.event.wait,
+                        task_status=task_status,
+                    )
+                    # One deadline for the whole shutdown; sessions get a few seconds even when
+                    # requests used up the grace, so that each client can save its state.
+                    now = trio.current_time()
+                    deadline = max(min(stop.at, now) + config.server.shutdown_grace, now + SESSION_STOP_FLOOR)
+                    log.info("stopping %d session(s)", len(manager.sessions()))
+                    await manager.stop(deadline)
+                    nursery.cancel_scope.cancel()
+            # The engine is closed: nothing reports any more. Log what is still buffered.
+            await recorder.finish()
+            background.cancel_scope.cancel()  # only the pruner is left
     log.info("stopped")
 
 

@@ -23,6 +23,7 @@ from ..errors import (
     TooManySessions,
     UnknownSession,
 )
+from ..events.model import Activity
 from ..ids import DEFAULT_SESSION, case_key, validate_session_id
 from ..store import SessionStore
 from .locks import KeyedLock
@@ -51,12 +52,14 @@ class SessionManager:
         *,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         unlink_timeout: float = UNLINK_TIMEOUT,
+        record: Callable[[Activity], None] | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.policy = policy
         self.max_sessions = max_sessions
         self.unlink_timeout = unlink_timeout
+        self.record = record  # every session's state changes, as events
         self._sessions: dict[str, SessionSupervisor] = {}
         self._by_case: dict[str, str] = {}  # case_key -> id, to refuse ids that differ only by case
         self._creating = 0  # new sessions past the limit check, not yet registered
@@ -97,7 +100,9 @@ class SessionManager:
             session.connect()
 
     async def _start(self, session_id: str, down_reason: str | None = None) -> SessionSupervisor:
-        session = SessionSupervisor(session_id, self.engine, self.store, self.policy, down_reason=down_reason)
+        session = SessionSupervisor(
+            session_id, self.engine, self.store, self.policy, down_reason=down_reason, record=self.record
+        )
         await self._require_nursery().start(session.supervise)
         self._sessions[session_id] = session
         self._by_case.setdefault(case_key(session_id), session_id)

@@ -34,6 +34,7 @@ from ..engine import (
     Stopped,
 )
 from ..errors import SendFailed, SendOutcomeUnknown, SessionNotConnected
+from ..events.model import SESSION_QR, SESSION_STATUS, Activity
 from ..store import SessionStore
 from .machine import (
     ACTIVE,
@@ -89,12 +90,15 @@ class SessionSupervisor:
         policy: ReconnectPolicy,
         *,
         down_reason: str | None = None,
+        record: Callable[[Activity], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.directory: Path = store.directory(session_id)
         self.machine = SessionMachine(policy, last_error=down_reason)
         self.state_changed_at = time.time()
         self._seen_version = self.machine.version
+        self._seen_state = self.machine.state
+        self._record = record or (lambda _: None)  # where state changes go as events (the log)
         self._engine = engine
         self._store = store
         self._client: Client = engine.client(session_id, self.directory)
@@ -243,7 +247,9 @@ class SessionSupervisor:
         m = self.machine
         match event:
             case QrCode(code):
-                return m.qr(code)
+                effects = m.qr(code)
+                self._report(SESSION_QR, {"qr": code})
+                return effects
             case Paired(phone):
                 return m.paired(phone)
             case Connected(phone):
@@ -284,6 +290,9 @@ class SessionSupervisor:
             self.state_changed_at = time.time()
             self._changed.set()
             self._changed = trio.Event()
+            if m.state is not self._seen_state:
+                self._report_state(self._seen_state)
+                self._seen_state = m.state
             log.info(
                 "session=%s state=%s attempts=%d%s",
                 self.session_id,
@@ -291,6 +300,23 @@ class SessionSupervisor:
                 m.reconnect_attempts,
                 f" reason={m.last_error!r}" if m.last_error else "",
             )
+
+    def _report_state(self, previous: State) -> None:
+        m = self.machine
+        self._report(
+            SESSION_STATUS,
+            {
+                "state": m.state.value,
+                "previous_state": previous.value,
+                "reason": m.last_error,
+                "phone": m.phone_number,
+                "reconnect_attempts": m.reconnect_attempts,
+            },
+        )
+
+    def _report(self, type_: str, data: dict[str, object]) -> None:
+        now = time.time()
+        self._record(Activity(session_id=self.session_id, type=type_, timestamp=now, data=data, received=now))
 
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:

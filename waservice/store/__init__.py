@@ -1,13 +1,13 @@
-"""What must survive a restart: the registry of sessions (registry.py) and the data directory's
-layout (layout.py). This is the only code that knows either; all of it blocks, so every call runs
-in a worker thread, never on the trio thread.
+"""What must survive a restart: the registry of sessions (registry.py), the data directory's
+layout (layout.py) and the event log (eventlog.py). This is the only code that knows any of them;
+all of it blocks, so every call runs in a worker thread, never on the trio thread.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -15,10 +15,20 @@ from typing import TypeVar
 import trio
 
 from ..errors import StorageFailed
+from ..events.model import Activity, LoggedEvent
+from .eventlog import EventLog, Outbox
 from .layout import DiskLayout
 from .registry import CorruptRegistry, Registry, StoredSession
 
-__all__ = ["CorruptRegistry", "SessionStore", "StoredSession", "open_store"]
+__all__ = [
+    "CorruptRegistry",
+    "EventStore",
+    "Outbox",
+    "SessionStore",
+    "StoredSession",
+    "open_event_store",
+    "open_store",
+]
 
 log = logging.getLogger("waservice.store")
 T = TypeVar("T")
@@ -37,6 +47,60 @@ async def open_store(data_dir: Path) -> AsyncIterator[SessionStore]:
     finally:
         with trio.CancelScope(shield=True):
             await store._registry_call(registry.close)
+
+
+@asynccontextmanager
+async def open_event_store(data_dir: Path) -> AsyncIterator[EventStore]:
+    """The event log in the data directory (call after open_store, which creates the directory)."""
+    layout = DiskLayout(data_dir)
+    try:
+        events = await trio.to_thread.run_sync(EventLog, layout.registry)
+    except sqlite3.Error as exc:
+        raise OSError(f"cannot open the event log in {layout.registry}: {exc}") from None
+    store = EventStore(events)
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.call(events.close)
+
+
+class EventStore:
+    """The event log, one call at a time in a worker thread (one SQLite connection)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._limiter = trio.CapacityLimiter(1)
+
+    def add_outbox(self, outbox: Outbox) -> None:
+        """Run `outbox` inside every append's transaction (see eventlog.Outbox)."""
+        self._log.outboxes.append(outbox)
+
+    async def append(self, batch: Iterable[Activity]) -> list[LoggedEvent]:
+        return await self.call(self._log.append, list(batch))
+
+    async def after(
+        self, after_id: int, limit: int, session_id: str | None = None, types: Sequence[str] | None = None
+    ) -> list[LoggedEvent]:
+        return await self.call(self._log.after, after_id, limit, session_id, types)
+
+    async def get(self, event_id: int) -> LoggedEvent | None:
+        return await self.call(self._log.get, event_id)
+
+    async def last_id(self) -> int:
+        return await self.call(self._log.last_id)
+
+    async def prune(self, before: float) -> int:
+        return await self.call(self._log.prune, before)
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking function of the log's connection (tables kept beside the log use this)."""
+        return await _in_thread(fn, args, self._limiter)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """Only for functions passed to `call`: the log's connection, on the log's thread."""
+        return self._log.connection
 
 
 class SessionStore:

@@ -1,0 +1,150 @@
+"""The durable event log: every event, in order, before anyone is told about it (SQLite, blocking).
+
+Called only from one worker thread at a time through `EventStore`. It shares the registry's file
+(waservice.db) but has its own connection, so an event burst never waits for a session change.
+
+Durability: WAL with synchronous=FULL, so a returned `append` has been fsynced; the caller batches
+events to pay for one fsync per batch, not per event.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import msgspec
+
+from ..events.model import Activity, LoggedEvent, iso_utc
+
+__all__ = ["EventLog", "Outbox"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused after pruning
+    session_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    data BLOB NOT NULL,  -- JSON
+    dedup_key TEXT,
+    received REAL NOT NULL,
+    logged_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_once
+    ON events (session_id, type, dedup_key) WHERE dedup_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id, id);
+CREATE INDEX IF NOT EXISTS events_by_age ON events (logged_at);
+"""
+
+# Called inside append's transaction with the events it logged: a webhook outbox records its
+# deliveries atomically with the events, so an event is never logged without them, or vice versa.
+Outbox = Callable[[sqlite3.Connection, Sequence[LoggedEvent]], None]
+
+_json = msgspec.json.Encoder()
+_data = msgspec.json.Decoder(dict)
+
+
+class EventLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")  # the registry's connection writes the same file
+        self._db.executescript(_SCHEMA)
+        self.outboxes: list[Outbox] = []
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For the stores that keep their tables beside the log (webhooks); same thread rules."""
+        return self._db
+
+    def close(self) -> None:
+        self._db.close()
+
+    def append(self, batch: Iterable[Activity]) -> list[LoggedEvent]:
+        """Log the batch in one transaction; returns what was logged (duplicates are skipped)."""
+        now = time.time()
+        logged: list[LoggedEvent] = []
+        with self._transaction():
+            for activity in batch:
+                timestamp = iso_utc(activity.timestamp)
+                row = self._db.execute(
+                    "INSERT INTO events (session_id, type, timestamp, data, dedup_key, received, logged_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                    (
+                        activity.session_id,
+                        activity.type,
+                        timestamp,
+                        _json.encode(activity.data),
+                        activity.key,
+                        activity.received or now,
+                        now,
+                    ),
+                ).fetchone()
+                if row is not None:
+                    logged.append(
+                        LoggedEvent(row[0], activity.type, activity.session_id, timestamp, activity.data)
+                    )
+            for outbox in self.outboxes:
+                outbox(self._db, logged)
+        return logged
+
+    def after(
+        self,
+        after_id: int,
+        limit: int,
+        session_id: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[LoggedEvent]:
+        """Events with an id above `after_id`, oldest first, optionally for one session and types."""
+        sql = "SELECT id, type, session_id, timestamp, data FROM events WHERE id > ?"
+        args: list[object] = [after_id]
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            args.append(session_id)
+        if types:
+            sql += f" AND type IN ({', '.join('?' * len(types))})"
+            args.extend(types)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [
+            LoggedEvent(id_, type_, session, timestamp, _data.decode(data))
+            for id_, type_, session, timestamp, data in self._db.execute(sql, args)
+        ]
+
+    def get(self, event_id: int) -> LoggedEvent | None:
+        found = self.after(event_id - 1, 1)
+        return found[0] if found and found[0].id == event_id else None
+
+    def last_id(self) -> int:
+        (value,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        if value == 0:  # everything pruned: the sequence still remembers the last id given out
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            value = row[0] if row else 0
+        return int(value)
+
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        """Delete up to `limit` events logged before `before` (unix time); returns how many."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM events WHERE id IN "
+                "(SELECT id FROM events WHERE logged_at < ? ORDER BY id LIMIT ?)",
+                (before, limit),
+            )
+        return cursor.rowcount
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
