@@ -67,6 +67,7 @@ class ContactSide:
     accounts: dict[str, Account]
     connections: dict[int, Connection]
     deliveries: DeliveryLog
+    lost_receipt_phones: set[str]
     _sessions: dict[tuple[str, str, int], SendingSession]
 
     def account(self, phone: str) -> Account:  # pragma: no cover - provided by Simulator
@@ -197,6 +198,9 @@ class ContactSide:
         """A device receipted stanzas the simulator delivered (``<receipt id [type]>``)."""
         if conn.phone is None or conn.device_id is None:
             return []
+        if conn.phone in self.lost_receipt_phones:
+            self._record("receipt_lost", {"phone": conn.phone, "id": node.attr("id")})
+            return []
         item_list = node.child("list")
         ids = [node.attr("id")] + [
             i.attr("id") for i in (item_list.children_by_tag("item") if item_list else [])
@@ -208,6 +212,11 @@ class ContactSide:
                 "device_receipt", {"phone": conn.phone, "device": conn.device_id, "ids": ids, "type": kind}
             )
         return hit
+
+    def lose_receipts(self, phones: list[str] | set[str]) -> None:
+        """Forget the receipts these phones' devices send (as if lost on the way), so their messages
+        count as unreceipted and are sent again at the next login; replaces the set."""
+        self.lost_receipt_phones = {p.lstrip("+") for p in phones}
 
     def delivered(self, phone: str | None = None) -> list[Delivery]:
         """What the simulator delivered (or queued) to a paired phone's devices, with ``sent_at``,

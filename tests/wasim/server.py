@@ -152,6 +152,7 @@ class Simulator(ContactSide):
         self.messages: list[ReceivedMessage] = []
         self.deliveries = DeliveryLog()  # contact → device stanzas and their receipts
         self._sessions: dict[tuple[str, str, int], SendingSession] = {}
+        self.lost_receipt_phones: set[str] = set()
         self.accepted_connections = 0
         self.refused_connections = 0
         self.logins: Counter[str] = Counter()
