@@ -16,8 +16,11 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from . import proto
+import trio
+
+from . import proto, waproto
 from .accounts import Account, CompanionDevice
+from .burst import Burst, run_burst
 from .codec import JID, USER_SERVER, Node
 from .delivery import Delivery, DeliveryLog
 from .signal_tx import PreKeyBundle, SendingSession
@@ -68,7 +71,9 @@ class ContactSide:
     connections: dict[int, Connection]
     deliveries: DeliveryLog
     lost_receipt_phones: set[str]
+    bursts: list[Burst]
     _sessions: dict[tuple[str, str, int], SendingSession]
+    _handlers: trio.Nursery | None
 
     def account(self, phone: str) -> Account:  # pragma: no cover - provided by Simulator
         raise NotImplementedError
@@ -212,6 +217,27 @@ class ContactSide:
                 "device_receipt", {"phone": conn.phone, "device": conn.device_id, "ids": ids, "type": kind}
             )
         return hit
+
+    def start_burst(
+        self, to: list[str], per_phone: int, rate: float = 0.0, senders: list[str] | None = None
+    ) -> Burst:
+        """Start sending ``per_phone`` texts (``"burst <id> <n>"``) to each phone in ``to`` at ``rate``
+        messages/s in total (0: as fast as the simulator can), from ``senders`` in turn (default one
+        contact). Returns at once; the :class:`~.burst.Burst` fills in ``sent`` and ``finished_at``."""
+        if self._handlers is None:
+            from .server import SimulatorError
+
+            raise SimulatorError("the simulator is not serving")
+        burst = Burst(len(self.bursts) + 1, [p.lstrip("+") for p in to], per_phone, rate)
+        if senders:
+            burst.senders = [s.lstrip("+") for s in senders]
+        self.bursts.append(burst)
+
+        def send(phone: str, contact: str, body: str) -> str:
+            return self.queue_message(phone, contact, waproto.text(body))
+
+        self._handlers.start_soon(run_burst, burst, send)
+        return burst
 
     def lose_receipts(self, phones: list[str] | set[str]) -> None:
         """Forget the receipts these phones' devices send (as if lost on the way), so their messages

@@ -36,6 +36,7 @@ import trio_websocket
 
 from . import codec, proto
 from .accounts import Account, CompanionDevice, ReceivedMessage, UploadedKeys
+from .burst import Burst
 from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
 from .contacts import ContactSide
 from .delivery import DeliveryLog
@@ -154,6 +155,7 @@ class Simulator(ContactSide, DeviceRelay):
         self.deliveries = DeliveryLog()  # contact → device stanzas and their receipts
         self._sessions: dict[tuple[str, str, int], SendingSession] = {}
         self.lost_receipt_phones: set[str] = set()
+        self.bursts: list[Burst] = []
         self.accepted_connections = 0
         self.refused_connections = 0
         self.logins: Counter[str] = Counter()
