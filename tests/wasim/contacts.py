@@ -74,6 +74,7 @@ class ContactSide:
     bursts: list[Burst]
     _sessions: dict[tuple[str, str, int], SendingSession]
     _handlers: trio.Nursery | None
+    _active_devices: dict[tuple[str, int], Connection]  # (phone, device) → its live connection
 
     def account(self, phone: str) -> Account:  # pragma: no cover - provided by Simulator
         raise NotImplementedError
@@ -104,10 +105,8 @@ class ContactSide:
 
     def device_connection(self, phone: str, device: int) -> Connection | None:
         """The device's connection if it is logged in and past the post-login ``passive`` IQ."""
-        for conn in self.connections.values():
-            if conn.phone == phone and conn.device_id == device and conn.state == "active":
-                return conn
-        return None
+        conn = self._active_devices.get((phone, device))
+        return conn if conn is not None and conn.state == "active" else None
 
     def _to_devices(self, to_phone: str, node: Node) -> int:
         """Send a stanza to every live device of a paired phone (stanzas with no offline queue)."""
@@ -178,17 +177,25 @@ class ContactSide:
         if conn is not None:
             self._write(conn, delivery)
 
+    def _device_closed(self, conn: Connection) -> None:
+        key = (conn.phone or "", conn.device_id or 0)
+        if self._active_devices.get(key) is conn:
+            del self._active_devices[key]
+
     @staticmethod
     def _write(conn: Connection, delivery: Delivery) -> None:
+        assert delivery.node is not None, "a receipted stanza is never sent again"
         delivery.attempts += 1
         if delivery.sent_at is None:
             delivery.sent_at = time.time()
         conn.send(delivery.node)
 
-    def _flush_offline(self, conn: Connection) -> None:
-        """At login (after ``passive``): what the device missed, bracketed as WhatsApp does it with
-        ``offline_preview`` (OfflineSyncPreviewEv) and ``offline`` (OfflineSyncCompletedEv)."""
+    def _device_active(self, conn: Connection) -> None:
+        """A device finished logging in (``passive`` answered): it takes stanzas from now on, starting
+        with what it missed, bracketed as WhatsApp does with ``offline_preview``
+        (OfflineSyncPreviewEv) and ``offline`` (OfflineSyncCompletedEv)."""
         assert conn.phone is not None and conn.device_id is not None
+        self._active_devices[(conn.phone, conn.device_id)] = conn
         pending = self.deliveries.unreceipted(conn.phone, conn.device_id)
         if pending:
             count = str(len(pending))

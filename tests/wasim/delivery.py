@@ -21,7 +21,7 @@ class Delivery:
     to: str  # the paired phone
     device: int  # its companion device id
     sender: str  # the contact's (or relaying account's) phone
-    node: Node = field(repr=False)
+    node: Node | None = field(repr=False)  # dropped once receipted: nothing will resend it
     queued_at: float
     sent_at: float | None = None  # first time it went out on a socket
     acked_at: float | None = None  # when the device's <receipt> for it arrived
@@ -67,7 +67,7 @@ class DeliveryLog:
             if kind == "retry":
                 delivery.retries += 1
             elif delivery.acked_at is None:
-                delivery.acked_at, delivery.receipt = at, kind
+                delivery.acked_at, delivery.receipt, delivery.node = at, kind, None
         return hit
 
     def for_phone(self, phone: str) -> list[Delivery]:

@@ -156,6 +156,7 @@ class Simulator(ContactSide, DeviceRelay):
         self._sessions: dict[tuple[str, str, int], SendingSession] = {}
         self.lost_receipt_phones: set[str] = set()
         self.bursts: list[Burst] = []
+        self._active_devices: dict[tuple[str, int], Connection] = {}
         self.accepted_connections = 0
         self.refused_connections = 0
         self.logins: Counter[str] = Counter()
@@ -302,6 +303,7 @@ class Simulator(ContactSide, DeviceRelay):
         conn.state = "closed"
         conn.outbox.close()
         self.connections.pop(conn.id, None)
+        self._device_closed(conn)
         if self._pairing_by_noise.get(conn.noise_pub) is conn:
             del self._pairing_by_noise[conn.noise_pub]
         self._record("closed", {"conn": conn.id, "phone": conn.phone})
@@ -413,7 +415,7 @@ class Simulator(ContactSide, DeviceRelay):
         if xmlns == "passive" and first == "active" and conn.state == "logged_in":
             conn.state = "active"
             self._record("active", {"conn": conn.id, "phone": conn.phone})
-            self._flush_offline(conn)
+            self._device_active(conn)
 
     def _iq_handlers(self) -> dict[tuple[str, str, str], Callable[[Connection, Node], list[Node] | None]]:
         # Everything else gets an empty result: whatsmeow tolerates it, and an unanswered IQ stalls 75 s.
