@@ -600,10 +600,10 @@ class Simulator(ContactSide, DeviceRelay):
         self.relay_message(conn, node, to, recipient)
         for target, enc in encrypted_copies(node, to):
             owner = self._account_for(target)
-            if owner is None or target.device != 0 or enc.attr("type") != "pkmsg":
+            if owner is None or target.device != 0:
                 continue
             try:
-                text = extract_text(owner.primary.decrypt_pkmsg(enc.data))
+                text = extract_text(self._decrypt_for_phone(conn, owner, enc))
             except (DecryptError, proto.ProtoError, ValueError) as exc:
                 record.error = f"{target}: {exc}"
                 log.warning("conn %d: cannot decrypt copy for %s: %s", conn.id, target, exc)
@@ -614,6 +614,16 @@ class Simulator(ContactSide, DeviceRelay):
                 record.own_copy_text = text
         self.messages.append(record)
         self._record("message", record.as_dict())
+
+    def _decrypt_for_phone(self, conn: Connection, owner: Account, enc: Node) -> bytes:
+        """A copy for a phone (device 0): a first message (pkmsg) against its prekeys, or an answer
+        (msg) on the session its contact side opened by writing to this device."""
+        if enc.attr("type") == "pkmsg":
+            return owner.primary.decrypt_pkmsg(enc.data)
+        session = self._sessions.get((owner.phone, conn.phone or "", conn.device_id or 0))
+        if enc.attr("type") != "msg" or session is None:
+            raise DecryptError(f"no session for a {enc.attr('type')!r} copy")
+        return session.decrypt_reply(enc.data)
 
     # -------------------------------------------------------------- accounts
 
