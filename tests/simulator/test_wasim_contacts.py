@@ -232,3 +232,19 @@ async def test_device_answer_to_a_contact_is_read(sim: Simulator, start_client: 
     assert (await wait_message(client, await sim.send_message(PHONE, CONTACT, waproto.text("again"))))[
         "Message"
     ]["conversation"] == "again"
+
+
+async def test_message_reaches_every_device_of_the_phone(sim: Simulator, start_client: StartClient) -> None:
+    first = await start_client("a")
+    await pair(sim, first)
+    second = await start_client("b")
+    qr = await second.wait("qr")
+    sim.scan_qr(qr["qr"], PHONE)
+    await second.wait("connected")
+    assert sim.phone_state(PHONE)["devices"] == [7, 8]
+
+    msg_id = await sim.send_message(PHONE, CONTACT, waproto.text("to both"))
+    for client in (first, second):
+        assert (await wait_message(client, msg_id))["Message"]["conversation"] == "to both"
+    await sim.wait_for(lambda: all(d.acked_at for d in sim.delivered(PHONE)))
+    assert sorted(d.device for d in sim.delivered(PHONE)) == [7, 8]

@@ -2,7 +2,9 @@
 
 One :class:`Simulator` listens on ``ws://127.0.0.1:PORT/ws/chat`` and speaks enough of the protocol
 for an unmodified whatsmeow (inside neonize, with its URL and root key patched) to pair, log in, stay
-connected and send text messages. Tests drive the "phone" side through the control methods.
+connected and send text messages. Tests drive the "phone" side through the control methods, and
+the contacts' side (messages, receipts, typing, presence, calls to a paired device) through the
+methods of :class:`~.contacts.ContactSide`; :class:`~.relay.DeviceRelay` forwards between devices.
 
 Usage from a pytest-trio test::
 
