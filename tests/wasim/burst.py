@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+MAX_ERRORS_KEPT = 100
 TICK = 0.005  # seconds between pacing decisions; each tick sends whatever is due
 FULL_SPEED_BATCH = 200  # at rate 0, messages between yields (so the socket writers keep up)
 DEFAULT_CONTACT = "18880000000"
@@ -29,7 +30,8 @@ class Burst:
     senders: list[str] = field(default_factory=lambda: [DEFAULT_CONTACT])
     prefix: str = "burst"
     sent: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS_KEPT
+    failed: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     first_id: str | None = None
@@ -48,6 +50,7 @@ class Burst:
             "from": self.senders,
             "total": self.total,
             "sent": self.sent,
+            "failed": self.failed,
             "errors": self.errors[:20],
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -75,7 +78,9 @@ async def run_burst(burst: Burst, send: Callable[[str, str, str], str]) -> None:
                 try:
                     msg_id = send(to, next(senders), f"{burst.prefix} {burst.id} {n}")
                 except Exception as exc:  # a phone without a device: count it, keep going
-                    burst.errors.append(f"{to}: {exc}")
+                    burst.failed += 1
+                    if len(burst.errors) < MAX_ERRORS_KEPT:
+                        burst.errors.append(f"{to}: {exc}")
                     msg_id = None
                 burst.sent += 1
                 burst.first_id = burst.first_id or msg_id
