@@ -17,6 +17,7 @@ from .api.asgi import ServerSafeSend
 from .api.limits import install_create_limit
 from .config import Config
 from .engine import open_engine
+from .events.model import Activity
 from .hypercorn_close import close_without_send_eof
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
@@ -25,6 +26,7 @@ from .tcp import quiet_accept_errors, tune_listener
 
 log = logging.getLogger("waservice")
 
+ACTIVITY_BUFFER = 1000  # activity the log has not taken yet; beyond it the engines wait
 SESSION_STOP_FLOOR = 3.0  # seconds the sessions always get to stop, even after a long request drain
 
 
@@ -41,10 +43,14 @@ async def serve_forever(
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
+    activity, activity_out = trio.open_memory_channel[Activity](ACTIVITY_BUFFER)
     async with (
         open_store(config.data_dir) as store,
-        open_engine(config.sessions.engine, config.engine) as engine,
+        trio.open_nursery() as drains,
+        activity,  # closed once the engine is stopped: the drain then ends by itself
+        open_engine(config.sessions.engine, config.engine, activity, events=config.events) as engine,
     ):
+        drains.start_soon(_drain_activity, activity_out)  # placeholder until the event log reads it
         manager = SessionManager(engine, store, policy, max_sessions=config.sessions.max)
         app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
         _bound_load(app, config)
@@ -65,6 +71,11 @@ async def serve_forever(
             await manager.stop(deadline)
             nursery.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _drain_activity(activity: trio.MemoryReceiveChannel[Activity]) -> None:
+    async for item in activity:
+        log.debug("session=%s %s %s", item.session_id, item.type, item.data)
 
 
 def _fix_server_libraries() -> None:

@@ -13,6 +13,7 @@ import trio
 
 from .. import protocol as p
 from ..credentials import CorruptDatabase, check_database
+from .activity import ActivityWriter
 from .device import Attempt
 from .go import GoBridge, SendError
 
@@ -24,9 +25,10 @@ OUTBOX = 1000  # events and replies waiting for the socket; the API reads contin
 
 
 class Worker:
-    def __init__(self, go: GoBridge, stream: p.FrameStream) -> None:
+    def __init__(self, go: GoBridge, stream: p.FrameStream, activity: ActivityWriter) -> None:
         self.go = go
         self.stream = stream
+        self.activity = activity
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.token = trio.lowlevel.current_trio_token()
         self._outbox, self._outgoing = trio.open_memory_channel[p.Message](OUTBOX)
@@ -161,7 +163,7 @@ class Worker:
         self._queue(p.Reply(req, error=error or None))
 
 
-async def serve(fd: int) -> None:
+async def serve(fd: int, activity_fd: int) -> None:
     sock = socket.socket(fileno=fd)
     stream = p.FrameStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-    await Worker(GoBridge(), stream).serve()
+    await Worker(GoBridge(), stream, ActivityWriter(socket.socket(fileno=activity_fd))).serve()
