@@ -48,7 +48,7 @@ async def test_receipt_of_a_sent_message_names_its_chat(client, engine: FakeEngi
     status, sent = await call(client, "post", "/send", json={"number": "12025550143", "message": "yo"})
     assert status == 200
     status, _ = await call(
-        client, "post", "/_fake/receipt", json={"message_id": sent['result']['id'], "status": "read"}
+        client, "post", "/_fake/receipt", json={"message_id": sent["result"]["id"], "status": "read"}
     )
     assert status == 200
     (ack,) = logged(engine)
