@@ -61,6 +61,8 @@ class Driver:
         from google.protobuf.json_format import MessageToDict
         from neonize.client import NewClient
         from neonize.events import (
+            CallOfferEv,
+            ChatPresenceEv,
             ClientOutdatedEv,
             ConnectedEv,
             ConnectFailureEv,
@@ -68,10 +70,16 @@ class Driver:
             KeepAliveRestoredEv,
             KeepAliveTimeoutEv,
             LoggedOutEv,
+            MessageEv,
+            OfflineSyncCompletedEv,
+            OfflineSyncPreviewEv,
             PairStatusEv,
+            PresenceEv,
+            ReceiptEv,
             StreamErrorEv,
             StreamReplacedEv,
             TemporaryBanEv,
+            UndecryptableMessageEv,
         )
 
         self._new_client = NewClient
@@ -88,6 +96,15 @@ class Driver:
             ("keepalive_restored", KeepAliveRestoredEv),
             ("temporary_ban", TemporaryBanEv),
             ("client_outdated", ClientOutdatedEv),
+            # What the simulator's contacts send (tests/simulator/test_wasim_contacts.py).
+            ("message", MessageEv),
+            ("receipt", ReceiptEv),
+            ("chat_presence", ChatPresenceEv),
+            ("presence", PresenceEv),
+            ("call_offer", CallOfferEv),
+            ("offline_preview", OfflineSyncPreviewEv),
+            ("offline_completed", OfflineSyncCompletedEv),
+            ("undecryptable", UndecryptableMessageEv),
         ]
         self.data_dir = data_dir
         self.clients: dict[str, Any] = {}

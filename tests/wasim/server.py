@@ -37,8 +37,11 @@ import trio_websocket
 from . import codec, proto
 from .accounts import Account, CompanionDevice, ReceivedMessage, UploadedKeys
 from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
+from .contacts import ContactSide
+from .delivery import DeliveryLog
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
 from .signal_rx import DecryptError, extract_text
+from .signal_tx import SendingSession
 
 log = logging.getLogger("wasim")
 
@@ -130,7 +133,7 @@ class QrData:
 # ------------------------------------------------------------------ the simulator
 
 
-class Simulator:
+class Simulator(ContactSide):
     """A WhatsApp Web server for tests. All control methods must be called from the trio thread.
 
     Sync methods (``scan_qr``, ``stream_error``, ``drop`` ...) queue their frames and return at once;
@@ -147,6 +150,9 @@ class Simulator:
         self.connections: dict[int, Connection] = {}
         self._pairing_by_noise: dict[bytes, Connection] = {}
         self.messages: list[ReceivedMessage] = []
+        self.deliveries = DeliveryLog()  # contact → device stanzas and their receipts
+        self._sessions: dict[tuple[str, str, int], SendingSession] = {}
+        self.lost_receipt_phones: set[str] = set()
         self.accepted_connections = 0
         self.refused_connections = 0
         self.logins: Counter[str] = Counter()
@@ -378,6 +384,7 @@ class Simulator:
         elif node.tag == "message":
             self._on_message(conn, node)
         elif node.tag == "receipt":
+            self.on_device_receipt(conn, node)
             conn.send(
                 Node("ack", {"class": "receipt", "id": node.attr("id"), "from": node.jid("to") or SERVER_JID})
             )
@@ -400,6 +407,7 @@ class Simulator:
         if xmlns == "passive" and first == "active" and conn.state == "logged_in":
             conn.state = "active"
             self._record("active", {"conn": conn.id, "phone": conn.phone})
+            self._flush_offline(conn)
 
     def _iq_handlers(self) -> dict[tuple[str, str, str], Callable[[Connection, Node], list[Node] | None]]:
         # Everything else gets an empty result: whatsmeow tolerates it, and an unanswered IQ stalls 75 s.
