@@ -344,7 +344,9 @@ def test_an_unknown_lid_is_asked_of_whatsmeow_once_then_remembered() -> None:
     for _ in range(2):
         data = one(n.activities(typing, RECEIVED)).data
         assert data["from"] == data["chat"] == BOB
-    assert [(j.User, j.Server, j.Device) for j in asked] == [(BOB_LID, "lid", 0)]  # once, no device
+    (asked_for,) = asked  # once, without the device, ready for Go (proto2: every required field)
+    assert (asked_for.User, asked_for.Server, asked_for.Device) == (BOB_LID, "lid", 0)
+    assert asked_for.IsInitialized()
     stranger = ChatPresenceEv(
         MessageSource=MessageSource(Chat=lid("42"), Sender=lid("42")), State=ChatPresence.PAUSED
     )

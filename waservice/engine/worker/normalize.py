@@ -429,7 +429,8 @@ def jid_text(jid: JID) -> str:
 
 
 def bare(jid: JID) -> JID:
-    return JID(User=jid.User, Server=jid.Server)
+    """The person's JID without agent or device, every required (proto2) field set, as Go wants it."""
+    return JID(User=jid.User, Server=jid.Server, RawAgent=0, Device=0, Integrator=0)
 
 
 def parse_jid(text: str) -> JID:
