@@ -88,7 +88,8 @@ async def test_sigkill_mid_burst_loses_only_what_was_receipted_before_the_sink(
         duplicates = len(sink.of("message.received")) - len(arrival)
         report = (
             f"{ROUNDS} SIGKILLs, {len(mine)} messages: {len(lost)} receipted but never in the sink; "
-            f"{rewritten} written to the device more than once; {duplicates} duplicate activities (the log drops them by key); "
+            f"{rewritten} written to the device more than once; "
+            f"{duplicates} duplicate activities (the log drops them by key); "
             f"callback->sink p50 {percentile(from_callback, 50) * 1000:.1f} ms "
             f"p99 {percentile(from_callback, 99) * 1000:.1f} ms; "
             f"receipt->sink p50 {percentile(from_receipt, 50) * 1000:.1f} ms "
