@@ -4,6 +4,7 @@ normalised (phone numbers, not LIDs), straight from the worker processes."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import trio
 from tests.simulator.engine_harness import Device, pair, pool_on
 from tests.wasim import Simulator, waproto
 from waservice.engine.pool import WorkerPool
-from waservice.events.model import Activity
+from waservice.events.model import Activity, iso_utc
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 
@@ -128,3 +129,72 @@ async def test_receipts_and_typing(sim: Simulator, patched_dir: Path, tmp_path: 
         ack = await sink.wait(lambda a: a.type == "message.ack" and a.data["message_id"] == sent.id)
         assert ack.data["from_jid"] == f"{dave.lid}@lid"
         assert ack.data["from"] == DAVE
+
+
+async def test_every_kind_presence_and_call(sim: Simulator, patched_dir: Path, tmp_path: Path) -> None:
+    async with paired(sim, patched_dir, tmp_path, workers=1) as (_, _, sink):
+        carol = sim.contact(CAROL)
+        chat = f"{carol.lid}@lid"
+        first = await sim.send_message(PHONE, carol, waproto.text("original"))
+        bodies = {
+            "image": waproto.image(caption="a cat", data=b"jpeg bytes"),
+            "video": waproto.video(caption="clip", seconds=7, length=5000),
+            "voice": waproto.audio(ptt=True, seconds=3, length=900),
+            "document": waproto.document("report.pdf", caption="see attached", length=12345),
+            "sticker": waproto.sticker(length=77),
+            "location": waproto.location(52.52, 13.405, name="Berlin", address="Mitte"),
+            "contact": waproto.contact_card("Dave", DAVE),
+            "reaction": waproto.reaction(f"{PHONE}@s.whatsapp.net", "MYMSG1", "👍", from_me=False),
+            "revoke": waproto.revoke(chat, first),
+        }
+        ids = {kind: await sim.send_message(PHONE, carol, body) for kind, body in bodies.items()}
+        got = {kind: await sink.wait(lambda a, i=msg_id: a.key == i) for kind, msg_id in ids.items()}
+
+        for kind in ("image", "video", "voice", "document", "sticker", "location", "contact"):
+            assert got[kind].type == "message.received" and got[kind].data["kind"] == kind
+            assert got[kind].data["from"] == CAROL
+        image = got["image"].data
+        assert image["text"] == "a cat"
+        assert image["media"] == {
+            "mimetype": "image/jpeg",
+            "size": 10,
+            "file_name": None,
+            "sha256": hashlib.sha256(b"jpeg bytes").hexdigest(),
+            "seconds": None,
+        }
+        assert got["video"].data["media"]["seconds"] == 7 and got["voice"].data["media"]["seconds"] == 3
+        document = got["document"].data
+        assert (document["text"], document["media"]["file_name"], document["media"]["size"]) == (
+            "see attached",
+            "report.pdf",
+            12345,
+        )
+        assert got["location"].data["location"] == {
+            "lat": 52.52,
+            "lng": 13.405,
+            "name": "Berlin",
+            "address": "Mitte",
+        }
+        assert got["contact"].data["contact"]["name"] == "Dave"
+        assert f"waid={DAVE}" in got["contact"].data["contact"]["vcard"]
+        reaction = got["reaction"]
+        assert reaction.type == "message.reaction"
+        assert (reaction.data["message_id"], reaction.data["emoji"]) == ("MYMSG1", "👍")
+        revoke = got["revoke"]
+        assert revoke.type == "message.deleted" and revoke.data["message_id"] == first
+
+        # Presence and calls reach only live devices: wait until each one arrived.
+        seen = 1_800_000_000
+        assert sim.send_presence(PHONE, carol, available=False, last_seen=seen) == 1
+        presence = await sink.wait(lambda a: a.type == "presence")
+        assert presence.data == {
+            "from": CAROL,
+            "from_jid": f"{CAROL}@s.whatsapp.net",
+            "available": False,
+            "last_seen": iso_utc(seen),
+        }
+        call_id = sim.send_call_offer(PHONE, carol)
+        call = await sink.wait(lambda a: a.type == "call.received")
+        assert (
+            call.data["call_id"] == call_id and call.data["from"] == CAROL and call.key == f"call:{call_id}"
+        )
