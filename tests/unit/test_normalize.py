@@ -442,3 +442,13 @@ def test_history_sync_messages_when_configured_in_chunks() -> None:
     assert first["chat"] == first["from"] == ALICE  # the sync's own LID table
     own = chunks[0].data["messages"][1]
     assert own["from_me"] is True and own["from"] == OWN
+
+
+def test_a_message_the_normaliser_fails_on_is_still_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(message: Message) -> None:
+        raise ValueError("a shape nobody foresaw")
+
+    monkeypatch.setattr("waservice.engine.worker.normalize.message_content", broken)
+    activity = one(normalizer().activities(from_alice(Message(conversation="hi")), RECEIVED))
+    assert activity.key == "3EB0A1" and activity.data["kind"] == "unknown"
+    assert activity.data["from_jid"] == f"{ALICE_LID}@lid" and activity.data["text"] is None

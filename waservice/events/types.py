@@ -98,7 +98,8 @@ class MessageAck(msgspec.Struct, kw_only=True):
     """`message.ack`: a message this account sent was delivered to, read or played by `from`.
 
     One event per message id (WhatsApp acknowledges several at once when a chat is opened). In a
-    group, each member acknowledges separately: `from` says who.
+    group, each member acknowledges separately: `from` says who. Not reported: this account reading
+    someone else's message on another of its devices, and retry requests (the engine answers them).
     """
 
     message_id: str

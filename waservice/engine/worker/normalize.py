@@ -108,6 +108,32 @@ class Normalizer:
         self.own_phone: str | None = None
 
     def activities(self, event: object, received: float) -> list[Activity]:
+        """Never raises: WhatsApp was already told a message arrived, so a message this code fails
+        to read is still reported, as kind "unknown" with the ids it came with."""
+        try:
+            return self._activities(event, received)
+        except Exception:
+            log.exception("session=%s cannot normalise a %s", self.session, type(event).__name__)
+            if not isinstance(event, MessageEv):
+                return []
+            return [self._unreadable(event, received)]
+
+    def _unreadable(self, event: MessageEv, received: float) -> Activity:
+        info = event.Info
+        source = info.MessageSource
+        data = t.MessageReceived(
+            message_id=info.ID,
+            chat=None,
+            chat_jid=jid_text(source.Chat),
+            from_=None,
+            from_jid=jid_text(source.Sender),
+            from_me=source.IsFromMe,
+            is_group=source.IsGroup,
+            kind="unknown",
+        )
+        return self._activity(m.MESSAGE_RECEIVED, received, data, info.ID, received)
+
+    def _activities(self, event: object, received: float) -> list[Activity]:
         match event:
             case MessageEv():
                 return self._message(event, received)
