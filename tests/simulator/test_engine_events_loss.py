@@ -23,7 +23,7 @@ from tests.wasim import Simulator, waproto
 from waservice.engine import Connected, ConnectionLost
 from waservice.engine.pool import WorkerPool
 
-pytestmark = [pytest.mark.simulator, pytest.mark.trio]
+pytestmark = [pytest.mark.simulator, pytest.mark.slow, pytest.mark.trio]
 
 ROUNDS = 3
 BURST = 150  # messages per round, from CONTACTS contacts
