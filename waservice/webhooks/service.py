@@ -11,13 +11,18 @@ import time
 from collections.abc import Sequence
 
 import attrs
+import trio
 
+from ..config import WebhookConfig, WebhookDeliveryConfig
 from ..errors import InvalidRequest, UnknownWebhook
+from ..events.hub import EventHub
 from ..ids import validate_session_id
 from ..store import EventStore
 from ..store.webhooks import Delivery, StoredWebhook, WebhookTables
 from . import rules, signing
 from .dispatcher import Dispatcher
+from .schedule import RetryPolicy
+from .sender import HttpSender
 
 
 @attrs.frozen
@@ -98,3 +103,27 @@ def stored(spec: WebhookSpec, webhook_id: str, source: str) -> StoredWebhook:
         raise InvalidRequest(str(exc)) from None
     session_id = None if spec.session_id is None else validate_session_id(spec.session_id)
     return StoredWebhook(webhook_id, url, events, session_id, secret, time.time(), source)
+
+
+async def run_webhooks(
+    store: EventStore,
+    tables: WebhookTables,
+    hub: EventHub,
+    delivery: WebhookDeliveryConfig,
+    configured: Sequence[WebhookConfig] = (),
+    *,
+    task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The config file's webhooks stored, then delivery until cancelled; started() gives the service."""
+    sender = HttpSender(delivery.timeout, connections=delivery.concurrency)
+    policy = RetryPolicy(max_age=delivery.max_age_hours * 3600)
+    dispatcher = Dispatcher(store, tables, hub, sender, policy, delivery.concurrency)
+    service = WebhookService(store, tables, dispatcher)
+    try:
+        await service.configure([WebhookSpec(c.url, c.events, c.session_id, c.secret) for c in configured])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dispatcher.run)
+            task_status.started(service)
+    finally:
+        with trio.CancelScope(shield=True):
+            await sender.aclose()
