@@ -17,7 +17,7 @@ from waservice.webhooks.schedule import RetryPolicy
 from waservice.webhooks.sender import HttpSender
 from waservice.webhooks.service import WebhookService, WebhookSpec
 
-FAST = RetryPolicy(delays=(0.05, 0.1, 0.1, 0.1, 0.1), repeat=0.1, max_age=60, jitter=0.1)
+FAST = RetryPolicy(delays=(0.05, 0.1, 0.1, 0.1, 0.1), repeat=0.1, max_age=60, jitter=0.1, min_delay=0.01)
 
 
 async def start_webhooks(

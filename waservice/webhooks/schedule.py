@@ -44,6 +44,7 @@ class RetryPolicy:
     max_age: float = 86400.0  # no attempt later than this after the first one; then dead
     jitter: float = 0.15  # each delay is scaled by 1 ± this, so retries of many deliveries spread out
     retry_after_cap: float = 3600.0
+    min_delay: float = 1.0  # even after "Retry-After: 0"
 
     def delay(self, failures: int) -> float:
         """Base delay after the `failures`-th failed attempt (1-based), before jitter."""
@@ -79,7 +80,7 @@ def decide(
         wait = outcome.retry_after  # the receiver said when; no jitter on its own word
     else:
         wait = policy.delay(failures) * (1 + policy.jitter * spread)
-    at = now + max(wait, 1.0)
+    at = now + max(wait, policy.min_delay)
     if at > first_attempt_at + policy.max_age:
         return Decision(Verdict.DEAD, error=f"{error}; gave up after {failures} attempt(s)")
     return Decision(Verdict.RETRY, next_attempt_at=at, error=error)
