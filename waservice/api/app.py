@@ -75,6 +75,7 @@ class _Provider(OpenAPIProvider):
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
         _link_session_routes(schema["paths"])
+        webhooks.link_routes(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:

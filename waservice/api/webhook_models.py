@@ -63,13 +63,15 @@ class RedeliverRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ) = None
 
 
-@attrs.define
-class DeliveriesQuery:
+MAX_PAGE = 500
+
+
+class DeliveriesQuery(msgspec.Struct, forbid_unknown_fields=True):
     """Newest event first; `status` filters (`failed` = waiting for a retry)."""
 
     status: Literal["pending", "failed", "ok", "dead"] | None = None
-    limit: int = 50
-    offset: int = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 50
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 @attrs.define

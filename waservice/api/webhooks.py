@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from quart import Blueprint, current_app, request
@@ -28,7 +29,6 @@ from .webhook_models import (
 )
 
 bp = Blueprint("webhooks", __name__)
-MAX_PAGE = 500
 
 
 def service() -> WebhookService:
@@ -155,6 +155,23 @@ def _deliveries_query() -> DeliveriesQuery:
     except msgspec.ValidationError as exc:
         problem = str(exc).replace("`$.", "`").replace(" - at ", " for ")
         raise InvalidRequest(f"invalid query: {problem}") from None
-    if query.offset < 0 or not 1 <= query.limit <= MAX_PAGE:
-        raise InvalidRequest(f"invalid query: offset must be >= 0 and limit 1-{MAX_PAGE}")
     return query
+
+
+def link_routes(paths: dict[str, Any]) -> None:
+    """A webhook created by POST /webhooks can be read, listed, redelivered and deleted: say so
+    (OpenAPI links), so clients and fuzzers reach those routes with an id that exists."""
+    by_id = {"parameters": {"webhook_id": "$response.body#/webhook/id"}}
+    links = {
+        name: {"operationId": operation, **by_id}
+        for name, operation in [
+            ("GetWebhook", "get_get_webhook"),
+            ("ListDeliveries", "get_list_deliveries"),
+            ("Redeliver", "post_redeliver"),
+            ("DeleteWebhook", "delete_delete_webhook"),
+        ]
+    }
+    responses = paths.get("/webhooks", {}).get("post", {}).get("responses", {})
+    response = responses.get(201, responses.get("201"))  # int keys until serialised
+    if response is not None:
+        response["links"] = links
