@@ -143,6 +143,9 @@ async def test_routes_refuse_what_cannot_be_delivered(
         {"url": "http://h/", "events": ["*"], "session_id": "bad id"},
         {"url": "http://h/", "events": ["*"], "secret": "plain"},
         {"url": "http://h/", "events": ["*"], "extra": 1},
+        {"url": "hTtps://{", "events": ["*"]},  # found by schemathesis
+        {"url": "http://a b/", "events": ["*"]},
+        {"url": "http://h:99999/", "events": ["*"]},
     ]:
         response = await client.post("/webhooks", json=bad)
         assert response.status_code == 400, bad
@@ -150,3 +153,12 @@ async def test_routes_refuse_what_cannot_be_delivered(
     assert (await client.get("/webhooks/wh_none/deliveries")).status_code == 404
     assert (await client.get("/webhooks/wh_none/deliveries?status=lost")).status_code == 400
     assert (await client.post("/webhooks/wh_none/redeliver", json={})).status_code == 404
+    hook = (await (await client.post("/webhooks", json={"url": "http://h/", "events": ["*"]})).get_json())[
+        "webhook"
+    ]
+    # ids beyond SQLite's integers (found by schemathesis: a 500)
+    huge = 2899933519438275411968
+    assert (await client.get(f"/webhooks/{hook['id']}/deliveries?offset={huge}")).status_code == 400
+    assert (
+        await client.post(f"/webhooks/{hook['id']}/redeliver", json={"event_id": huge})
+    ).status_code == 400

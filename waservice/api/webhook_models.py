@@ -11,6 +11,7 @@ from ..events.model import TYPES
 from ..webhooks.rules import ALL, MAX_URL_LENGTH
 from .models import SessionId
 
+MAX_ID = 2**63 - 1  # SQLite's integers
 EventType = Literal[(*TYPES, ALL)]  # type: ignore[valid-type]
 WebhookUrl = Annotated[
     str,
@@ -56,7 +57,9 @@ class RedeliverRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         Annotated[
             int,
             msgspec.Meta(
-                ge=1, description="Send this event again (any status); absent: every dead delivery."
+                ge=1,
+                le=MAX_ID,
+                description="Send this event again (any status); absent: every dead delivery.",
             ),
         ]
         | None
@@ -71,7 +74,7 @@ class DeliveriesQuery(msgspec.Struct, forbid_unknown_fields=True):
 
     status: Literal["pending", "failed", "ok", "dead"] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 50
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] = 0
 
 
 @attrs.define

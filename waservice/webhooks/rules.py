@@ -3,6 +3,8 @@ config file alike, so both refuse the same things in the same words."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -11,6 +13,7 @@ from ..events.model import TYPES
 ALL = "*"
 MAX_URL_LENGTH = 2048
 MAX_WEBHOOKS = 100  # per service; each one is a lane per session and a row per event
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # a DNS label, after IDNA encoding
 
 
 class InvalidWebhook(ValueError):
@@ -28,13 +31,26 @@ def check_url(url: str) -> str:
         raise InvalidWebhook(f"url is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise InvalidWebhook("url must start with http:// or https://")
-    if not parts.hostname:
-        raise InvalidWebhook("url must name a host")
+    if not parts.hostname or not _valid_host(parts.hostname):
+        raise InvalidWebhook("url must name a host: a DNS name or an IP address")
     if parts.username is not None or parts.password is not None:
         raise InvalidWebhook("url must not carry credentials (they would be stored and listed)")
     if any(c.isspace() or ord(c) < 0x20 for c in url):
         raise InvalidWebhook("url must not contain spaces or control characters")
     return url
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode()
+    except UnicodeError:
+        return False
+    return all(_LABEL.fullmatch(label) for label in ascii_host.rstrip(".").split("."))
 
 
 def check_events(events: Sequence[str]) -> tuple[str, ...]:
