@@ -69,8 +69,8 @@ async def test_sigkill_with_50_undelivered_loses_none_and_renames_none(tmp_path:
     await call(service.start)
     try:
         await receiver.wait_for(lambda got: set(open_ids) <= set(receiver.ok_ids()), timeout=120)
-        ok = receiver.ok_ids()
-        assert ok[: len(open_ids)] == sorted(open_ids)  # in log order, none missing, none renamed
+        delivered = list(dict.fromkeys(i for i in receiver.ok_ids() if i in set(open_ids)))
+        assert delivered == sorted(open_ids)  # all of them, each in log order (one session)
         assert all(r.webhook_id == str(r.event["id"]) for r in receiver.received)
         assert receiver.bad_signatures == 0
     finally:

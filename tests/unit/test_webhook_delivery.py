@@ -219,3 +219,15 @@ async def _only_hook(rig: Rig) -> str:
 
 def trio_json(body: bytes) -> dict:
     return msgspec.json.decode(body)
+
+
+async def test_deleting_a_webhook_stops_its_lanes_at_once(rig: Rig, autojump_clock):
+    rig.receiver.hang.add("http://down/")
+    hook = await rig.hook("http://down/")
+    await rig.emit("s1", 1)
+    await rig.emit("s2", 1)
+    await rig.receiver.wait_for(lambda: len(rig.receiver.hits) == 2)
+    assert rig.dispatcher.lanes() == 2
+    await rig.service.delete(hook)
+    await trio.testing.wait_all_tasks_blocked()
+    assert rig.dispatcher.lanes() == 0 and await rig.service.webhooks() == []

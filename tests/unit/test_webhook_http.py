@@ -58,7 +58,7 @@ async def test_500_five_times_then_200_arrives_in_order_and_later_events_follow(
     first = receiver.received[0]
     assert first.headers["content-type"] == "application/json" and "waservice" in first.headers["user-agent"]
     assert set(first.event) == {"id", "type", "session_id", "timestamp", "data"}
-    page, _ = await webhooks.deliveries(webhook.id, "ok", 10, 0)
+    page = await _wait_status(webhooks, webhook.id, "ok", 3)
     assert sorted(d.attempts for d in page) == [1, 1, 6]
 
 
@@ -162,3 +162,15 @@ async def test_routes_refuse_what_cannot_be_delivered(
     assert (
         await client.post(f"/webhooks/{hook['id']}/redeliver", json={"event_id": huge})
     ).status_code == 400
+
+
+async def test_429_with_retry_after_is_retried_no_sooner(
+    event_store: EventStore, recorder: EventRecorder, nursery: trio.Nursery
+):
+    webhooks = await start_webhooks(event_store, recorder, nursery)
+    receiver = await receiver_for(nursery, Answer(429, headers=(("retry-after", "1"),)))
+    await webhooks.create(WebhookSpec(receiver.url, ("*",)))
+    await emit(recorder, "s1", 1)
+    await receiver.wait_for(lambda got: len(got) == 2)
+    first, second = receiver.received
+    assert second.at - first.at >= 0.99 and first.webhook_id == second.webhook_id
