@@ -15,6 +15,10 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
+from .ids import validate_session_id
+from .webhooks.rules import check_events, check_url
+from .webhooks.signing import secret_key
+
 __all__ = ["Config", "ConfigError", "EngineConfig", "EventsConfig", "load_config"]
 
 
@@ -101,6 +105,38 @@ class LoggingConfig:
     engine_level: Literal["debug", "info", "warning", "error"] = "warning"
 
 
+def _check(check):  # an attrs validator from a function that raises ValueError with its message
+    return lambda _, __, value: check(value)
+
+
+@attrs.frozen
+class WebhookConfig:
+    """A `[[webhooks]]` entry; its id derives from (url, session_id), so its delivery state survives
+    restarts. Removed from the file, it is disabled at the next start (its open deliveries wait)."""
+
+    url: str = attrs.field(validator=_check(check_url))
+    secret: str = attrs.field(validator=_check(secret_key), repr=False)  # required here: whsec_...
+    events: tuple[str, ...] = attrs.field(default=("*",), validator=_check(check_events))
+    session_id: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_check(validate_session_id))
+    )
+
+
+@attrs.frozen
+class WebhookDeliveryConfig:
+    timeout: float = attrs.field(default=10.0, validator=_positive)  # seconds for a receiver to answer
+    max_age_hours: float = attrs.field(default=24.0, validator=_positive)  # retries end; then dead
+    concurrency: int = attrs.field(default=64, validator=attrs.validators.ge(1))  # requests in flight
+
+
+def _distinct_webhooks(_: object, __: attrs.Attribute, hooks: tuple[WebhookConfig, ...]) -> None:
+    seen = set()
+    for hook in hooks:
+        if (hook.url, hook.session_id) in seen:
+            raise ValueError(f"two [[webhooks]] with url {hook.url!r} and the same session_id")
+        seen.add((hook.url, hook.session_id))
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
@@ -109,6 +145,8 @@ class Config:
     reconnect: ReconnectConfig = ReconnectConfig()
     logging: LoggingConfig = LoggingConfig()
     events: EventsConfig = EventsConfig()
+    webhooks: tuple[WebhookConfig, ...] = attrs.field(default=(), validator=_distinct_webhooks)
+    webhooks_delivery: WebhookDeliveryConfig = WebhookDeliveryConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -136,7 +174,7 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
     conv.register_structure_hook(bool, _strict_bool)
-    for cls in (
+    classes = (
         ServerConfig,
         SessionsConfig,
         EngineConfig,
@@ -144,7 +182,8 @@ def _converter() -> cattrs.Converter:
         LoggingConfig,
         EventsConfig,
         Config,
-    ):
+    )
+    for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
     return conv
 

@@ -69,3 +69,7 @@ class TooManySessions(ServiceError):
 
 class StorageFailed(ServiceError):
     """The data directory refused a write (disk full, read-only): nothing was half-done."""
+
+
+class UnknownWebhook(ServiceError):
+    """No webhook by that id."""

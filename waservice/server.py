@@ -24,7 +24,9 @@ from .hypercorn_close import close_without_send_eof
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import open_event_store, open_store
+from .store.webhooks import WebhookTables
 from .tcp import quiet_accept_errors, tune_listener
+from .webhooks.service import run_webhooks
 
 log = logging.getLogger("waservice")
 
@@ -47,16 +49,22 @@ async def serve_forever(
     async with open_store(config.data_dir) as store, open_event_store(config.data_dir) as event_store:
         hub = EventHub(await event_store.last_id())
         recorder = EventRecorder(event_store, hub)
+        # Before anything is logged: every append records its webhook deliveries in its transaction.
+        webhook_tables = await event_store.call(WebhookTables, event_store.connection)
+        event_store.add_outbox(webhook_tables.outbox)
         async with trio.open_nursery() as background:
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             await background.start(recorder.run)
+            webhooks = await background.start(
+                run_webhooks, event_store, webhook_tables, hub, config.webhooks_delivery, config.webhooks
+            )
             async with open_engine(
                 config.sessions.engine, config.engine, recorder.sink, events=config.events
             ) as engine:
                 manager = SessionManager(
                     engine, store, policy, max_sessions=config.sessions.max, record=recorder.record
                 )
-                app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
+                app = create_app(manager, config.server.api_key, config.server.allowed_hosts, webhooks)
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_wait_for_signal, stop)
@@ -76,7 +84,7 @@ async def serve_forever(
                     nursery.cancel_scope.cancel()
             # The engine is closed: nothing reports any more. Log what is still buffered.
             await recorder.finish()
-            background.cancel_scope.cancel()  # only the pruner is left
+            background.cancel_scope.cancel()  # the pruner and webhook delivery (resumed at next start)
     log.info("stopped")
 
 

@@ -23,7 +23,8 @@ from werkzeug.security import safe_join
 from .. import __version__
 from ..errors import ServiceError, Unauthorized
 from ..sessions.manager import SessionManager
-from . import models, routes
+from ..webhooks.service import WebhookService
+from . import models, routes, webhook_models, webhooks
 from .guards import HostGuard, OriginGuard
 from .status import status_for
 
@@ -69,10 +70,12 @@ class _Provider(OpenAPIProvider):
         schema = super().schema()
         # quart-schema inlines each msgspec model but drops the nested ones it refers to.
         _, components = msgspec.json.schema_components(
-            [models.SendResult, models.SessionView], ref_template="#/components/schemas/{name}"
+            [models.SendResult, models.SessionView, webhook_models.WebhookView, webhook_models.DeliveryView],
+            ref_template="#/components/schemas/{name}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
         _link_session_routes(schema["paths"])
+        webhooks.link_routes(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,7 +107,12 @@ def _link_session_routes(paths: dict[str, Any]) -> None:
         response["links"] = links
 
 
-def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterable[str] = ()) -> QuartTrio:
+def create_app(
+    manager: SessionManager,
+    api_key: str = "",
+    allowed_hosts: Iterable[str] = (),
+    webhook_service: WebhookService | None = None,
+) -> QuartTrio:
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["waservice.manager"] = manager
@@ -120,6 +128,9 @@ def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterab
         openapi_provider_class=_Provider,
     )
     app.register_blueprint(routes.bp)
+    if webhook_service is not None:
+        app.extensions["waservice.webhooks"] = webhook_service
+        app.register_blueprint(webhooks.bp)
     _add_pages(app)
     _add_errors(app)
     _add_guards(app, api_key, allowed_hosts)

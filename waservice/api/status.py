@@ -11,6 +11,7 @@ from ..errors import (
     StorageFailed,
     TooManySessions,
     Unauthorized,
+    UnknownWebhook,
     UnsupportedMediaType,
 )
 
@@ -25,6 +26,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     SendFailed: 502,
     TooManySessions: 429,
     StorageFailed: 503,
+    UnknownWebhook: 404,
 }
 
 

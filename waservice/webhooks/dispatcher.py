@@ -1,0 +1,233 @@
+"""Delivers the outbox: one ordered lane per (webhook, session), each independent of the others.
+
+A lane sends its oldest open delivery and moves on only once that one is final (ok or dead); while it
+waits for a retry, later events of that session wait too (order per webhook and session). Lanes of other
+sessions and other webhooks never wait for it. A lane exists while it has work: the dispatcher starts
+lanes for new events (woken by the hub), at start for what a previous run left open, and on redeliver.
+
+Every attempt's outcome is written (in batches shared by all lanes) before the lane goes on, so a
+restart resumes where this run stopped; an attempt cut short by a crash is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ..errors import StorageFailed
+from ..events.hub import EventHub
+from ..store import EventStore
+from ..store.webhooks import DeliveryResult, Due, StoredWebhook, WebhookTables
+from . import signing
+from .schedule import Answered, Decision, RetryPolicy, Verdict, decide
+from .sender import Sender
+
+log = logging.getLogger("waservice.webhooks")
+
+CONCURRENCY = 64  # requests in flight over all lanes
+BATCH = 32  # open deliveries a lane reads at a time: memory is lanes x this
+PRUNE_INTERVAL = 600.0
+WRITE_RETRY = (0.1, 5.0)
+
+DEFAULT_POLICY = RetryPolicy()
+
+LaneKey = tuple[str, str]  # (webhook id, session id)
+
+
+@attrs.define(eq=False)
+class _Lane:
+    key: LaneKey
+    more: bool = True  # work may have arrived since the last read
+    interrupt: trio.Event = attrs.Factory(trio.Event)  # re-read now (redeliver), even mid-wait
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: EventStore,
+        tables: WebhookTables,
+        hub: EventHub,
+        sender: Sender,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        concurrency: int = CONCURRENCY,
+        *,
+        wall: Callable[[], float] = time.time,
+        spread: Callable[[], float] = lambda: random.uniform(-1.0, 1.0),
+        prune_interval: float | None = PRUNE_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.tables = tables
+        self.hub = hub
+        self.sender = sender
+        self.policy = policy
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._wall = wall  # unix time; tests put it on trio's clock
+        self._spread = spread
+        self._prune_interval = prune_interval
+        self._writer = _ResultWriter(store, tables)
+        self._lanes: dict[LaneKey, _Lane] = {}
+        self._nursery: trio.Nursery | None = None
+        self.attempts = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._writer.run)
+            if self._prune_interval is not None:
+                nursery.start_soon(self._prune_forever, self._prune_interval)
+            seen = self.hub.last_id  # events after this are new; those before are found by the query
+            for key in await self.store.call(self.tables.lanes_with_work):
+                self._wake(key)
+            task_status.started()
+            while True:
+                await self.hub.wait_beyond(seen)
+                upto = self.hub.last_id
+                for key in await self.store.call(self.tables.lanes_with_work, None, (seen, upto)):
+                    self._wake(key)
+                seen = upto
+
+    async def poke(self, webhook_id: str) -> None:
+        """A webhook's deliveries changed (redeliver): its lanes re-read them now."""
+        for key in await self.store.call(self.tables.lanes_with_work, webhook_id):
+            self._wake(key, interrupt=True)
+
+    def forget(self, webhook_id: str) -> None:
+        """The webhook is gone: stop its lanes (an attempt in flight is abandoned)."""
+        for key, lane in list(self._lanes.items()):
+            if key[0] == webhook_id:
+                lane.scope.cancel()
+
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    def _wake(self, key: LaneKey, interrupt: bool = False) -> None:
+        lane = self._lanes.get(key)
+        if lane is None:
+            assert self._nursery is not None
+            lane = self._lanes[key] = _Lane(key)
+            self._nursery.start_soon(self._run_lane, lane)
+        lane.more = True
+        if interrupt:
+            lane.interrupt.set()
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        webhook_id, session_id = lane.key
+        try:
+            with lane.scope:
+                while True:
+                    lane.more = False
+                    lane.interrupt = trio.Event()
+                    webhook = await self.store.call(self.tables.get, webhook_id)
+                    due = [] if webhook is None else await self._due(webhook_id, session_id)
+                    if not due:
+                        if lane.more and webhook is not None:
+                            continue
+                        return  # no await since the read: a wake-up after it set `more` and was seen
+                    assert webhook is not None
+                    for delivery in due:
+                        if not await self._deliver(lane, webhook, delivery):
+                            break  # interrupted: read again from the oldest open one
+        except StorageFailed as exc:
+            log.warning("webhook %s, session %s: cannot read deliveries: %s", webhook_id, session_id, exc)
+        finally:
+            del self._lanes[lane.key]
+
+    async def _due(self, webhook_id: str, session_id: str) -> list[Due]:
+        return await self.store.call(self.tables.due, webhook_id, session_id, BATCH)
+
+    async def _deliver(self, lane: _Lane, webhook: StoredWebhook, due: Due) -> bool:
+        """Attempt until the delivery is final (True) or the lane is interrupted (False)."""
+        key = signing.secret_key(webhook.secret)
+        attempts, first, next_at = due.attempts, due.first_attempt_at, due.next_attempt_at
+        while True:
+            with trio.move_on_after(max(0.0, next_at - self._wall())):
+                await lane.interrupt.wait()
+                return False
+            started = self._wall()
+            headers = signing.headers(key, due.event.id, int(started), due.body)
+            async with self._limiter:
+                outcome = await self.sender.post(webhook.url, headers, due.body)
+            self.attempts += 1
+            attempts += 1
+            first = started if first is None else first
+            decision = decide(self.policy, outcome, attempts, first, self._wall(), self._spread())
+            await self._writer.write(_result(webhook.id, due.event.id, started, outcome, decision))
+            if decision.verdict is not Verdict.RETRY:
+                if decision.verdict is Verdict.DEAD:
+                    log.warning(
+                        "webhook %s: event %d dead after %d attempt(s): %s",
+                        webhook.id,
+                        due.event.id,
+                        attempts,
+                        decision.error,
+                    )
+                return True
+            assert decision.next_attempt_at is not None
+            next_at = decision.next_attempt_at
+
+    async def _prune_forever(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                while await self.store.call(self.tables.prune) > 0:
+                    await trio.sleep(0)
+            except StorageFailed as exc:
+                log.warning("could not prune webhook deliveries: %s", exc)
+
+
+def _result(
+    webhook_id: str, event_id: int, started: float, outcome: object, decision: Decision
+) -> DeliveryResult:
+    return DeliveryResult(
+        webhook_id=webhook_id,
+        event_id=event_id,
+        status=decision.verdict.value,
+        attempted_at=started,
+        next_attempt_at=decision.next_attempt_at or started,
+        status_code=outcome.status if isinstance(outcome, Answered) else None,
+        error=decision.error,
+    )
+
+
+class _ResultWriter:
+    """Writes attempts' outcomes for all lanes, many per transaction (group commit): each lane waits
+    for its own to be durable, and a burst of lanes pays for one fsync."""
+
+    def __init__(self, store: EventStore, tables: WebhookTables) -> None:
+        self._store = store
+        self._tables = tables
+        self._batch: list[DeliveryResult] = []
+        self._written = trio.Event()
+        self._ready = trio.Event()
+
+    async def write(self, result: DeliveryResult) -> None:
+        self._batch.append(result)
+        written = self._written
+        self._ready.set()
+        await written.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            batch, self._batch = self._batch, []
+            written, self._written = self._written, trio.Event()
+            await self._commit(batch)
+            written.set()
+
+    async def _commit(self, batch: list[DeliveryResult]) -> None:
+        delay = WRITE_RETRY[0]
+        while True:
+            try:
+                await self._store.call(self._tables.record, batch)
+                return
+            except StorageFailed as exc:
+                log.error("could not record %d delivery result(s), retrying: %s", len(batch), exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY[1])
