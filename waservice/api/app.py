@@ -25,6 +25,7 @@ from ..errors import ServiceError, Unauthorized
 from ..sessions.manager import SessionManager
 from ..webhooks.service import WebhookService
 from . import models, routes, webhook_models, webhooks
+from .event_schemas import event_components
 from .guards import HostGuard, OriginGuard
 from .status import status_for
 
@@ -74,6 +75,7 @@ class _Provider(OpenAPIProvider):
             ref_template="#/components/schemas/{name}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        schema["components"]["schemas"].update(event_components())
         _link_session_routes(schema["paths"])
         webhooks.link_routes(schema["paths"])
         return schema

@@ -152,8 +152,26 @@ class HistorySync(msgspec.Struct, kw_only=True):
     messages: list[MessageReceived] | None = None
 
 
-# The data of each type an engine reports (session.status and session.qr come from the supervisor).
+class SessionStatus(msgspec.Struct, kw_only=True):
+    """`session.status`: the session changed state (the states of GET /status)."""
+
+    state: str
+    previous_state: str
+    reason: str | None  # why, when the change has one (a stream error, a logout, an expired QR...)
+    phone: str | None  # the linked account's number, once known
+    reconnect_attempts: int
+
+
+class SessionQr(msgspec.Struct, kw_only=True):
+    """`session.qr`: a new QR code to scan (whatsmeow rotates it every 20 s until it is scanned)."""
+
+    qr: str  # the raw code; GET /qr?session_id= draws it
+
+
+# The data of each type: engines report the message and contact types, supervisors the session ones.
 DATA: dict[str, type[msgspec.Struct]] = {
+    m.SESSION_STATUS: SessionStatus,
+    m.SESSION_QR: SessionQr,
     m.MESSAGE_RECEIVED: MessageReceived,
     m.MESSAGE_EDITED: MessageEdited,
     m.MESSAGE_DELETED: MessageDeleted,

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import attrs
+import msgspec
 import trio
 
 from ..engine import (
@@ -35,6 +36,7 @@ from ..engine import (
 )
 from ..errors import SendFailed, SendOutcomeUnknown, SessionNotConnected
 from ..events.model import SESSION_QR, SESSION_STATUS, Activity
+from ..events.types import SessionQr, SessionStatus
 from ..store import SessionStore
 from .machine import (
     ACTIVE,
@@ -248,7 +250,7 @@ class SessionSupervisor:
         match event:
             case QrCode(code):
                 effects = m.qr(code)
-                self._report(SESSION_QR, {"qr": code})
+                self._report(SESSION_QR, SessionQr(qr=code))
                 return effects
             case Paired(phone):
                 return m.paired(phone)
@@ -305,18 +307,26 @@ class SessionSupervisor:
         m = self.machine
         self._report(
             SESSION_STATUS,
-            {
-                "state": m.state.value,
-                "previous_state": previous.value,
-                "reason": m.last_error,
-                "phone": m.phone_number,
-                "reconnect_attempts": m.reconnect_attempts,
-            },
+            SessionStatus(
+                state=m.state.value,
+                previous_state=previous.value,
+                reason=m.last_error,
+                phone=m.phone_number,
+                reconnect_attempts=m.reconnect_attempts,
+            ),
         )
 
-    def _report(self, type_: str, data: dict[str, object]) -> None:
+    def _report(self, type_: str, data: msgspec.Struct) -> None:
         now = time.time()
-        self._record(Activity(session_id=self.session_id, type=type_, timestamp=now, data=data, received=now))
+        self._record(
+            Activity(
+                session_id=self.session_id,
+                type=type_,
+                timestamp=now,
+                data=msgspec.to_builtins(data),
+                received=now,
+            )
+        )
 
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
