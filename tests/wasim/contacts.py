@@ -23,6 +23,7 @@ from .accounts import Account, CompanionDevice
 from .burst import Burst, run_burst
 from .codec import JID, USER_SERVER, Node
 from .delivery import Delivery, DeliveryLog
+from .errors import SimulatorError
 from .signal_tx import PreKeyBundle, SendingSession
 
 if TYPE_CHECKING:
@@ -98,8 +99,6 @@ class ContactSide:
         account = self.accounts.get(phone.lstrip("+"))
         devices = [d for d in account.companions.values() if d.confirmed] if account else []
         if not devices:
-            from .server import SimulatorError
-
             raise SimulatorError(f"{phone} has no paired device to deliver to")
         return sorted(devices, key=lambda d: d.device_id)
 
@@ -232,8 +231,6 @@ class ContactSide:
         messages/s in total (0: as fast as the simulator can), from ``senders`` in turn (default one
         contact). Returns at once; the :class:`~.burst.Burst` fills in ``sent`` and ``finished_at``."""
         if self._handlers is None:
-            from .server import SimulatorError
-
             raise SimulatorError("the simulator is not serving")
         burst = Burst(len(self.bursts) + 1, [p.lstrip("+") for p in to], per_phone, rate)
         if senders:
