@@ -257,7 +257,7 @@ class ContactSide:
         """Until every device of ``phone`` receipted ``msg_id``; returns the first device's record."""
 
         def acked() -> list[Delivery] | None:
-            mine = [d for d in self.deliveries.for_phone(phone.lstrip("+")) if d.id == msg_id]
+            mine = self.deliveries.with_id(phone.lstrip("+"), msg_id)
             return mine if mine and all(d.acked_at is not None for d in mine) else None
 
         found = await self.wait_for(acked, timeout)  # type: ignore[attr-defined]
