@@ -27,6 +27,8 @@ from .errors import SimulatorError
 from .signal_tx import PreKeyBundle, SendingSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .server import Connection
 
 # waE2E.Message field → (stanza type, enc mediatype) as WhatsApp labels them.
@@ -77,11 +79,11 @@ class ContactSide:
     _handlers: trio.Nursery | None
     _active_devices: dict[tuple[str, int], Connection]  # (phone, device) → its live connection
 
-    def account(self, phone: str) -> Account:  # pragma: no cover - provided by Simulator
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Simulator; not defined here, so never shadowed
 
-    def _record(self, kind: str, details: dict[str, object]) -> None:  # pragma: no cover
-        raise NotImplementedError
+        def account(self, phone: str) -> Account: ...
+        def _record(self, kind: str, details: dict[str, object]) -> None: ...
+        async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> object: ...
 
     # -------------------------------------------------------------- contacts and devices
 
@@ -260,7 +262,7 @@ class ContactSide:
             mine = self.deliveries.with_id(phone.lstrip("+"), msg_id)
             return mine if mine and all(d.acked_at is not None for d in mine) else None
 
-        found = await self.wait_for(acked, timeout)  # type: ignore[attr-defined]
+        found = await self.wait_for(acked, timeout)
         assert isinstance(found, list)
         return found[0]
 
