@@ -70,3 +70,21 @@ async def test_is_on_whatsapp_answers_known_numbers_with_their_lid(
     assert results["15557770000"]["JID"]["Server"] == "lid"
     assert not results["15550009999"].get("IsIn", False)
     assert "15550009999" not in sim.accounts
+
+
+async def test_relayed_message_waits_for_an_offline_device(sim: Simulator, start_client: StartClient) -> None:
+    alice = await start_client("alice")
+    await pair(sim, alice, ALICE)
+    bob = await start_client("bob")
+    await pair(sim, bob, BOB)
+    await bob.exit()
+    await sim.wait_disconnected(BOB)
+
+    sent = await alice.send_text(BOB, "while you were out")
+    assert sent["event"] == "send_result", sent
+    back = await start_client("bob")
+    got = await back.wait("message", where=lambda e: e["data"]["Info"]["ID"] == sent["id"])
+    assert got["data"]["Message"]["extendedTextMessage"]["text"] == "while you were out"
+    assert (await sim.wait_acked(BOB, sent["id"])).attempts == 1
+    await back.wait("offline_completed")
+    assert len(back.named("message")) == 1

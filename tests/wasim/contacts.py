@@ -23,9 +23,12 @@ from .accounts import Account, CompanionDevice
 from .burst import Burst, run_burst
 from .codec import JID, USER_SERVER, Node
 from .delivery import Delivery, DeliveryLog
+from .errors import SimulatorError
 from .signal_tx import PreKeyBundle, SendingSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .server import Connection
 
 # waE2E.Message field → (stanza type, enc mediatype) as WhatsApp labels them.
@@ -76,11 +79,11 @@ class ContactSide:
     _handlers: trio.Nursery | None
     _active_devices: dict[tuple[str, int], Connection]  # (phone, device) → its live connection
 
-    def account(self, phone: str) -> Account:  # pragma: no cover - provided by Simulator
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Simulator; not defined here, so never shadowed
 
-    def _record(self, kind: str, details: dict[str, object]) -> None:  # pragma: no cover
-        raise NotImplementedError
+        def account(self, phone: str) -> Account: ...
+        def _record(self, kind: str, details: dict[str, object]) -> None: ...
+        async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> object: ...
 
     # -------------------------------------------------------------- contacts and devices
 
@@ -98,8 +101,6 @@ class ContactSide:
         account = self.accounts.get(phone.lstrip("+"))
         devices = [d for d in account.companions.values() if d.confirmed] if account else []
         if not devices:
-            from .server import SimulatorError
-
             raise SimulatorError(f"{phone} has no paired device to deliver to")
         return sorted(devices, key=lambda d: d.device_id)
 
@@ -232,8 +233,6 @@ class ContactSide:
         messages/s in total (0: as fast as the simulator can), from ``senders`` in turn (default one
         contact). Returns at once; the :class:`~.burst.Burst` fills in ``sent`` and ``finished_at``."""
         if self._handlers is None:
-            from .server import SimulatorError
-
             raise SimulatorError("the simulator is not serving")
         burst = Burst(len(self.bursts) + 1, [p.lstrip("+") for p in to], per_phone, rate)
         if senders:
@@ -260,10 +259,10 @@ class ContactSide:
         """Until every device of ``phone`` receipted ``msg_id``; returns the first device's record."""
 
         def acked() -> list[Delivery] | None:
-            mine = [d for d in self.deliveries.for_phone(phone.lstrip("+")) if d.id == msg_id]
+            mine = self.deliveries.with_id(phone.lstrip("+"), msg_id)
             return mine if mine and all(d.acked_at is not None for d in mine) else None
 
-        found = await self.wait_for(acked, timeout)  # type: ignore[attr-defined]
+        found = await self.wait_for(acked, timeout)
         assert isinstance(found, list)
         return found[0]
 

@@ -42,6 +42,7 @@ from .burst import Burst
 from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
 from .contacts import ContactSide
 from .delivery import DeliveryLog
+from .errors import SimulatorError
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
 from .relay import DeviceRelay, encrypted_copies
 from .signal_rx import DecryptError, extract_text
@@ -52,10 +53,6 @@ log = logging.getLogger("wasim")
 MAX_FRAME = (1 << 24) - 1
 REFS_PER_PAIRING = 6
 CLOSE_DELAY = 0.5  # how long the server waits after a stream:error before closing, as WhatsApp does
-
-
-class SimulatorError(Exception):
-    """A control call that cannot be carried out (unknown phone, QR not issued, ...)."""
 
 
 # ------------------------------------------------------------------ connections
