@@ -215,3 +215,36 @@ async def test_unreceipted_message_is_redelivered_and_seen_once(
     await second.wait("offline_completed")
     # whatsmeow had decrypted it already: "old counter", receipted again, no second MessageEv.
     assert not second.named("message")
+
+
+async def test_device_answer_to_a_contact_is_read(sim: Simulator, start_client: StartClient) -> None:
+    """After a contact wrote first, the device answers on that session ("msg", not "pkmsg"), and
+    the simulator still reads the text."""
+    client = await start_client("a")
+    await pair(sim, client)
+    await wait_message(client, await sim.send_message(PHONE, CONTACT, waproto.text("hello")))
+    for n in range(3):
+        sent = await client.send_text(CONTACT, f"answer {n}")
+        assert sent["event"] == "send_result", sent
+        received = await sim.wait_message(to=CONTACT, text=f"answer {n}")
+        assert received.id == sent["id"] and received.error is None
+    # The contact writes again on its old session; the device still reads it.
+    assert (await wait_message(client, await sim.send_message(PHONE, CONTACT, waproto.text("again"))))[
+        "Message"
+    ]["conversation"] == "again"
+
+
+async def test_message_reaches_every_device_of_the_phone(sim: Simulator, start_client: StartClient) -> None:
+    first = await start_client("a")
+    await pair(sim, first)
+    second = await start_client("b")
+    qr = await second.wait("qr")
+    sim.scan_qr(qr["qr"], PHONE)
+    await second.wait("connected")
+    assert sim.phone_state(PHONE)["devices"] == [7, 8]
+
+    msg_id = await sim.send_message(PHONE, CONTACT, waproto.text("to both"))
+    for client in (first, second):
+        assert (await wait_message(client, msg_id))["Message"]["conversation"] == "to both"
+    await sim.wait_for(lambda: all(d.acked_at for d in sim.delivered(PHONE)))
+    assert sorted(d.device for d in sim.delivered(PHONE)) == [7, 8]

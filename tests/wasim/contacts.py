@@ -16,13 +16,19 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from . import proto
+import trio
+
+from . import proto, waproto
 from .accounts import Account, CompanionDevice
+from .burst import Burst, run_burst
 from .codec import JID, USER_SERVER, Node
 from .delivery import Delivery, DeliveryLog
+from .errors import SimulatorError
 from .signal_tx import PreKeyBundle, SendingSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .server import Connection
 
 # waE2E.Message field → (stanza type, enc mediatype) as WhatsApp labels them.
@@ -68,13 +74,16 @@ class ContactSide:
     connections: dict[int, Connection]
     deliveries: DeliveryLog
     lost_receipt_phones: set[str]
+    bursts: list[Burst]
     _sessions: dict[tuple[str, str, int], SendingSession]
+    _handlers: trio.Nursery | None
+    _active_devices: dict[tuple[str, int], Connection]  # (phone, device) → its live connection
 
-    def account(self, phone: str) -> Account:  # pragma: no cover - provided by Simulator
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Simulator; not defined here, so never shadowed
 
-    def _record(self, kind: str, details: dict[str, object]) -> None:  # pragma: no cover
-        raise NotImplementedError
+        def account(self, phone: str) -> Account: ...
+        def _record(self, kind: str, details: dict[str, object]) -> None: ...
+        async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> object: ...
 
     # -------------------------------------------------------------- contacts and devices
 
@@ -92,17 +101,13 @@ class ContactSide:
         account = self.accounts.get(phone.lstrip("+"))
         devices = [d for d in account.companions.values() if d.confirmed] if account else []
         if not devices:
-            from .server import SimulatorError
-
             raise SimulatorError(f"{phone} has no paired device to deliver to")
         return sorted(devices, key=lambda d: d.device_id)
 
     def device_connection(self, phone: str, device: int) -> Connection | None:
         """The device's connection if it is logged in and past the post-login ``passive`` IQ."""
-        for conn in self.connections.values():
-            if conn.phone == phone and conn.device_id == device and conn.state == "active":
-                return conn
-        return None
+        conn = self._active_devices.get((phone, device))
+        return conn if conn is not None and conn.state == "active" else None
 
     def _to_devices(self, to_phone: str, node: Node) -> int:
         """Send a stanza to every live device of a paired phone (stanzas with no offline queue)."""
@@ -173,17 +178,25 @@ class ContactSide:
         if conn is not None:
             self._write(conn, delivery)
 
+    def _device_closed(self, conn: Connection) -> None:
+        key = (conn.phone or "", conn.device_id or 0)
+        if self._active_devices.get(key) is conn:
+            del self._active_devices[key]
+
     @staticmethod
     def _write(conn: Connection, delivery: Delivery) -> None:
+        assert delivery.node is not None, "a receipted stanza is never sent again"
         delivery.attempts += 1
         if delivery.sent_at is None:
             delivery.sent_at = time.time()
         conn.send(delivery.node)
 
-    def _flush_offline(self, conn: Connection) -> None:
-        """At login (after ``passive``): what the device missed, bracketed as WhatsApp does it with
-        ``offline_preview`` (OfflineSyncPreviewEv) and ``offline`` (OfflineSyncCompletedEv)."""
+    def _device_active(self, conn: Connection) -> None:
+        """A device finished logging in (``passive`` answered): it takes stanzas from now on, starting
+        with what it missed, bracketed as WhatsApp does with ``offline_preview``
+        (OfflineSyncPreviewEv) and ``offline`` (OfflineSyncCompletedEv)."""
         assert conn.phone is not None and conn.device_id is not None
+        self._active_devices[(conn.phone, conn.device_id)] = conn
         pending = self.deliveries.unreceipted(conn.phone, conn.device_id)
         if pending:
             count = str(len(pending))
@@ -213,6 +226,25 @@ class ContactSide:
             )
         return hit
 
+    def start_burst(
+        self, to: list[str], per_phone: int, rate: float = 0.0, senders: list[str] | None = None
+    ) -> Burst:
+        """Start sending ``per_phone`` texts (``"burst <id> <n>"``) to each phone in ``to`` at ``rate``
+        messages/s in total (0: as fast as the simulator can), from ``senders`` in turn (default one
+        contact). Returns at once; the :class:`~.burst.Burst` fills in ``sent`` and ``finished_at``."""
+        if self._handlers is None:
+            raise SimulatorError("the simulator is not serving")
+        burst = Burst(len(self.bursts) + 1, [p.lstrip("+") for p in to], per_phone, rate)
+        if senders:
+            burst.senders = [s.lstrip("+") for s in senders]
+        self.bursts.append(burst)
+
+        def send(phone: str, contact: str, body: str) -> str:
+            return self.queue_message(phone, contact, waproto.text(body))
+
+        self._handlers.start_soon(run_burst, burst, send)
+        return burst
+
     def lose_receipts(self, phones: list[str] | set[str]) -> None:
         """Forget the receipts these phones' devices send (as if lost on the way), so their messages
         count as unreceipted and are sent again at the next login; replaces the set."""
@@ -227,10 +259,10 @@ class ContactSide:
         """Until every device of ``phone`` receipted ``msg_id``; returns the first device's record."""
 
         def acked() -> list[Delivery] | None:
-            mine = [d for d in self.deliveries.for_phone(phone.lstrip("+")) if d.id == msg_id]
+            mine = self.deliveries.with_id(phone.lstrip("+"), msg_id)
             return mine if mine and all(d.acked_at is not None for d in mine) else None
 
-        found = await self.wait_for(acked, timeout)  # type: ignore[attr-defined]
+        found = await self.wait_for(acked, timeout)
         assert isinstance(found, list)
         return found[0]
 

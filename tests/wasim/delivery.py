@@ -21,7 +21,7 @@ class Delivery:
     to: str  # the paired phone
     device: int  # its companion device id
     sender: str  # the contact's (or relaying account's) phone
-    node: Node = field(repr=False)
+    node: Node | None = field(repr=False)  # dropped once receipted: nothing will resend it
     queued_at: float
     sent_at: float | None = None  # first time it went out on a socket
     acked_at: float | None = None  # when the device's <receipt> for it arrived
@@ -49,9 +49,16 @@ class DeliveryLog:
 
     def __init__(self) -> None:
         self._by_device: dict[tuple[str, int], dict[str, Delivery]] = {}
+        self._devices: dict[str, set[int]] = {}  # phone → devices with deliveries
 
     def add(self, delivery: Delivery) -> None:
         self._by_device.setdefault((delivery.to, delivery.device), {})[delivery.id] = delivery
+        self._devices.setdefault(delivery.to, set()).add(delivery.device)
+
+    def with_id(self, phone: str, msg_id: str) -> list[Delivery]:
+        """One message's deliveries to each device of a phone (cheap: waiters call it on every event)."""
+        found = (self.find(phone, device, msg_id) for device in sorted(self._devices.get(phone, ())))
+        return [d for d in found if d is not None]
 
     def unreceipted(self, phone: str, device: int) -> list[Delivery]:
         """What the device must (still) get at its next login: queued, or sent but never receipted."""
@@ -67,11 +74,12 @@ class DeliveryLog:
             if kind == "retry":
                 delivery.retries += 1
             elif delivery.acked_at is None:
-                delivery.acked_at, delivery.receipt = at, kind
+                delivery.acked_at, delivery.receipt, delivery.node = at, kind, None
         return hit
 
     def for_phone(self, phone: str) -> list[Delivery]:
-        return [d for (p, _), items in self._by_device.items() if p == phone for d in items.values()]
+        devices = sorted(self._devices.get(phone, ()))
+        return [d for device in devices for d in self._by_device[(phone, device)].values()]
 
     def __iter__(self) -> Iterator[Delivery]:
         for items in self._by_device.values():

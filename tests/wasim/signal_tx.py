@@ -6,7 +6,9 @@ step of the same sending chain (HMAC + HKDF + AES-CBC + HMAC). A Signal sender t
 back keeps wrapping its messages in ``PreKeySignalMessage`` envelopes with the same base key and a
 growing counter, and libsignal accepts each of them (the session with that base key already exists,
 so the prekeys are not looked up again). The simulator never processes the device's replies, so the
-session never needs to leave that state.
+session never needs to leave that state. It can still read the device's answers (``msg``
+envelopes): the device ratchets once on Alice's key and then keeps one sending chain, which
+:meth:`SendingSession.decrypt_reply` derives from the same root.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from . import proto
 from .keys import DJB_TYPE, KeyPair
 from .noise import hkdf
-from .signal_rx import MAC_LENGTH, SIGNAL_VERSION
+from .signal_rx import MAC_LENGTH, SIGNAL_VERSION, DecryptError, strip_pkcs7, unpad
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,11 @@ class SendingSession:
         root = hkdf(secret, None, b"WhisperText", 64)[:32]
         # Alice's first sending chain: one DH ratchet step against Bob's signed prekey.
         step = hkdf(self._ratchet.dh(bundle.signed_prekey), root, b"WhisperRatchet", 64)
-        self._chain = step[32:]
+        self._root, self._chain = step[:32], step[32:]
         self.counter = 0
         # The MAC covers both identities, the sender's first.
         self._mac_prefix = identity.signal_pub + _typed(bundle.identity)
+        self._reply_chains: dict[bytes, tuple[int, bytes]] = {}  # their ratchet key → (index, chain)
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """The ``pkmsg`` envelope carrying ``plaintext`` (padded here); advances the chain."""
@@ -94,3 +97,29 @@ class SendingSession:
                 (4, body + mac),
             ]
         )
+
+    def decrypt_reply(self, envelope: bytes) -> bytes:
+        """Decrypt a ``msg`` (SignalMessage) the device sent back on this session; unpadded."""
+        if len(envelope) < 1 + MAC_LENGTH or envelope[0] != SIGNAL_VERSION:
+            raise DecryptError("bad signal message")
+        body, mac = envelope[:-MAC_LENGTH], envelope[-MAC_LENGTH:]
+        fields = proto.decode(body[1:])
+        their_ratchet = proto.first_bytes(fields, 1)
+        counter = proto.first_int(fields, 2, 0) or 0
+        ciphertext = proto.first_bytes(fields, 4)
+        if their_ratchet is None or ciphertext is None:
+            raise DecryptError("signal message is missing a field")
+        index, chain = self._reply_chains.get(their_ratchet, (0, b""))
+        if not chain or counter < index:  # a new ratchet key, or an older message: from the start
+            step = hkdf(self._ratchet.dh(their_ratchet), self._root, b"WhisperRatchet", 64)
+            index, chain = 0, step[32:]
+        for _ in range(counter - index):
+            chain = hmac.new(chain, b"\x02", sha256).digest()
+        self._reply_chains[their_ratchet] = (counter, chain)
+        keys = hkdf(hmac.new(chain, b"\x01", sha256).digest(), None, b"WhisperMessageKeys", 80)
+        cipher_key, mac_key, iv = keys[:32], keys[32:64], keys[64:]
+        expected = hmac.new(mac_key, _typed(self._bundle.identity) + self._identity.signal_pub + body, sha256)
+        if not hmac.compare_digest(expected.digest()[:MAC_LENGTH], mac):
+            raise DecryptError("MAC mismatch")
+        decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
+        return unpad(strip_pkcs7(decryptor.update(ciphertext) + decryptor.finalize()))
