@@ -198,3 +198,33 @@ async def test_every_kind_presence_and_call(sim: Simulator, patched_dir: Path, t
         assert (
             call.data["call_id"] == call_id and call.data["from"] == CAROL and call.key == f"call:{call_id}"
         )
+
+
+async def test_two_sessions_talking_through_the_relay(
+    sim: Simulator, patched_dir: Path, tmp_path: Path
+) -> None:
+    """Real whatsmeow at both ends: one session's text is the other's message.received, and its
+    delivery receipt comes back as message.ack; a second device of the sender sees it as from_me."""
+    other = "15550002222"
+    async with (
+        paired(sim, patched_dir, tmp_path, workers=2) as (pool, s1, sink),
+        trio.open_nursery() as nursery,
+    ):
+        s2 = Device(pool, "s2", tmp_path / "s2")
+        await nursery.start(s2.run)
+        await pair(sim, s2, other)
+        twin = Device(pool, "s3", tmp_path / "s3")  # a second linked device of s1's phone
+        await nursery.start(twin.run)
+        await pair(sim, twin, PHONE)
+        await sim.wait_connected(other)
+
+        sent = (await s1.client.send_text(other, "hi s2")).id
+        got = await sink.wait(lambda a: a.session_id == "s2" and a.key == sent)
+        assert got.type == "message.received" and got.data["text"] == "hi s2"
+        assert got.data["from"] == got.data["chat"] == PHONE and got.data["from_me"] is False
+        ack = await sink.wait(lambda a: a.session_id == "s1" and a.type == "message.ack")
+        assert ack.data["message_id"] == sent and ack.data["status"] == "delivered"
+        assert ack.data["from"] == other
+        echo = await sink.wait(lambda a: a.session_id == "s3" and a.key == sent)
+        assert echo.data["from_me"] is True and echo.data["chat"] == other and echo.data["from"] == PHONE
+        nursery.cancel_scope.cancel()

@@ -8,6 +8,12 @@ returns, and the API process reads it even after this process is gone.
 
 The socket is blocking: when the API process is behind, the callback waits here, whatsmeow's event
 queue fills, and whatsmeow stops reading from WhatsApp (backpressure; nothing is dropped).
+
+Measured (tests/simulator/test_engine_events_loss.py, bursts of 150 from 5 contacts, 2 loaded cores):
+callback -> sink p50 0.2-0.9 ms, p99 5-10 ms written here; p50 0.8-2.1 ms, p99 8-40 ms through the
+trio loop (run_sync_soon, outbox, writer task), which also answers pings and sends. SIGKILLs mid-burst
+lost 2 of 3,600 receipted messages here (24 kills) and 1 of 1,800 through the loop (12 kills): the
+window left is whatsmeow's, which receipts a message as it queues the event, before we see it.
 """
 
 from __future__ import annotations
