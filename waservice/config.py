@@ -15,7 +15,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
-__all__ = ["Config", "ConfigError", "EngineConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "EngineConfig", "MetricsConfig", "load_config"]
 
 
 class ConfigError(Exception):
@@ -92,12 +92,21 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    # GET /metrics without the API key (for a scraper on a private network).
+    public: bool = False
+    # Session ids become labels (per-session gauges) only below this many sessions.
+    per_session_max: int = attrs.field(default=100, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
     engine: EngineConfig = attrs.field(factory=EngineConfig)
     reconnect: ReconnectConfig = ReconnectConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -114,6 +123,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "WASERVICE_WORKERS": ("engine", "workers"),
     "WASERVICE_LOG_LEVEL": ("logging", "level"),
     "WASERVICE_LOG_FORMAT": ("logging", "format"),
+    "WASERVICE_METRICS_PUBLIC": ("metrics", "public"),
 }
 
 
@@ -123,8 +133,17 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
-    for cls in (ServerConfig, SessionsConfig, EngineConfig, ReconnectConfig, LoggingConfig, Config):
+    for cls in (
+        ServerConfig,
+        SessionsConfig,
+        EngineConfig,
+        ReconnectConfig,
+        LoggingConfig,
+        MetricsConfig,
+        Config,
+    ):
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
     return conv
 
@@ -139,6 +158,14 @@ def _strict_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a number, got {value!r}")
     return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):  # from the environment
+        return value.lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def _strict_str(value: Any, _: type) -> str:

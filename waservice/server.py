@@ -46,11 +46,12 @@ async def serve_forever(
         open_engine(config.sessions.engine, config.engine) as engine,
     ):
         manager = SessionManager(engine, store, policy, max_sessions=config.sessions.max)
-        app = create_app(manager, config.server.api_key, config.server.allowed_hosts)
+        app = create_app(manager, config.server.api_key, config.server.allowed_hosts, config.metrics)
         _bound_load(app, config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_wait_for_signal, stop)
-            await nursery.start(manager.run)
+            # Serving starts while the sessions are restored: /ready says so, other routes wait.
+            nursery.start_soon(manager.run)
             await serve(
                 ServerSafeSend(app),
                 _hypercorn_config(config),

@@ -4,11 +4,10 @@ offline Swagger UI."""
 from __future__ import annotations
 
 import functools
-import hmac
 import importlib.util
 import logging
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,21 @@ from werkzeug.routing.converters import BaseConverter
 from werkzeug.security import safe_join
 
 from .. import __version__
-from ..errors import ServiceError, Unauthorized
+from ..config import MetricsConfig
+from ..errors import ServiceError
 from ..sessions.manager import SessionManager
-from . import models, routes
+from . import keys, models, routes
+from .caller import Authenticator
 from .guards import HostGuard, OriginGuard
+from .ops import install_ops
 from .status import status_for
 
 log = logging.getLogger("waservice.api")
 
 # Pages and assets that hold no data stay public, so the web page can load and ask for the key.
-PUBLIC_PATHS = ("/health", "/", "/openapi.json", "/favicon.ico")
+PUBLIC_PATHS = ("/health", "/ready", "/", "/openapi.json", "/favicon.ico")
+# Answered at once while the stored sessions are being restored.
+RESTORE_FREE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 PUBLIC_PREFIXES = ("/static/", "/api-docs")
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -69,7 +73,7 @@ class _Provider(OpenAPIProvider):
         schema = super().schema()
         # quart-schema inlines each msgspec model but drops the nested ones it refers to.
         _, components = msgspec.json.schema_components(
-            [models.SendResult, models.SessionView], ref_template="#/components/schemas/{name}"
+            [models.SendResult, models.SessionView, keys.KeyView], ref_template="#/components/schemas/{name}"
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
         _link_session_routes(schema["paths"])
@@ -104,7 +108,13 @@ def _link_session_routes(paths: dict[str, Any]) -> None:
         response["links"] = links
 
 
-def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterable[str] = ()) -> QuartTrio:
+def create_app(
+    manager: SessionManager,
+    api_key: str = "",
+    allowed_hosts: Iterable[str] = (),
+    metrics: MetricsConfig | None = None,
+) -> QuartTrio:
+    metrics = metrics or MetricsConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["waservice.manager"] = manager
@@ -120,11 +130,14 @@ def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterab
         openapi_provider_class=_Provider,
     )
     app.register_blueprint(routes.bp)
+    app.register_blueprint(keys.bp)
+    install_ops(app, manager, metrics)
     _add_pages(app)
     _add_errors(app)
     _add_guards(app, api_key, allowed_hosts)
-    if api_key:
-        _require_api_key(app, api_key)
+    public = (*PUBLIC_PATHS, "/metrics") if metrics.public else PUBLIC_PATHS
+    app.before_request(Authenticator(api_key, manager.store, public, PUBLIC_PREFIXES).check)
+    app.before_request(_restored(manager))
     if manager.engine.name == "fake":
         from .fake import bp as fake_bp
 
@@ -209,17 +222,11 @@ def _add_guards(app: QuartTrio, api_key: str, allowed_hosts: Iterable[str]) -> N
     app.before_request(OriginGuard(allowed_hosts).check)
 
 
-def _require_api_key(app: QuartTrio, api_key: str) -> None:
-    expected = api_key.encode()
+def _restored(manager: SessionManager) -> Callable[[], Awaitable[None]]:
+    async def wait_for_restore() -> None:
+        # The server answers while the sessions are restored (so /ready can say so); a request
+        # about sessions waits until they are back rather than see a half-restored list.
+        if request.path not in RESTORE_FREE_PATHS:
+            await manager.restored.wait()
 
-    @app.before_request
-    async def check_api_key() -> None:
-        path = request.path
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            return
-        given = request.headers.get("X-API-Key", "")
-        if not given:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            given = token.strip() if scheme.lower() == "bearer" else ""
-        if not hmac.compare_digest(given.encode(), expected):
-            raise Unauthorized("missing or invalid API key (send X-API-Key or Authorization: Bearer)")
+    return wait_for_restore

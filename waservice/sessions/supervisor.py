@@ -34,6 +34,7 @@ from ..engine import (
     Stopped,
 )
 from ..errors import SendFailed, SendOutcomeUnknown, SessionNotConnected
+from ..metrics import Metrics
 from ..store import SessionStore
 from .machine import (
     ACTIVE,
@@ -89,8 +90,10 @@ class SessionSupervisor:
         policy: ReconnectPolicy,
         *,
         down_reason: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.session_id = session_id
+        self._metrics = metrics or Metrics()
         self.directory: Path = store.directory(session_id)
         self.machine = SessionMachine(policy, last_error=down_reason)
         self.state_changed_at = time.time()
@@ -232,6 +235,8 @@ class SessionSupervisor:
     def _on_event(self, generation: int, event: EngineEvent) -> None:
         if generation != self._generation:
             return  # from a connection we already stopped
+        if isinstance(event, QrCode):
+            self._metrics.qr_issued()
         try:
             self._apply(self._dispatch(event))
         except IllegalTransition as exc:
@@ -273,6 +278,7 @@ class SessionSupervisor:
                     self._cancel_retry()
                     self._stop_client()
                 case RetryAfter(delay):
+                    self._metrics.reconnect_scheduled(self.machine.last_error)
                     self._schedule_retry(delay)
                 case ForgetCredentials():
                     self._then_on_device(self._forget_credentials)
@@ -284,6 +290,7 @@ class SessionSupervisor:
             self.state_changed_at = time.time()
             self._changed.set()
             self._changed = trio.Event()
+            self._metrics.state_changed(m.state.value, m.last_error)
             log.info(
                 "session=%s state=%s attempts=%d%s",
                 self.session_id,
