@@ -26,7 +26,7 @@ from ..sessions.manager import SessionManager
 from . import keys, models, routes
 from .caller import Authenticator
 from .guards import HostGuard, OriginGuard
-from .ops import install_ops
+from .ops import document_metrics, install_ops
 from .status import status_for
 
 log = logging.getLogger("waservice.api")
@@ -98,6 +98,7 @@ class _Provider(OpenAPIProvider):
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
         _link_session_routes(schema["paths"])
+        document_metrics(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:

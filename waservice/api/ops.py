@@ -8,6 +8,7 @@ cluster lease) appends its own with `readiness_checks(app).append(check)`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -63,6 +64,18 @@ def install_ops(app: QuartTrio, manager: SessionManager, config: MetricsConfig) 
         metrics.add("workers", WorkerCollector(stats, lambda: dict(manager.engine.restart_causes)))
     app.extensions[_CHECKS] = [_sessions_restored(manager), _workers_up(manager)]
     app.register_blueprint(bp)
+
+
+def document_metrics(paths: dict[str, Any]) -> None:
+    """quart-schema documents JSON bodies only: say what /metrics answers."""
+    operation = paths.get("/metrics", {}).get("get")
+    if operation is not None:
+        content = {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}
+        responses = operation.setdefault("responses", {})
+        responses[200] = {
+            "description": "Prometheus text format",
+            "content": content,
+        }  # int keys, as the rest
 
 
 def _sessions_restored(manager: SessionManager) -> ReadinessCheck:
