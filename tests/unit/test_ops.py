@@ -269,3 +269,36 @@ async def test_security_headers_on_an_unexpected_error(manager, monkeypatch):
     assert response.status_code == 500
     assert response.headers.get("X-Content-Type-Options") == "nosniff"
     assert response.headers.get("Content-Security-Policy") == SECURITY_HEADERS["Content-Security-Policy"]
+
+
+async def test_the_server_answers_while_it_restores(tmp_path: Path, monkeypatch, nursery: trio.Nursery):
+    """server.py serves before the restore ends, so /ready can say "restoring" (and /health works)."""
+    import httpx
+
+    from tests.process.service import free_port
+    from waservice import server
+    from waservice.config import load_config
+
+    gate = trio.Event()
+    probe = FakeEngine.has_credentials
+
+    async def slow_probe(self, directory: Path) -> bool:
+        await gate.wait()
+        return await probe(self, directory)
+
+    monkeypatch.setattr(FakeEngine, "has_credentials", slow_probe)
+    monkeypatch.setattr(server, "_fix_server_libraries", lambda: None)  # process-wide: not in a test
+    port = free_port()
+    env = {"WASERVICE_ENGINE": "fake", "PORT": str(port), "WASERVICE_DATA_DIR": str(tmp_path / "data")}
+    with trio.fail_after(20):  # serving only after the restore would never get here
+        await nursery.start(server.serve_forever, load_config(None, environ=env))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        answer = await http.get("/ready")
+        assert answer.status_code == 503 and answer.json()["reasons"] == ["restoring the stored sessions"]
+        assert (await http.get("/health")).status_code == 200
+        gate.set()
+        with trio.fail_after(20):
+            while (answer := await http.get("/ready")).status_code != 200:
+                await trio.sleep(0.01)
+        assert answer.json() == {"success": True, "ready": True}
+    nursery.cancel_scope.cancel()
