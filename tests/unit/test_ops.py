@@ -197,6 +197,7 @@ async def test_ready_flips_once_the_sessions_are_restored(store: SessionStore, n
     status, body = await call(client, "get", "/ready")
     assert (status, body["reasons"]) == (503, ["restoring the stored sessions"])
     assert (await call(client, "get", "/health"))[0] == 200
+    assert (await client.get("/")).status_code == 200  # the page loads, and polls until it can
 
     answered: list[tuple[int, dict]] = []
 

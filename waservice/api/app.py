@@ -33,8 +33,8 @@ log = logging.getLogger("waservice.api")
 
 # Pages and assets that hold no data stay public, so the web page can load and ask for the key.
 PUBLIC_PATHS = ("/health", "/ready", "/", "/openapi.json", "/favicon.ico")
-# Answered at once while the stored sessions are being restored.
-RESTORE_FREE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Answered at once while the stored sessions are being restored (with the public paths).
+RESTORE_FREE_PATHS = ("/metrics", *PUBLIC_PATHS)
 PUBLIC_PREFIXES = ("/static/", "/api-docs")
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -255,7 +255,8 @@ def _restored(manager: SessionManager) -> Callable[[], Awaitable[None]]:
     async def wait_for_restore() -> None:
         # The server answers while the sessions are restored (so /ready can say so); a request
         # about sessions waits until they are back rather than see a half-restored list.
-        if request.path not in RESTORE_FREE_PATHS:
+        path = request.path
+        if path not in RESTORE_FREE_PATHS and not path.startswith(PUBLIC_PREFIXES):
             await manager.restored.wait()
 
     return wait_for_restore
