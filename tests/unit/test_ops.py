@@ -303,3 +303,12 @@ async def test_the_server_answers_while_it_restores(tmp_path: Path, monkeypatch,
                 await trio.sleep(0.01)
         assert answer.json() == {"success": True, "ready": True}
     nursery.cancel_scope.cancel()
+
+
+async def test_a_level_is_one_line_and_read_at_scrape_time(manager, client):
+    """The pattern metrics.py documents for the metrics other parts add (queue depth, subscribers)."""
+    queue: list[int] = []
+    manager.metrics.level("waservice_example_depth", "An example queue's depth", lambda: len(queue))
+    assert (await scrape(client))["waservice_example_depth", ()] == 0
+    queue.extend([1, 2, 3])
+    assert (await scrape(client))["waservice_example_depth", ()] == 3
