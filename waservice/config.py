@@ -19,7 +19,7 @@ from .ids import validate_session_id
 from .webhooks.rules import check_events, check_url
 from .webhooks.signing import secret_key
 
-__all__ = ["Config", "ConfigError", "EngineConfig", "EventsConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "EngineConfig", "EventsConfig", "MetricsConfig", "load_config"]
 
 
 class ConfigError(Exception):
@@ -138,6 +138,14 @@ def _distinct_webhooks(_: object, __: attrs.Attribute, hooks: tuple[WebhookConfi
 
 
 @attrs.frozen
+class MetricsConfig:
+    # GET /metrics without the API key (for a scraper on a private network).
+    public: bool = False
+    # Session ids become labels (per-session gauges) only below this many sessions.
+    per_session_max: int = attrs.field(default=100, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -147,6 +155,7 @@ class Config:
     events: EventsConfig = EventsConfig()
     webhooks: tuple[WebhookConfig, ...] = attrs.field(default=(), validator=_distinct_webhooks)
     webhooks_delivery: WebhookDeliveryConfig = WebhookDeliveryConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -163,6 +172,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "WASERVICE_WORKERS": ("engine", "workers"),
     "WASERVICE_LOG_LEVEL": ("logging", "level"),
     "WASERVICE_LOG_FORMAT": ("logging", "format"),
+    "WASERVICE_METRICS_PUBLIC": ("metrics", "public"),
 }
 
 
@@ -172,8 +182,8 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
     conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
     classes = (
         ServerConfig,
         SessionsConfig,
@@ -181,6 +191,7 @@ def _converter() -> cattrs.Converter:
         ReconnectConfig,
         LoggingConfig,
         EventsConfig,
+        MetricsConfig,
         Config,
     )
     for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):

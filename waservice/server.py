@@ -64,11 +64,18 @@ async def serve_forever(
                 manager = SessionManager(
                     engine, store, policy, max_sessions=config.sessions.max, record=recorder.record
                 )
-                app = create_app(manager, config.server.api_key, config.server.allowed_hosts, webhooks)
+                app = create_app(
+                    manager,
+                    config.server.api_key,
+                    config.server.allowed_hosts,
+                    webhook_service=webhooks,
+                    metrics=config.metrics,
+                )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_wait_for_signal, stop)
-                    await nursery.start(manager.run)
+                    # Serving starts while the sessions are restored: /ready says so, other routes wait.
+                    nursery.start_soon(manager.run)
                     await serve(
                         ServerSafeSend(app),
                         _hypercorn_config(config),

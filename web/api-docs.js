@@ -6,4 +6,5 @@ window.ui = SwaggerUIBundle({
   dom_id: "#swagger-ui",
   deepLinking: true,
   persistAuthorization: true, // the API key typed under "Authorize" survives a reload
+  validatorUrl: null, // no badge fetched from validator.swagger.io: the page talks to its own origin only
 });

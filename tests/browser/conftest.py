@@ -124,6 +124,22 @@ def browser():
         b.close()
 
 
+def watch_csp(context, problems: list[str]) -> None:
+    """Every Content-Security-Policy violation on the context's pages lands in `problems`."""
+    # The event is the page's own report; the console line is Chromium's, for what has no event.
+    context.expose_binding("__reportCspViolation", lambda _source, text: problems.append(text))
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => window.__reportCspViolation("
+        "`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`));"
+    )
+
+    def on_console(message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            problems.append(message.text)
+
+    context.on("console", on_console)
+
+
 @pytest.fixture
 def page(browser, service_factory, request: pytest.FixtureRequest):
     # Depends on service_factory so that it is torn down first: the browser's idle keep-alive
@@ -132,6 +148,7 @@ def page(browser, service_factory, request: pytest.FixtureRequest):
     pg = context.new_page()
     js_errors: list[str] = []
     pg.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    watch_csp(context, js_errors)
 
     # The page's own files must load (relative static/ urls): a 404 there is a broken page.
     def on_response(r) -> None:

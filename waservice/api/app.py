@@ -4,11 +4,10 @@ offline Swagger UI."""
 from __future__ import annotations
 
 import functools
-import hmac
 import importlib.util
 import logging
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,46 @@ from werkzeug.routing.converters import BaseConverter
 from werkzeug.security import safe_join
 
 from .. import __version__
-from ..errors import ServiceError, Unauthorized
+from ..config import MetricsConfig
+from ..errors import ServiceError
 from ..sessions.manager import SessionManager
 from ..webhooks.service import WebhookService
-from . import models, routes, webhook_models, webhooks
+from . import keys, models, routes, webhook_models, webhooks
+from .caller import Authenticator
 from .event_schemas import event_components
 from .guards import HostGuard, OriginGuard
+from .ops import document_metrics, install_ops
 from .status import status_for
 
 log = logging.getLogger("waservice.api")
 
 # Pages and assets that hold no data stay public, so the web page can load and ask for the key.
-PUBLIC_PATHS = ("/health", "/", "/openapi.json", "/favicon.ico")
+PUBLIC_PATHS = ("/health", "/ready", "/", "/openapi.json", "/favicon.ico")
+# Answered at once while the stored sessions are being restored (with the public paths).
+RESTORE_FREE_PATHS = ("/metrics", *PUBLIC_PATHS)
 PUBLIC_PREFIXES = ("/static/", "/api-docs")
 MAX_BODY_BYTES = 1024 * 1024
+
+# On every response, pages, API and errors alike. The page and Swagger UI load only their own
+# files (no inline script or style, nothing from another origin); QR codes are data: images.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+        )
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+}
 
 
 def web_root() -> Path:
@@ -71,13 +96,20 @@ class _Provider(OpenAPIProvider):
         schema = super().schema()
         # quart-schema inlines each msgspec model but drops the nested ones it refers to.
         _, components = msgspec.json.schema_components(
-            [models.SendResult, models.SessionView, webhook_models.WebhookView, webhook_models.DeliveryView],
+            [
+                models.SendResult,
+                models.SessionView,
+                keys.KeyView,
+                webhook_models.WebhookView,
+                webhook_models.DeliveryView,
+            ],
             ref_template="#/components/schemas/{name}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
         schema["components"]["schemas"].update(event_components())
         _link_session_routes(schema["paths"])
         webhooks.link_routes(schema["paths"])
+        document_metrics(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -113,8 +145,11 @@ def create_app(
     manager: SessionManager,
     api_key: str = "",
     allowed_hosts: Iterable[str] = (),
+    *,
     webhook_service: WebhookService | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> QuartTrio:
+    metrics = metrics or MetricsConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["waservice.manager"] = manager
@@ -133,11 +168,15 @@ def create_app(
     if webhook_service is not None:
         app.extensions["waservice.webhooks"] = webhook_service
         app.register_blueprint(webhooks.bp)
+    app.register_blueprint(keys.bp)
+    install_ops(app, manager, metrics)
     _add_pages(app)
     _add_errors(app)
+    app.after_request(_add_security_headers)
     _add_guards(app, api_key, allowed_hosts)
-    if api_key:
-        _require_api_key(app, api_key)
+    public = (*PUBLIC_PATHS, "/metrics") if metrics.public else PUBLIC_PATHS
+    app.before_request(Authenticator(api_key, manager.store, public, PUBLIC_PREFIXES).check)
+    app.before_request(_restored(manager))
     if manager.engine.name == "fake":
         from .fake import bp as fake_bp
 
@@ -158,6 +197,12 @@ def _asset(root: Path, name: str) -> Response:
     mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
     response = Response(_read_asset(Path(path)), mimetype=mimetype)
     response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def _add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     return response
 
 
@@ -222,17 +267,12 @@ def _add_guards(app: QuartTrio, api_key: str, allowed_hosts: Iterable[str]) -> N
     app.before_request(OriginGuard(allowed_hosts).check)
 
 
-def _require_api_key(app: QuartTrio, api_key: str) -> None:
-    expected = api_key.encode()
-
-    @app.before_request
-    async def check_api_key() -> None:
+def _restored(manager: SessionManager) -> Callable[[], Awaitable[None]]:
+    async def wait_for_restore() -> None:
+        # The server answers while the sessions are restored (so /ready can say so); a request
+        # about sessions waits until they are back rather than see a half-restored list.
         path = request.path
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            return
-        given = request.headers.get("X-API-Key", "")
-        if not given:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            given = token.strip() if scheme.lower() == "bearer" else ""
-        if not hmac.compare_digest(given.encode(), expected):
-            raise Unauthorized("missing or invalid API key (send X-API-Key or Authorization: Bearer)")
+        if path not in RESTORE_FREE_PATHS and not path.startswith(PUBLIC_PREFIXES):
+            await manager.restored.wait()
+
+    return wait_for_restore

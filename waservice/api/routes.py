@@ -15,6 +15,7 @@ from quart_schema import document_querystring, document_request, document_respon
 from ..errors import InvalidRequest, NoQrCode
 from ..sessions.manager import SessionManager
 from ..sessions.supervisor import SessionInfo
+from .caller import admin_only, caller, filtered_by_caller
 from .limits import limit_new_session
 from .models import (
     ActionResponse,
@@ -93,10 +94,15 @@ ENCODE_IN_THREAD_FROM = 2_000
 @document_querystring(SessionsQuery)
 @document_response(SessionsResponse)
 @errors(400, 401, 403)
+@filtered_by_caller
 async def list_sessions() -> Response:
-    """Sessions with their state, phone number, QR availability and last error (all, or a page)."""
+    """Sessions with their state, phone number, QR availability and last error (all, or a page).
+
+    With a session key: only that session."""
     query = _sessions_query()
-    infos = await _in_slices(manager().sessions(), lambda s: s.info())
+    who = caller()
+    sessions = [s for s in manager().sessions() if who.may_act_on(s.session_id)]
+    infos = await _in_slices(sessions, lambda s: s.info())
     if query.state is not None:
         infos = [i for i in infos if i.state == query.state]
     page = await _in_slices(infos[query.offset :][: query.limit], _view)
@@ -130,6 +136,7 @@ def _sessions_query() -> SessionsQuery:
 
 @bp.delete("/sessions/<session_id>")
 @tag(["Sessions"])
+@admin_only  # it deletes the session's keys too
 @document_response(DeleteResponse)
 @errors(400, 401, 403, 503)
 async def delete_session(session_id: str) -> DeleteResponse:
@@ -221,7 +228,8 @@ async def send() -> SendResponse:
     """Send a text message; 2xx only once WhatsApp acknowledged it."""
     body = await read_body(SendRequest)
     number, text = phone_number(body.number), message_text(body.message)
-    sent = await manager().send_text(body.session_id, number, text)
+    with manager().metrics.timing_send():
+        sent = await manager().send_text(body.session_id, number, text)
     return SendResponse(
         session_id=body.session_id,
         message="Message sent successfully",

@@ -19,7 +19,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,7 @@ import trio
 
 from ..config import EngineConfig, EventsConfig
 from ..events.model import ActivitySink
+from ..metrics import restart_cause
 from . import credentials
 from . import protocol as p
 from .base import EngineError, OutcomeUnknown
@@ -215,6 +216,7 @@ class WorkerPool:
         self.events = events or EventsConfig()
         self.limits = Limits(config.max_leaked_fds, config.max_rss_mb, config.max_abandoned_clients)
         self._env = env
+        self.restart_causes: Counter[str] = Counter()  # for /metrics
         self._slots = [_Slot(i, config) for i in range(config.workers)]
         self._assigned: dict[str, _Slot] = {}
         self._attempts = itertools.count(1)
@@ -341,6 +343,7 @@ class WorkerPool:
             if self._closing:
                 return
             slot.restarts += 1
+            self.restart_causes[restart_cause(reason)] += 1
             delay = slot.backoff.after_exit(trio.current_time() - started, crashed)
             log.warning("%s; restarting%s", reason, f" in {delay:.0f} s" if delay else "")
             if delay:

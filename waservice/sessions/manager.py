@@ -25,6 +25,7 @@ from ..errors import (
 )
 from ..events.model import Activity
 from ..ids import DEFAULT_SESSION, case_key, validate_session_id
+from ..metrics import Metrics
 from ..store import SessionStore
 from .locks import KeyedLock
 from .machine import ReconnectPolicy
@@ -53,6 +54,7 @@ class SessionManager:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         unlink_timeout: float = UNLINK_TIMEOUT,
         record: Callable[[Activity], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -65,12 +67,15 @@ class SessionManager:
         self._creating = 0  # new sessions past the limit check, not yet registered
         self._locks = KeyedLock()
         self._nursery: trio.Nursery | None = None
+        self.metrics = metrics or Metrics()
+        self.restored = trio.Event()  # the stored sessions are back (GET /ready waits for it)
 
     async def run(self, *, task_status: trio.TaskStatus[SessionManager] = trio.TASK_STATUS_IGNORED) -> None:
         """Restore the stored sessions, report ready, then supervise until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self._restore()
+            self.restored.set()
             task_status.started(self)
             await trio.sleep_forever()
 
@@ -82,7 +87,8 @@ class SessionManager:
                     nursery.start_soon(session.disconnect)
         if scope.cancelled_caught:
             log.warning("sessions still stopping at the shutdown deadline: cancelled")
-        self._require_nursery().cancel_scope.cancel()
+        if self._nursery is not None:  # None: stopped before it began restoring
+            self._nursery.cancel_scope.cancel()
 
     async def _restore(self) -> None:
         await self.store.ensure(DEFAULT_SESSION)
@@ -101,7 +107,13 @@ class SessionManager:
 
     async def _start(self, session_id: str, down_reason: str | None = None) -> SessionSupervisor:
         session = SessionSupervisor(
-            session_id, self.engine, self.store, self.policy, down_reason=down_reason, record=self.record
+            session_id,
+            self.engine,
+            self.store,
+            self.policy,
+            down_reason=down_reason,
+            record=self.record,
+            metrics=self.metrics,
         )
         await self._require_nursery().start(session.supervise)
         self._sessions[session_id] = session

@@ -37,6 +37,7 @@ from ..engine import (
 from ..errors import SendFailed, SendOutcomeUnknown, SessionNotConnected
 from ..events.model import SESSION_QR, SESSION_STATUS, Activity
 from ..events.types import SessionQr, SessionStatus
+from ..metrics import Metrics
 from ..store import SessionStore
 from .machine import (
     ACTIVE,
@@ -93,8 +94,10 @@ class SessionSupervisor:
         *,
         down_reason: str | None = None,
         record: Callable[[Activity], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.session_id = session_id
+        self._metrics = metrics or Metrics()
         self.directory: Path = store.directory(session_id)
         self.machine = SessionMachine(policy, last_error=down_reason)
         self.state_changed_at = time.time()
@@ -238,6 +241,8 @@ class SessionSupervisor:
     def _on_event(self, generation: int, event: EngineEvent) -> None:
         if generation != self._generation:
             return  # from a connection we already stopped
+        if isinstance(event, QrCode):
+            self._metrics.qr_issued()
         try:
             self._apply(self._dispatch(event))
         except IllegalTransition as exc:
@@ -281,6 +286,7 @@ class SessionSupervisor:
                     self._cancel_retry()
                     self._stop_client()
                 case RetryAfter(delay):
+                    self._metrics.reconnect_scheduled(self.machine.last_error)
                     self._schedule_retry(delay)
                 case ForgetCredentials():
                     self._then_on_device(self._forget_credentials)
@@ -295,6 +301,7 @@ class SessionSupervisor:
             if m.state is not self._seen_state:
                 self._report_state(self._seen_state)
                 self._seen_state = m.state
+            self._metrics.state_changed(m.state.value, m.last_error)
             log.info(
                 "session=%s state=%s attempts=%d%s",
                 self.session_id,

@@ -17,14 +17,17 @@ import trio
 from ..errors import StorageFailed
 from ..events.model import Activity, LoggedEvent
 from .eventlog import EventLog, Outbox
+from .keys import NewKey, StoredKey
 from .layout import DiskLayout
 from .registry import CorruptRegistry, Registry, StoredSession
 
 __all__ = [
     "CorruptRegistry",
     "EventStore",
+    "NewKey",
     "Outbox",
     "SessionStore",
+    "StoredKey",
     "StoredSession",
     "open_event_store",
     "open_store",
@@ -153,6 +156,22 @@ class SessionStore:
         if trashed is None:
             return []
         return await self._disk_call(self._layout.purge, trashed)
+
+    # -- per-session API keys (store/keys.py) --------------------------------------------------
+
+    async def create_key(self, session_id: str) -> NewKey | None:
+        return await self._registry_call(self._registry.keys.create, session_id)
+
+    def keys(self, session_id: str) -> list[StoredKey]:
+        return self._registry.keys.list(session_id)
+
+    async def delete_key(self, session_id: str, key_id: str) -> bool:
+        """False if the session has no such key."""
+        return await self._registry_call(self._registry.keys.delete, session_id, key_id)
+
+    def check_key(self, key: str) -> StoredKey | None:
+        """The session key `key` is, if it is one (no I/O: for every request)."""
+        return self._registry.keys.check(key)
 
     async def _registry_call(self, fn: Callable[..., T], *args: object) -> T:
         return await _in_thread(fn, args, self._registry_limiter)

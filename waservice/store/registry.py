@@ -14,6 +14,7 @@ import attrs
 
 from ..errors import InvalidSessionId
 from ..ids import validate_session_id
+from .keys import KeyTable
 
 __all__ = ["CorruptRegistry", "Registry", "StoredSession"]
 
@@ -52,6 +53,7 @@ class Registry:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
             self._migrate()
+            self.keys = KeyTable(self._db)
         except sqlite3.OperationalError as exc:  # permissions, a read-only disk: not corruption
             raise OSError(f"cannot open {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
@@ -108,4 +110,5 @@ class Registry:
         )
 
     def remove(self, session_id: str) -> None:
+        self.keys.delete_session(session_id)  # a key must not outlive its session (nor reach a new one)
         self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
