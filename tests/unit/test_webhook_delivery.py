@@ -92,7 +92,11 @@ class InlineStore(EventStore):
 
 
 async def start_rig(
-    event_store: EventStore, nursery: trio.Nursery, receiver: ScriptedReceiver, policy: RetryPolicy
+    event_store: EventStore,
+    nursery: trio.Nursery,
+    receiver: ScriptedReceiver,
+    policy: RetryPolicy,
+    concurrency: int = 64,
 ) -> Rig:
     tables = await event_store.call(WebhookTables, event_store.connection)
     event_store.add_outbox(tables.outbox)
@@ -105,6 +109,7 @@ async def start_rig(
         hub,
         receiver,
         policy,
+        concurrency,
         wall=lambda: BASE + trio.current_time(),
         spread=lambda: 0.0,
         prune_interval=None,
@@ -116,10 +121,16 @@ async def start_rig(
 @pytest.fixture
 async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
     log = EventLog(tmp_path / "events.db")
-    try:
-        yield await start_rig(InlineStore(log), nursery, ScriptedReceiver(), RetryPolicy())
-    finally:
-        nursery.cancel_scope.cancel()
+    yield await start_rig(InlineStore(log), nursery, ScriptedReceiver(), RetryPolicy())
+    nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def small_rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    """Eight requests in flight at most, two per webhook."""
+    log = EventLog(tmp_path / "events.db")
+    yield await start_rig(InlineStore(log), nursery, ScriptedReceiver(), RetryPolicy(), concurrency=8)
+    nursery.cancel_scope.cancel()
 
 
 async def test_retries_follow_the_schedule_to_the_second(rig: Rig, autojump_clock):
@@ -231,3 +242,16 @@ async def test_deleting_a_webhook_stops_its_lanes_at_once(rig: Rig, autojump_clo
     await rig.service.delete(hook)
     await trio.testing.wait_all_tasks_blocked()
     assert rig.dispatcher.lanes() == 0 and await rig.service.webhooks() == []
+
+
+async def test_a_hung_receiver_with_many_sessions_takes_only_its_share(small_rig: Rig, autojump_clock):
+    rig = small_rig
+    rig.receiver.hang.add("http://down/")
+    await rig.hook("http://down/")
+    await rig.hook("http://up/")
+    t0 = trio.current_time()
+    for n in range(10):
+        await rig.emit(f"s{n}", n)
+    await rig.receiver.wait_for(lambda: len(rig.receiver.ids("http://up/")) == 10)
+    assert trio.current_time() - t0 == 0  # not one of the hung requests' 10 s timeouts
+    assert len(rig.receiver.ids("http://down/")) == 2  # its share of the 8 places

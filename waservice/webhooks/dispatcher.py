@@ -30,6 +30,9 @@ from .sender import Sender
 log = logging.getLogger("waservice.webhooks")
 
 CONCURRENCY = 64  # requests in flight over all lanes
+# Requests in flight per webhook, as a share of CONCURRENCY: a receiver that hangs (each request
+# waits out the timeout) with many sessions' lanes can take only this many places from the others.
+WEBHOOK_SHARE = 4
 BATCH = 32  # open deliveries a lane reads at a time: memory is lanes x this
 PRUNE_INTERVAL = 600.0
 WRITE_RETRY = (0.1, 5.0)
@@ -67,6 +70,8 @@ class Dispatcher:
         self.sender = sender
         self.policy = policy
         self._limiter = trio.CapacityLimiter(concurrency)
+        self._per_webhook = max(1, concurrency // WEBHOOK_SHARE)
+        self._webhook_limiters: dict[str, trio.CapacityLimiter] = {}
         self._wall = wall  # unix time; tests put it on trio's clock
         self._spread = spread
         self._prune_interval = prune_interval
@@ -102,6 +107,13 @@ class Dispatcher:
         for key, lane in list(self._lanes.items()):
             if key[0] == webhook_id:
                 lane.scope.cancel()
+        self._webhook_limiters.pop(webhook_id, None)
+
+    def _webhook_limiter(self, webhook_id: str) -> trio.CapacityLimiter:
+        limiter = self._webhook_limiters.get(webhook_id)
+        if limiter is None:
+            limiter = self._webhook_limiters[webhook_id] = trio.CapacityLimiter(self._per_webhook)
+        return limiter
 
     def lanes(self) -> int:
         return len(self._lanes)
@@ -151,7 +163,7 @@ class Dispatcher:
                 return False
             started = self._wall()
             headers = signing.headers(key, due.event.id, int(started), due.body)
-            async with self._limiter:
+            async with self._webhook_limiter(webhook.id), self._limiter:
                 outcome = await self.sender.post(webhook.url, headers, due.body)
             self.attempts += 1
             attempts += 1
