@@ -20,6 +20,7 @@ import pytest
 import trio
 import trio.testing
 
+from waservice.errors import StorageFailed
 from waservice.events.hub import EventHub
 from waservice.events.model import Activity
 from waservice.events.recorder import EventRecorder
@@ -255,3 +256,26 @@ async def test_a_hung_receiver_with_many_sessions_takes_only_its_share(small_rig
     await rig.receiver.wait_for(lambda: len(rig.receiver.ids("http://up/")) == 10)
     assert trio.current_time() - t0 == 0  # not one of the hung requests' 10 s timeouts
     assert len(rig.receiver.ids("http://down/")) == 2  # its share of the 8 places
+
+
+class RefusingStore(InlineStore):
+    """The disk refuses the next `refusals` reads of deliveries (a full or failing disk)."""
+
+    refusals = 0
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        if getattr(fn, "__name__", "") == "due" and self.refusals > 0:
+            self.refusals -= 1
+            raise StorageFailed("disk I/O error")
+        return await super().call(fn, *args)
+
+
+async def test_a_refused_read_is_retried_not_dropped(tmp_path: Path, nursery: trio.Nursery, autojump_clock):
+    store = RefusingStore(EventLog(tmp_path / "events.db"))
+    rig = await start_rig(store, nursery, ScriptedReceiver(), RetryPolicy())
+    await rig.hook("http://a/")
+    store.refusals = 3
+    await rig.emit("s1", 1)  # one event: nothing else would wake the lane again
+    with trio.fail_after(60):
+        await rig.receiver.wait_for(lambda: len(rig.receiver.hits) == 1)
+    assert store.refusals == 0
