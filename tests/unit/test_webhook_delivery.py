@@ -219,7 +219,7 @@ async def test_filters_choose_which_events_a_webhook_gets(rig: Rig, autojump_clo
     await trio.testing.wait_all_tasks_blocked()
     got = defaultdict(list)
     for hit in rig.receiver.hits:
-        got[hit.url].append(trio_json(hit.body)["data"]["n"])
+        got[hit.url].append(decoded(hit.body)["data"]["n"])
     assert sorted(got["http://typed/"]) == [1, 3]
     assert sorted(got["http://s2/"]) == [2, 3]
 
@@ -229,7 +229,7 @@ async def _only_hook(rig: Rig) -> str:
     return webhook.id
 
 
-def trio_json(body: bytes) -> dict:
+def decoded(body: bytes) -> dict:
     return msgspec.json.decode(body)
 
 
