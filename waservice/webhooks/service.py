@@ -20,7 +20,7 @@ from ..ids import validate_session_id
 from ..store import EventStore
 from ..store.webhooks import Delivery, StoredWebhook, WebhookTables
 from . import rules, signing
-from .dispatcher import Dispatcher
+from .dispatcher import WEBHOOK_SHARE, Dispatcher
 from .schedule import RetryPolicy
 from .sender import HttpSender
 
@@ -115,7 +115,7 @@ async def run_webhooks(
     task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The config file's webhooks stored, then delivery until cancelled; started() gives the service."""
-    sender = HttpSender(delivery.timeout, connections=delivery.concurrency)
+    sender = HttpSender(delivery.timeout, connections=max(1, delivery.concurrency // WEBHOOK_SHARE))
     policy = RetryPolicy(max_age=delivery.max_age_hours * 3600)
     dispatcher = Dispatcher(store, tables, hub, sender, policy, delivery.concurrency)
     service = WebhookService(store, tables, dispatcher)
