@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 import attrs
@@ -22,6 +23,7 @@ import trio
 
 from ..errors import StorageFailed
 from ..events.hub import EventHub
+from ..metrics import Metrics
 from ..store import EventStore
 from ..store.webhooks import DeliveryResult, Due, StoredWebhook, WebhookTables
 from . import signing
@@ -65,12 +67,14 @@ class Dispatcher:
         wall: Callable[[], float] = time.time,
         spread: Callable[[], float] = lambda: random.uniform(-1.0, 1.0),
         prune_interval: float | None = PRUNE_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.tables = tables
         self.hub = hub
         self.sender = sender
         self.policy = policy
+        self.metrics = metrics or Metrics()
         self._limiter = trio.CapacityLimiter(concurrency)
         self._per_webhook = max(1, concurrency // WEBHOOK_SHARE)
         self._webhook_limiters: dict[str, trio.CapacityLimiter] = {}
@@ -180,6 +184,7 @@ class Dispatcher:
             first = started if first is None else first
             decision = decide(self.policy, outcome, attempts, first, self._wall(), self._spread())
             await self._writer.write(_result(webhook.id, due.event.id, started, outcome, decision))
+            self._count(decision.verdict, due.event.timestamp)
             if decision.verdict is not Verdict.RETRY:
                 if decision.verdict is Verdict.DEAD:
                     log.warning(
@@ -192,6 +197,13 @@ class Dispatcher:
                 return True
             assert decision.next_attempt_at is not None
             next_at = decision.next_attempt_at
+
+    def _count(self, verdict: Verdict, happened: str) -> None:
+        if verdict is Verdict.OK:
+            lag = self._wall() - datetime.fromisoformat(happened).timestamp()
+            self.metrics.webhook_attempted("ok", lag)
+        else:
+            self.metrics.webhook_attempted("dead" if verdict is Verdict.DEAD else "retried", None)
 
     async def _prune_forever(self, interval: float) -> None:
         while True:
