@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -13,7 +12,7 @@ from ..errors import Forbidden, InvalidRequest
 from ..store.webhooks import Delivery, StoredWebhook
 from ..webhooks.service import WebhookService, WebhookSpec
 from .caller import caller, filtered_by_caller
-from .routes import errors
+from .routes import errors, iso_seconds
 from .validation import read_body
 from .webhook_models import (
     DeliveriesQuery,
@@ -50,17 +49,13 @@ def _scope() -> str | None:
     return caller().session_id
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _view(webhook: StoredWebhook) -> WebhookView:
     return WebhookView(
         id=webhook.id,
         url=webhook.url,
         events=list(webhook.events),
         session_id=webhook.session_id,
-        created_at=_iso(webhook.created_at),
+        created_at=iso_seconds(webhook.created_at),
         source=webhook.source,
     )
 
@@ -72,10 +67,10 @@ def _delivery(d: Delivery) -> DeliveryView:
         session_id=d.session_id,
         status=d.status,
         attempts=d.attempts,
-        next_attempt_at=_iso(d.next_attempt_at) if d.next_attempt_at is not None else None,
+        next_attempt_at=iso_seconds(d.next_attempt_at) if d.next_attempt_at is not None else None,
         last_status_code=d.last_status_code,
         last_error=d.last_error,
-        updated_at=_iso(d.updated_at),
+        updated_at=iso_seconds(d.updated_at),
     )
 
 
