@@ -15,7 +15,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
-__all__ = ["Config", "ConfigError", "EngineConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "EngineConfig", "StreamConfig", "load_config"]
 
 
 class ConfigError(Exception):
@@ -97,6 +97,19 @@ class EventsConfig:
 
 
 @attrs.frozen
+class StreamConfig:
+    """`[stream]`: the live event stream, GET /events."""
+
+    # A comment on a quiet stream this often, so that proxies and NATs keep the connection.
+    heartbeat: float = attrs.field(default=15.0, validator=_positive)
+    retry_ms: int = attrs.field(default=3000, validator=attrs.validators.ge(0))  # the `retry:` hint
+    max_subscribers: int = attrs.field(default=1000, validator=attrs.validators.ge(1))  # then 503
+    # A consumer one of whose writes took longer than this is cut (it resumes with Last-Event-ID).
+    write_timeout: float = attrs.field(default=10.0, validator=_positive)
+    replay_page: int = attrs.field(default=500, validator=attrs.validators.ge(1))  # events per log read
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -104,6 +117,7 @@ class Config:
     reconnect: ReconnectConfig = ReconnectConfig()
     logging: LoggingConfig = LoggingConfig()
     events: EventsConfig = EventsConfig()
+    stream: StreamConfig = StreamConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -130,7 +144,15 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
-    for cls in (ServerConfig, SessionsConfig, EngineConfig, ReconnectConfig, LoggingConfig, Config):
+    for cls in (
+        ServerConfig,
+        SessionsConfig,
+        EngineConfig,
+        ReconnectConfig,
+        LoggingConfig,
+        StreamConfig,
+        Config,
+    ):
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
     return conv
 

@@ -23,7 +23,7 @@ from werkzeug.security import safe_join
 from .. import __version__
 from ..errors import ServiceError, Unauthorized
 from ..sessions.manager import SessionManager
-from . import models, routes
+from . import models, routes, stream
 from .guards import HostGuard, OriginGuard
 from .status import status_for
 
@@ -73,6 +73,7 @@ class _Provider(OpenAPIProvider):
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
         _link_session_routes(schema["paths"])
+        stream.document_event_stream(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,7 +105,13 @@ def _link_session_routes(paths: dict[str, Any]) -> None:
         response["links"] = links
 
 
-def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterable[str] = ()) -> QuartTrio:
+def create_app(
+    manager: SessionManager,
+    api_key: str = "",
+    allowed_hosts: Iterable[str] = (),
+    live: stream.LiveEvents | None = None,
+) -> QuartTrio:
+    """`live`: the event log and its hub, for GET /events (absent: no stream route)."""
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["waservice.manager"] = manager
@@ -120,6 +127,9 @@ def create_app(manager: SessionManager, api_key: str = "", allowed_hosts: Iterab
         openapi_provider_class=_Provider,
     )
     app.register_blueprint(routes.bp)
+    if live is not None:
+        app.extensions["waservice.live"] = live
+        app.register_blueprint(stream.bp)
     _add_pages(app)
     _add_errors(app)
     _add_guards(app, api_key, allowed_hosts)

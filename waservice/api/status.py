@@ -10,6 +10,7 @@ from ..errors import (
     ServiceError,
     StorageFailed,
     TooManySessions,
+    TooManyStreams,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -25,6 +26,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     SendFailed: 502,
     TooManySessions: 429,
     StorageFailed: 503,
+    TooManyStreams: 503,
 }
 
 
