@@ -154,7 +154,7 @@ class EventStream:
         head = live.hub.last_id
         # No cursor: only new events. One past the head (a log that was reset) replays nothing.
         self.cursor = head if after is None else min(after, head)
-        self.sent_id = self.cursor if after is None else after  # what the client's Last-Event-ID is
+        self.sent_id = self.cursor  # the client's Last-Event-ID: the opening block sets it
         self.last_write = trio.current_time()
 
     async def run(self) -> AsyncIterator[bytes]:
@@ -179,11 +179,13 @@ class EventStream:
 
     async def _produce(self) -> AsyncIterator[bytes]:
         config = self.live.config
-        yield b"retry: %d\n%s" % (config.retry_ms, sse_comment(f"events after id {self.cursor}"))
+        # The opening id: a client that connected without one (or past the log's end) resumes from here.
+        yield b"retry: %d\n%s" % (config.retry_ms, sse_comment(f"events after id {self.cursor}", self.cursor))
         hub = self.live.hub
         while not self.live.closing and hub.since(self.cursor) is None:
             for chunk in await self._replay_page():
                 yield chunk
+        yield sse_comment("live", self._advance())  # the replay is over: a client may rely on that
         while not self.live.closing:
             batch = hub.since(self.cursor)
             if batch is None:
@@ -198,9 +200,7 @@ class EventStream:
                 continue
             deadline = self.last_write + config.heartbeat
             if trio.current_time() >= deadline:
-                idle = self.cursor if self.cursor > self.sent_id else None
-                self.sent_id = max(self.sent_id, self.cursor)
-                yield sse_comment("keepalive", idle)
+                yield sse_comment("keepalive", self._advance())
                 continue
             with trio.move_on_at(deadline), self.live.wait_scope():
                 await hub.wait_beyond(self.cursor)
@@ -217,6 +217,13 @@ class EventStream:
         # skipped everything else up to there.
         self.cursor = page[-1].id if len(page) == size else max(head, page[-1].id if page else self.cursor)
         return chunks
+
+    def _advance(self) -> int | None:
+        """The cursor, when the client's Last-Event-ID is behind it (its filters skipped events)."""
+        if self.cursor <= self.sent_id:
+            return None
+        self.sent_id = self.cursor
+        return self.cursor
 
     def _send(self, events: Sequence[LoggedEvent]) -> Iterator[bytes]:
         for chunk, last_id in sse_chunks(events, self.wanted):
