@@ -73,6 +73,11 @@ class EventStreamReader:
             fields.setdefault(name, []).append(value.removeprefix(" "))
         return fields
 
+    async def live(self) -> None:
+        """Past the opening and the replay, up to the block that says the stream is live."""
+        while "live" not in (await self.block()).get("", []):
+            pass
+
     async def event(self, type_: str) -> dict:
         """The envelope of the next event of this type."""
         while True:
@@ -140,7 +145,7 @@ async def test_a_client_that_goes_away_frees_its_place(service_factory):
     with trio.fail_after(SLACK):
         readers = [await EventStreamReader.open(service.port) for _ in range(2)]
         for reader in readers:
-            await reader.block()
+            await reader.live()
         full = await EventStreamReader.open(service.port)
         assert full.status == 503
         for reader in (*readers, full):
@@ -164,7 +169,7 @@ async def test_sigterm_ends_open_streams_well_within_the_grace(service_factory):
     with trio.fail_after(SLACK):
         readers = [await EventStreamReader.open(service.port) for _ in range(3)]
         for reader in readers:
-            await reader.block()
+            await reader.live()
         started = time.monotonic()
         code = await trio.to_thread.run_sync(service.stop, SLACK)
         elapsed = time.monotonic() - started
