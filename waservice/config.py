@@ -15,7 +15,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
-__all__ = ["Config", "ConfigError", "EngineConfig", "StreamConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "EngineConfig", "EventsConfig", "StreamConfig", "load_config"]
 
 
 class ConfigError(Exception):
@@ -85,15 +85,20 @@ class ReconnectConfig:
 
 
 @attrs.frozen
+class EventsConfig:
+    """`[events]`: what happens to a session, reported as events."""
+
+    # A history sync (the phone sending past messages to a new device) is reported as a count;
+    # on, its messages too (thousands on a first pairing).
+    history_messages: bool = False
+    retention_days: float = attrs.field(default=7.0, validator=_positive)  # then pruned from the log
+
+
+@attrs.frozen
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
     engine_level: Literal["debug", "info", "warning", "error"] = "warning"
-
-
-@attrs.frozen
-class EventsConfig:
-    retention_days: float = attrs.field(default=7.0, validator=_positive)  # then pruned from the log
 
 
 @attrs.frozen
@@ -144,12 +149,14 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_str_tuple)
+    conv.register_structure_hook(bool, _strict_bool)
     for cls in (
         ServerConfig,
         SessionsConfig,
         EngineConfig,
         ReconnectConfig,
         LoggingConfig,
+        EventsConfig,
         StreamConfig,
         Config,
     ):
@@ -167,6 +174,14 @@ def _strict_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a number, got {value!r}")
     return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def _strict_str(value: Any, _: type) -> str:

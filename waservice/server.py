@@ -51,7 +51,9 @@ async def serve_forever(
         async with trio.open_nursery() as background:
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             await background.start(recorder.run)
-            async with open_engine(config.sessions.engine, config.engine) as engine:
+            async with open_engine(
+                config.sessions.engine, config.engine, recorder.sink, events=config.events
+            ) as engine:
                 manager = SessionManager(
                     engine, store, policy, max_sessions=config.sessions.max, record=recorder.record
                 )

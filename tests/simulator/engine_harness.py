@@ -16,13 +16,28 @@ from waservice.config import EngineConfig
 from waservice.engine import Connected, ConnectionLost, EngineError, EngineEvent, QrCode
 from waservice.engine.pool import WorkerPool, open_pool
 from waservice.engine.proxy import WorkerClient
+from waservice.events.model import Activity, ActivitySink
 
 
 @contextlib.asynccontextmanager
-async def pool_on(patched_dir: Path, **config: object) -> AsyncIterator[WorkerPool]:
+async def pool_on(
+    patched_dir: Path, activity: ActivitySink | None = None, **config: object
+) -> AsyncIterator[WorkerPool]:
+    """Without an `activity` sink, the pool's activity is read and dropped."""
     settings = {"workers": 2, "ping_interval": 1.0, "ping_timeout": 20.0, **config}
-    async with open_pool(EngineConfig(**settings), env={"PYTHONPATH": str(patched_dir)}) as pool:  # type: ignore[arg-type]
-        yield pool
+    async with contextlib.AsyncExitStack() as stack:
+        if activity is None:
+            activity, dropped = trio.open_memory_channel[Activity](0)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(_drop, dropped)
+            stack.callback(nursery.cancel_scope.cancel)
+        env = {"PYTHONPATH": str(patched_dir)}
+        yield await stack.enter_async_context(open_pool(EngineConfig(**settings), activity, env))  # type: ignore[arg-type]
+
+
+async def _drop(activity: trio.MemoryReceiveChannel[Activity]) -> None:
+    async for _ in activity:
+        pass
 
 
 class Device:

@@ -14,6 +14,10 @@ reads JSON commands on stdin, each run on its own thread (a neonize call that bl
   ``data``, and ``connect_called``, ``connect_returned``, ``connect_error {error, type}``.
 - ``{"cmd": "send", "to": "15559998888", "text": "hi", "client": ...}`` → ``send_result {id, ...}`` (the
   message id) or ``send_error {error}``; ``client`` may be left out when the process has one.
+- ``{"cmd": "chat_presence", "to": "155...", "state": "composing"|"paused", "media": "text"|"audio"}`` →
+  ``chat_presence_sent``; ``{"cmd": "mark_read", "ids": [...], "chat": JID, "sender": JID, "type": "read"}``
+  (JIDs as the dicts events carry) → ``mark_read_sent``; ``{"cmd": "is_on_whatsapp", "numbers": [...]}``
+  → ``is_on_whatsapp {results}``; each may answer ``command_error``. ``client`` as for ``send``.
 - ``{"cmd": "disconnect" | "stop" | "logout", "ids": [...]}`` (every client without ``ids``) →
   ``done {cmd, ids}`` once all returned.
 - ``{"cmd": "send_bench", "ids": [...], "contacts": {id: number}, "loops": L, "warmup": s,
@@ -61,6 +65,8 @@ class Driver:
         from google.protobuf.json_format import MessageToDict
         from neonize.client import NewClient
         from neonize.events import (
+            CallOfferEv,
+            ChatPresenceEv,
             ClientOutdatedEv,
             ConnectedEv,
             ConnectFailureEv,
@@ -68,10 +74,16 @@ class Driver:
             KeepAliveRestoredEv,
             KeepAliveTimeoutEv,
             LoggedOutEv,
+            MessageEv,
+            OfflineSyncCompletedEv,
+            OfflineSyncPreviewEv,
             PairStatusEv,
+            PresenceEv,
+            ReceiptEv,
             StreamErrorEv,
             StreamReplacedEv,
             TemporaryBanEv,
+            UndecryptableMessageEv,
         )
 
         self._new_client = NewClient
@@ -88,6 +100,15 @@ class Driver:
             ("keepalive_restored", KeepAliveRestoredEv),
             ("temporary_ban", TemporaryBanEv),
             ("client_outdated", ClientOutdatedEv),
+            # What the simulator's contacts send (tests/simulator/test_wasim_contacts.py).
+            ("message", MessageEv),
+            ("receipt", ReceiptEv),
+            ("chat_presence", ChatPresenceEv),
+            ("presence", PresenceEv),
+            ("call_offer", CallOfferEv),
+            ("offline_preview", OfflineSyncPreviewEv),
+            ("offline_completed", OfflineSyncCompletedEv),
+            ("undecryptable", UndecryptableMessageEv),
         ]
         self.data_dir = data_dir
         self.clients: dict[str, Any] = {}
@@ -157,6 +178,33 @@ class Driver:
         else:
             emit("send_result", client=sid, id=response.ID, timestamp=response.Timestamp, to=command["to"])
 
+    def chat_presence(self, command: dict[str, Any]) -> None:
+        from neonize.utils.enum import ChatPresence, ChatPresenceMedia
+        from neonize.utils.jid import build_jid
+
+        sid = command.get("client") or next(iter(self.clients))
+        state = ChatPresence[f"CHAT_PRESENCE_{command.get('state', 'composing').upper()}"]
+        media = ChatPresenceMedia[f"CHAT_PRESENCE_MEDIA_{command.get('media', 'text').upper()}"]
+        self.clients[sid].send_chat_presence(build_jid(command["to"]), state, media)
+        emit("chat_presence_sent", client=sid)
+
+    def mark_read(self, command: dict[str, Any]) -> None:
+        from google.protobuf.json_format import ParseDict
+        from neonize.proto.Neonize_pb2 import JID
+        from neonize.utils.enum import ReceiptType
+
+        sid = command.get("client") or next(iter(self.clients))
+        chat = ParseDict(command["chat"], JID(), ignore_unknown_fields=True)
+        sender = ParseDict(command["sender"], JID(), ignore_unknown_fields=True)
+        receipt = ReceiptType[command.get("type", "read").upper()]
+        self.clients[sid].mark_read(*command["ids"], chat=chat, sender=sender, receipt=receipt)
+        emit("mark_read_sent", client=sid)
+
+    def is_on_whatsapp(self, command: dict[str, Any]) -> None:
+        sid = command.get("client") or next(iter(self.clients))
+        results = self.clients[sid].is_on_whatsapp(*command["numbers"])
+        emit("is_on_whatsapp", client=sid, results=[self._to_dict(r) for r in results])
+
     def call_each(self, name: str, ids: list[str]) -> None:
         for sid in ids:
             try:
@@ -223,6 +271,8 @@ class Driver:
                 self.call_each(name, self._ids(command))
             elif name == "send_bench":
                 self.send_bench(command)
+            elif name in ("chat_presence", "mark_read", "is_on_whatsapp"):
+                getattr(self, name)(command)
             else:
                 emit("unknown_command", command=command)
         except Exception:

@@ -114,3 +114,26 @@ def test_start_turns_shared_when_it_dials_so_sends_go_on_and_starts_wait() -> No
     starter.join(WAIT)
     second.join(WAIT)
     assert not lock.busy
+
+
+def test_a_lookup_on_a_callback_thread_gives_up_on_a_long_writer_and_keeps_the_threads_hold() -> None:
+    lock = BridgeLock()
+    writing, finish = threading.Event(), threading.Event()
+
+    def stop() -> None:  # a Stop: exclusive for as long as Go takes
+        with lock.call(exclusive=True, release_on=frozenset()):
+            writing.set()
+            finish.wait(WAIT)
+
+    writer = threading.Thread(target=stop)
+    writer.start()
+    assert writing.wait(WAIT)
+    with lock.shared_within(0.01) as held:
+        assert not held  # the LID is reported without its number rather than wait on the stop
+    finish.set()
+    writer.join(WAIT)
+    with lock.call(exclusive=False, release_on=frozenset()):  # this thread's own hold (a send)
+        with lock.shared_within(WAIT) as held:
+            assert held
+        assert lock.busy  # the lookup's end left the send's hold in place
+    assert not lock.busy

@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from waservice.engine import protocol as p
+from waservice.events.model import Activity
 
 MESSAGES: list[p.Message] = [
     p.Start("s1", 3, "/data/s1/whatsmeow.db"),
@@ -63,3 +64,16 @@ async def test_frame_stream_over_a_socketpair_with_concurrent_writers() -> None:
     assert sorted(received, key=lambda m: m.req) == sent  # type: ignore[union-attr]
     await a.aclose()
     assert await right.receive() is None
+
+
+def test_activity_frames_carry_the_shared_model() -> None:
+    activity = Activity(
+        session_id="s1",
+        type="message.received",
+        timestamp=1_700_000_000.5,
+        data={"message_id": "3EB0", "text": "héllo", "media": None, "from": "15550001111"},
+        key="3EB0",
+        received=1_700_000_000.7,
+    )
+    frame = p.encode(p.Happened(activity))
+    assert p.FrameDecoder().feed(frame) == [p.Happened(activity)]

@@ -8,9 +8,11 @@ See ``README.md`` beside this file, ``server.Simulator`` for the control methods
 ``patch.lease_patched_neonize`` for the harness.
 """
 
+from . import waproto
 from .accounts import Account, ReceivedMessage
 from .client import DeviceKeys, WireClient
 from .codec import JID, Node
+from .delivery import Delivery
 from .noise import TEST_ROOT
 from .patch import PatchedNeonize, PatchError, lease_patched_neonize, patched_neonize, simulator_url
 from .server import PendingPairing, QrData, Simulator, SimulatorError, open_simulator
@@ -19,6 +21,7 @@ __all__ = [
     "JID",
     "TEST_ROOT",
     "Account",
+    "Delivery",
     "DeviceKeys",
     "Node",
     "PatchError",
@@ -33,4 +36,5 @@ __all__ = [
     "open_simulator",
     "patched_neonize",
     "simulator_url",
+    "waproto",
 ]

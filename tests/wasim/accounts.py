@@ -57,6 +57,7 @@ class Account:
     primary: SignalDevice
     companions: dict[int, CompanionDevice] = field(default_factory=dict)
     next_device_id: int = FIRST_COMPANION_ID
+    push_name: str = ""  # the ``notify`` name on messages this account sends as a contact
 
     @classmethod
     def create(cls, phone: str) -> Account:

@@ -5,6 +5,16 @@
 ``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/stall-acks {phones: [...]}``,
 ``/fail-next-login {phone, reason?}``,
 ``/rotate-qr {connection_id?}``. Every answer is JSON; errors are ``{"error": ...}`` with 4xx.
+
+Contacts (see ``contacts.py``): ``POST /contact-message {to, from, text}`` → ``{"id"}``; other kinds
+with ``kind`` and the ``waproto`` builder's arguments, e.g. ``{to, from, kind: "image", caption}``,
+``{kind: "location", latitude, longitude}``, ``{kind: "reaction", chat_jid, msg_id, emoji}``; an
+optional ``id`` sets the message id. ``POST /receipt {to, from, ids, type?}``, ``/chatstate {to, from,
+state?, media?}``, ``/presence {to, from, available?, last_seen?}``, ``/call-offer {to, from,
+call_id?}``, ``/lose-receipts {phones}``. Load: ``POST /burst {to: [phones], per_phone, rate?, from?:
+[contacts]}`` → the burst (``id``, ``total``); ``GET /bursts`` their progress. ``GET
+/delivered[?phone=&summary=1]`` → ``{"count", "sent", "acked", "items": [{id, to, device, from,
+queued_at, sent_at, acked_at, receipt, attempts, retries}]}``.
 One request per connection (``Connection: close``), which is all a test client needs.
 """
 
@@ -17,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
+from . import waproto
 from .server import Simulator, SimulatorError
 
 MAX_REQUEST = 1 << 20
@@ -48,6 +59,59 @@ async def _listen(sim: Simulator, body: dict[str, Any]) -> Any:
     return {"ok": True}
 
 
+# kind → waproto builder; "text" in the body is the builders' first argument where they take one.
+MESSAGE_KINDS: dict[str, Callable[..., bytes]] = {
+    "text": waproto.text,
+    "extended_text": waproto.extended_text,
+    "image": waproto.image,
+    "video": waproto.video,
+    "audio": waproto.audio,
+    "voice": lambda **kw: waproto.audio(ptt=True, **kw),
+    "document": waproto.document,
+    "sticker": waproto.sticker,
+    "location": waproto.location,
+    "contact": waproto.contact_card,
+    "reaction": waproto.reaction,
+    "edit": waproto.edit,
+    "revoke": waproto.revoke,
+}
+
+
+async def _contact_message(sim: Simulator, body: dict[str, Any]) -> Any:
+    fields = dict(body)
+    to, sender = str(fields.pop("to")), str(fields.pop("from"))
+    kind, msg_id = fields.pop("kind", "text"), fields.pop("id", None)
+    builder = MESSAGE_KINDS.get(kind)
+    if builder is None:
+        raise ValueError(f"unknown message kind {kind!r}; one of {sorted(MESSAGE_KINDS)}")
+    if kind in ("text", "extended_text"):
+        fields["body"] = fields.pop("text")
+    return {"id": await sim.send_message(to, sender, builder(**fields), msg_id)}
+
+
+def _delivered(sim: Simulator, query: dict[str, Any]) -> Any:
+    items = sim.delivered(query.get("phone"))
+    summary = {
+        "count": len(items),
+        "sent": sum(d.sent_at is not None for d in items),
+        "acked": sum(d.acked_at is not None for d in items),
+    }
+    if query.get("summary") in ("1", "true"):
+        return summary
+    return {**summary, "items": [d.as_dict() for d in items]}
+
+
+def _burst(sim: Simulator, body: dict[str, Any]) -> Any:
+    senders = body.get("from")
+    burst = sim.start_burst(
+        [str(p) for p in body["to"]],
+        int(body["per_phone"]),
+        float(body.get("rate", 0)),
+        [senders] if isinstance(senders, str) else senders,
+    )
+    return burst.as_dict()
+
+
 GET_ROUTES: dict[str, Handler] = {
     "/phones": _phones,
     "/messages": lambda sim, _: [m.as_dict() for m in sim.messages],
@@ -57,6 +121,8 @@ GET_ROUTES: dict[str, Handler] = {
     ],
     "/events": lambda sim, q: sim.events(q.get("kind")),
     "/stats": _stats,
+    "/delivered": _delivered,
+    "/bursts": lambda sim, _: [b.as_dict() for b in sim.bursts],
 }
 
 POST_ROUTES: dict[str, Handler] = {
@@ -71,6 +137,23 @@ POST_ROUTES: dict[str, Handler] = {
     "/stall-acks": lambda sim, b: sim.stall_acks(b.get("phones", [])),
     "/fail-next-login": lambda sim, b: sim.fail_next_login(str(b["phone"]), str(b.get("reason", "401"))),
     "/rotate-qr": lambda sim, b: {"sent": sim.rotate_qr(b.get("connection_id"))},
+    "/contact-message": _contact_message,
+    "/receipt": lambda sim, b: {
+        "hit": sim.send_receipt(str(b["to"]), str(b["from"]), b["ids"], b.get("type"))
+    },
+    "/chatstate": lambda sim, b: {
+        "hit": sim.send_chatstate(str(b["to"]), str(b["from"]), b.get("state", "composing"), b.get("media"))
+    },
+    "/presence": lambda sim, b: {
+        "hit": sim.send_presence(
+            str(b["to"]), str(b["from"]), bool(b.get("available", True)), b.get("last_seen")
+        )
+    },
+    "/call-offer": lambda sim, b: {
+        "call_id": sim.send_call_offer(str(b["to"]), str(b["from"]), b.get("call_id"))
+    },
+    "/lose-receipts": lambda sim, b: sim.lose_receipts(b.get("phones", [])),
+    "/burst": _burst,
 }
 
 

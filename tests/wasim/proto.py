@@ -7,10 +7,13 @@ Field numbers come from the ``.proto`` descriptors (waWa6, waCert, waAdv, waE2E)
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 # A field value is either an integer (varint / fixed) or bytes (length-delimited).
 FieldValue = int | bytes
+# What encode() accepts: floats are written as doubles (fixed64), str as UTF-8.
+EncodeValue = int | bytes | str | float
 Fields = dict[int, list[FieldValue]]
 
 _VARINT = 0
@@ -53,8 +56,9 @@ def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ProtoError("varint too long")
 
 
-def encode(fields: Iterable[tuple[int, FieldValue | None]]) -> bytes:
-    """Serialise ``(field_number, value)`` pairs; ints become varints, bytes length-delimited.
+def encode(fields: Iterable[tuple[int, EncodeValue | None]]) -> bytes:
+    """Serialise ``(field_number, value)`` pairs; ints become varints, floats doubles, bytes and str
+    length-delimited.
 
     ``None`` values are skipped so optional fields can be written inline.
     """
@@ -64,6 +68,8 @@ def encode(fields: Iterable[tuple[int, FieldValue | None]]) -> bytes:
             continue
         if isinstance(value, bool | int):
             out += encode_varint(number << 3 | _VARINT) + encode_varint(int(value))
+        elif isinstance(value, float):
+            out += encode_varint(number << 3 | _FIXED64) + struct.pack("<d", value)
         elif isinstance(value, bytes | bytearray):
             out += encode_varint(number << 3 | _LEN) + encode_varint(len(value)) + bytes(value)
         elif isinstance(value, str):

@@ -2,7 +2,9 @@
 
 One :class:`Simulator` listens on ``ws://127.0.0.1:PORT/ws/chat`` and speaks enough of the protocol
 for an unmodified whatsmeow (inside neonize, with its URL and root key patched) to pair, log in, stay
-connected and send text messages. Tests drive the "phone" side through the control methods.
+connected and send text messages. Tests drive the "phone" side through the control methods, and
+the contacts' side (messages, receipts, typing, presence, calls to a paired device) through the
+methods of :class:`~.contacts.ContactSide`; :class:`~.relay.DeviceRelay` forwards between devices.
 
 Usage from a pytest-trio test::
 
@@ -36,19 +38,21 @@ import trio_websocket
 
 from . import codec, proto
 from .accounts import Account, CompanionDevice, ReceivedMessage, UploadedKeys
+from .burst import Burst
 from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
+from .contacts import ContactSide
+from .delivery import DeliveryLog
+from .errors import SimulatorError
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
+from .relay import DeviceRelay, encrypted_copies
 from .signal_rx import DecryptError, extract_text
+from .signal_tx import SendingSession
 
 log = logging.getLogger("wasim")
 
 MAX_FRAME = (1 << 24) - 1
 REFS_PER_PAIRING = 6
 CLOSE_DELAY = 0.5  # how long the server waits after a stream:error before closing, as WhatsApp does
-
-
-class SimulatorError(Exception):
-    """A control call that cannot be carried out (unknown phone, QR not issued, ...)."""
 
 
 # ------------------------------------------------------------------ connections
@@ -130,7 +134,7 @@ class QrData:
 # ------------------------------------------------------------------ the simulator
 
 
-class Simulator:
+class Simulator(ContactSide, DeviceRelay):
     """A WhatsApp Web server for tests. All control methods must be called from the trio thread.
 
     Sync methods (``scan_qr``, ``stream_error``, ``drop`` ...) queue their frames and return at once;
@@ -147,6 +151,11 @@ class Simulator:
         self.connections: dict[int, Connection] = {}
         self._pairing_by_noise: dict[bytes, Connection] = {}
         self.messages: list[ReceivedMessage] = []
+        self.deliveries = DeliveryLog()  # contact → device stanzas and their receipts
+        self._sessions: dict[tuple[str, str, int], SendingSession] = {}
+        self.lost_receipt_phones: set[str] = set()
+        self.bursts: list[Burst] = []
+        self._active_devices: dict[tuple[str, int], Connection] = {}
         self.accepted_connections = 0
         self.refused_connections = 0
         self.logins: Counter[str] = Counter()
@@ -293,6 +302,7 @@ class Simulator:
         conn.state = "closed"
         conn.outbox.close()
         self.connections.pop(conn.id, None)
+        self._device_closed(conn)
         if self._pairing_by_noise.get(conn.noise_pub) is conn:
             del self._pairing_by_noise[conn.noise_pub]
         self._record("closed", {"conn": conn.id, "phone": conn.phone})
@@ -378,10 +388,14 @@ class Simulator:
         elif node.tag == "message":
             self._on_message(conn, node)
         elif node.tag == "receipt":
+            self.on_device_receipt(conn, node)
+            self.relay_receipt(conn, node)
             conn.send(
                 Node("ack", {"class": "receipt", "id": node.attr("id"), "from": node.jid("to") or SERVER_JID})
             )
-        # ib, presence, ack, chatstate...: nothing to answer
+        elif node.tag == "chatstate":
+            self.relay_chatstate(conn, node)
+        # ib, presence, ack...: nothing to answer
 
     def _on_iq(self, conn: Connection, node: Node) -> None:
         iq_type = node.attr("type")
@@ -400,6 +414,7 @@ class Simulator:
         if xmlns == "passive" and first == "active" and conn.state == "logged_in":
             conn.state = "active"
             self._record("active", {"conn": conn.id, "phone": conn.phone})
+            self._device_active(conn)
 
     def _iq_handlers(self) -> dict[tuple[str, str, str], Callable[[Connection, Node], list[Node] | None]]:
         # Everything else gets an empty result: whatsmeow tolerates it, and an unanswered IQ stalls 75 s.
@@ -408,6 +423,7 @@ class Simulator:
             ("encrypt", "set", "registration"): self._prekey_upload,
             ("encrypt", "get", "key"): self._prekey_bundles,
             ("usync", "get", "usync"): self._usync,
+            ("privacy", "get", "privacy"): _privacy_settings,
         }
 
     def _on_iq_response(self, conn: Connection, node: Node) -> None:
@@ -520,22 +536,37 @@ class Simulator:
         jid = user.jid("jid")
         contact = user.child("contact")
         if jid is None and contact is not None:
-            number = contact.data.decode().lstrip("+")
-            jid = JID(number, USER_SERVER) if number.isdigit() else None
+            return self._usync_contact(contact, wanted)
         if jid is None:
             return None
         account = self._account_for(jid)
         if account is None:
-            return Node("user", {"jid": jid}, [Node("contact", {"type": "out"})] if contact else None)
+            return Node("user", {"jid": jid})
+        return Node("user", {"jid": jid}, self._usync_details(account, jid, wanted))
+
+    def _usync_contact(self, contact: Node, wanted: set[str]) -> Node | None:
+        """IsOnWhatsApp asks by number (``<contact>PHONE@c.us</contact>``, or ``+PHONE``). A known
+        account answers with its LID as ``jid`` and the number as ``pn_jid``; any other number is
+        ``type="out"`` (not on WhatsApp), and is not turned into a contact."""
+        query = contact.data.decode()
+        number = query.split("@", 1)[0].lstrip("+")
+        if not number.isdigit():
+            return None
+        pn = JID(number, USER_SERVER)
+        account = self.accounts.get(number)
+        if account is None:
+            return Node("user", {"pn_jid": pn}, [Node("contact", {"type": "out"}, query)])
+        children = [Node("contact", {"type": "in"}, query), *self._usync_details(account, pn, wanted)]
+        return Node("user", {"jid": account.lid_jid, "pn_jid": pn}, children)
+
+    def _usync_details(self, account: Account, jid: JID, wanted: set[str]) -> list[Node]:
         children: list[Node] = []
-        if contact is not None:
-            children.append(Node("contact", {"type": "in"}, contact.data))
         if "devices" in wanted:
             devices = [Node("device", {"id": str(d)}) for d in account.device_ids()]
             children.append(Node("devices", {}, [Node("device-list", {}, devices)]))
         if "lid" in wanted and jid.server == USER_SERVER:
             children.append(Node("lid", {"val": account.lid_jid}))
-        return Node("user", {"jid": jid}, children)
+        return children
 
     # -------------------------------------------------------------- messages
 
@@ -565,12 +596,13 @@ class Simulator:
             child_tags=tuple(child.tag for child in node.children),
             attrs={key: str(value) for key, value in node.attrs.items()},
         )
-        for target, enc in _encrypted_copies(node, to):
+        self.relay_message(conn, node, to, recipient)
+        for target, enc in encrypted_copies(node, to):
             owner = self._account_for(target)
-            if owner is None or target.device != 0 or enc.attr("type") != "pkmsg":
+            if owner is None or target.device != 0:
                 continue
             try:
-                text = extract_text(owner.primary.decrypt_pkmsg(enc.data))
+                text = extract_text(self._decrypt_for_phone(conn, owner, enc))
             except (DecryptError, proto.ProtoError, ValueError) as exc:
                 record.error = f"{target}: {exc}"
                 log.warning("conn %d: cannot decrypt copy for %s: %s", conn.id, target, exc)
@@ -581,6 +613,16 @@ class Simulator:
                 record.own_copy_text = text
         self.messages.append(record)
         self._record("message", record.as_dict())
+
+    def _decrypt_for_phone(self, conn: Connection, owner: Account, enc: Node) -> bytes:
+        """A copy for a phone (device 0): a first message (pkmsg) against its prekeys, or an answer
+        (msg) on the session its contact side opened by writing to this device."""
+        if enc.attr("type") == "pkmsg":
+            return owner.primary.decrypt_pkmsg(enc.data)
+        session = self._sessions.get((owner.phone, conn.phone or "", conn.device_id or 0))
+        if enc.attr("type") != "msg" or session is None:
+            raise DecryptError(f"no session for a {enc.attr('type')!r} copy")
+        return session.decrypt_reply(enc.data)
 
     # -------------------------------------------------------------- accounts
 
@@ -894,6 +936,12 @@ async def _abort(ws: trio_websocket.WebSocketConnection) -> None:
         await ws.aclose()
 
 
+def _privacy_settings(conn: Connection, node: Node) -> list[Node]:
+    """Everything visible to everyone (MarkRead reads ``readreceipts`` to pick read vs read-self)."""
+    names = ("readreceipts", "last", "online", "profile", "status", "groupadd", "calladd", "messages")
+    return [Node("privacy", {}, [Node("category", {"name": name, "value": "all"}) for name in names])]
+
+
 def _bundle_nodes(
     registration_id: int,
     identity: bytes,
@@ -932,18 +980,3 @@ def _signed_device_identity(account: Account, qr: QrData) -> bytes:
     signed = proto.encode([(1, details), (2, key.pub), (3, signature)])
     mac = hmac.new(qr.adv_secret, signed, sha256).digest()
     return proto.encode([(1, signed), (2, mac)])
-
-
-def _encrypted_copies(node: Node, to: JID | None) -> list[tuple[JID, Node]]:
-    """(recipient device, enc node) pairs of a message: inside <participants><to jid=...> or direct."""
-    copies: list[tuple[JID, Node]] = []
-    participants = node.child("participants")
-    for target in participants.children_by_tag("to") if participants else []:
-        jid = target.jid("jid")
-        enc = target.child("enc")
-        if jid is not None and enc is not None:
-            copies.append((jid, enc))
-    direct = node.child("enc")
-    if direct is not None and to is not None:
-        copies.append((to, direct))
-    return copies

@@ -114,10 +114,10 @@ class SignalDevice:
             raise DecryptError("MAC mismatch")
         decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
         padded = decryptor.update(ciphertext) + decryptor.finalize()
-        return _strip_pkcs7(padded)
+        return strip_pkcs7(padded)
 
 
-def _strip_pkcs7(data: bytes) -> bytes:
+def strip_pkcs7(data: bytes) -> bytes:
     if not data or not 1 <= data[-1] <= 16:
         raise DecryptError("bad PKCS#7 padding")
     return data[: -data[-1]]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import msgspec
 from quart import Blueprint
 from quart_schema import hide
 
 from ..engine.fake import FakeClient, FakeEngine
-from ..errors import UnknownSession
+from ..errors import InvalidRequest, UnknownSession
+from ..events.model import Activity
+from ..events.types import DATA, AckStatus, Kind, TypingState
 from ..ids import validate_session_id
 from .routes import manager
 from .validation import query_session_id, read_body
@@ -102,3 +106,93 @@ async def sent():
     messages = [] if client is None else [attrs.asdict(m) for m in client.sent]
     pending = 0 if client is None else client.pending_sends
     return {"success": True, "messages": messages, "pending": pending}
+
+
+# -- activity: what contacts do, into the engine's activity sink ---------------------------------
+
+
+class IncomingRequest(msgspec.Struct, forbid_unknown_fields=True):
+    from_: str = msgspec.field(name="from")
+    text: str | None = None
+    session_id: str = "default"
+    message_id: str | None = None
+    push_name: str | None = None
+    group: str | None = None  # a group id: the message is in that group
+    from_me: bool = False  # written on the account's own phone
+    kind: Kind = "text"
+    quoted_message_id: str | None = None
+
+
+class ReceiptRequest(msgspec.Struct, forbid_unknown_fields=True):
+    message_id: str
+    status: AckStatus = "delivered"
+    from_: str | None = msgspec.field(name="from", default=None)  # default: whom it was sent to
+    session_id: str = "default"
+
+
+class TypingRequest(msgspec.Struct, forbid_unknown_fields=True):
+    from_: str = msgspec.field(name="from")
+    state: TypingState = "composing"
+    group: str | None = None
+    session_id: str = "default"
+
+
+class ActivityRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Any other activity type, its data as events/types.py defines it."""
+
+    type: str
+    data: dict[str, Any]
+    key: str | None = None
+    session_id: str = "default"
+
+
+def _reported(activity: Activity) -> dict[str, Any]:
+    return {"success": True, "type": activity.type, "key": activity.key, "data": activity.data}
+
+
+@bp.post("/incoming")
+@hide
+async def incoming():
+    """A contact's message arrives (or the account's own phone writes one, with from_me)."""
+    body = await read_body(IncomingRequest)
+    activity = await _client(body.session_id).incoming(
+        body.from_,
+        body.text,
+        message_id=body.message_id,
+        push_name=body.push_name,
+        group=body.group,
+        from_me=body.from_me,
+        kind=body.kind,
+        quoted_message_id=body.quoted_message_id,
+    )
+    return _reported(activity)
+
+
+@bp.post("/receipt")
+@hide
+async def receipt():
+    """A message the session sent is delivered, read or played."""
+    body = await read_body(ReceiptRequest)
+    return _reported(await _client(body.session_id).receipt(body.message_id, body.status, body.from_))
+
+
+@bp.post("/typing")
+@hide
+async def typing():
+    body = await read_body(TypingRequest)
+    return _reported(await _client(body.session_id).typing(body.from_, body.state, body.group))
+
+
+@bp.post("/activity")
+@hide
+async def activity():
+    """Any activity type (message.reaction, presence, call.received...), its data checked."""
+    body = await read_body(ActivityRequest)
+    shape = DATA.get(body.type)
+    if shape is None:
+        raise InvalidRequest(f"type must be one of {', '.join(DATA)}")
+    try:
+        data = msgspec.convert(body.data, shape)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"data of {body.type}: {exc}") from None
+    return _reported(await _client(body.session_id).report(body.type, data, key=body.key))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from ..config import EngineConfig
+from ..config import EngineConfig, EventsConfig
+from ..events.model import ActivitySink
 from .base import (
     Client,
     Connected,
@@ -43,20 +44,24 @@ __all__ = [
 
 
 @contextlib.asynccontextmanager
-async def open_engine(kind: str, config: EngineConfig) -> AsyncIterator[Engine]:
+async def open_engine(
+    kind: str, config: EngineConfig, activity: ActivitySink, *, events: EventsConfig | None = None
+) -> AsyncIterator[Engine]:
     """The engine `kind` ("neonize" or "fake"), running until the block exits.
 
-    "neonize" is a pool of worker processes (pool.py); leaving the block stops them. This process
-    never imports neonize: only the workers do.
+    Connection states go to each client's supervisor; everything else that happens (messages,
+    receipts, typing...) goes to `activity`, the one sink of every session, which the caller owns
+    and closes. "neonize" is a pool of worker processes (pool.py); leaving the block stops them.
+    This process never imports neonize: only the workers do.
     """
     if kind == "fake":
         from .fake import FakeEngine
 
-        yield FakeEngine()
+        yield FakeEngine(activity)
         return
     if kind != "neonize":
         raise ValueError(f"unknown engine {kind!r}")
     from .pool import open_pool
 
-    async with open_pool(config) as pool:
+    async with open_pool(config, activity, events=events) as pool:
         yield pool

@@ -57,7 +57,8 @@ class Replaced:
 EngineEvent = QrCode | Paired | Connected | ConnectionLost | LoggedOut | Stopped | Replaced
 # The supervisor owns the receiving end and its loop. Engines `await events.send(...)`: the channel is
 # bounded, so a flood (e.g. a history sync) slows the engine down instead of growing memory.
-# Later event kinds (incoming messages, receipts) get their own channel; they never reach the machine.
+# Activity (incoming messages, receipts, typing...) never reaches the machine: engines send it to the
+# ActivitySink given to open_engine (events/model.py).
 EventSender = trio.MemorySendChannel[EngineEvent]
 
 

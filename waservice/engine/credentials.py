@@ -27,6 +27,14 @@ def db_path(directory: Path) -> Path:
     return directory / DB_NAME
 
 
+def _open(db: Path) -> sqlite3.Connection:
+    """Never creates the file, and writes only to roll back a transaction a killed process left in
+    it (its journal is "hot"): read-only, SQLite refuses ("attempt to write a readonly database"),
+    and a device whose worker was SIGKILLed mid-write would look corrupt and unpaired for good.
+    That rollback is what Go's own open would do first."""
+    return sqlite3.connect(f"file:{db}?mode=rw", uri=True)
+
+
 def check_database(db: Path) -> None:
     """Raise CorruptDatabase unless `db` is absent (a new device) or a readable SQLite file."""
     if not db.exists():
@@ -34,7 +42,7 @@ def check_database(db: Path) -> None:
     # The header, the schema and the device row: what Go reads before it can fail politely. Not
     # `PRAGMA quick_check`: it reads every page of a ~25 MB file, which doubled a restore of 1,000.
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(_open(db)) as conn:
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "whatsmeow_device" in tables:
                 conn.execute("SELECT * FROM whatsmeow_device LIMIT 1").fetchall()
@@ -47,7 +55,7 @@ def is_paired(directory: Path) -> bool:
     if not db.exists():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(_open(db)) as conn:
             return conn.execute("SELECT COUNT(*) FROM whatsmeow_device").fetchone()[0] > 0
     except sqlite3.Error:
         return False

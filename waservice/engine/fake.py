@@ -3,7 +3,9 @@
 Unpaired devices show QR codes `fake-qr:<session>:<n>`; `scan()` pairs them. Pairing is stored in
 `<session dir>/fake-device.json`, so a restarted service reconnects without a QR, like whatsmeow.
 The script methods (scan, fail, ...) are plain calls for tests; the running connection forwards
-what they script to the supervisor's channel in order, as a real engine would.
+what they script to the supervisor's channel in order, as a real engine would. Activity (incoming,
+receipt, typing, report) goes to the engine's activity sink, as the real engine's does, and only
+while the client is connected.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from collections import deque
 from pathlib import Path
 
 import attrs
+import msgspec
 import trio
 
+from ..events import model as m
+from ..events import types as t
+from ..events.model import Activity, ActivitySink
 from .base import (
     Connected,
     ConnectionLost,
@@ -199,6 +205,88 @@ class FakeClient:
         """Report any event, even one the supervisor does not know (tests of its default case)."""
         self._send(event)  # type: ignore[arg-type]
 
+    # -- activity (what contacts do), into the engine's sink ---------------------------------
+
+    async def incoming(
+        self,
+        sender: str,
+        text: str | None = None,
+        *,
+        message_id: str | None = None,
+        push_name: str | None = None,
+        group: str | None = None,
+        from_me: bool = False,
+        kind: t.Kind = "text",
+        quoted_message_id: str | None = None,
+    ) -> Activity:
+        """A message from `sender` (a phone number), in their chat or in `group` (a group id)."""
+        chat, chat_jid = (f"{group}@g.us", f"{group}@g.us") if group else (sender, _jid(sender))
+        data = t.MessageReceived(
+            message_id=message_id or f"FAKEIN{next(_ids):012d}",
+            chat=chat,
+            chat_jid=chat_jid,
+            from_=sender,
+            from_jid=_jid(sender),
+            from_me=from_me,
+            is_group=group is not None,
+            push_name=push_name,
+            kind=kind,
+            text=text,
+            quoted_message_id=quoted_message_id,
+        )
+        return await self.report(m.MESSAGE_RECEIVED, data, key=data.message_id)
+
+    async def receipt(
+        self, message_id: str, status: t.AckStatus = "delivered", sender: str | None = None
+    ) -> Activity:
+        """`sender` (by default the one it was sent to) acknowledges a message this client sent."""
+        to = next((s.to for s in self.sent if s.id == message_id), None)
+        sender = sender or to or "15550009999"
+        chat = to or sender
+        now = time.time()
+        data = t.MessageAck(
+            message_id=message_id,
+            chat=chat,
+            chat_jid=_jid(chat),
+            from_=sender,
+            from_jid=_jid(sender),
+            status=status,
+            timestamp=m.iso_utc(now),
+        )
+        return await self.report(m.MESSAGE_ACK, data, key=f"{message_id}:{status}:{sender}", timestamp=now)
+
+    async def typing(
+        self, sender: str, state: t.TypingState = "composing", group: str | None = None
+    ) -> Activity:
+        chat, chat_jid = (f"{group}@g.us", f"{group}@g.us") if group else (sender, _jid(sender))
+        data = t.ChatTyping(
+            chat=chat,
+            chat_jid=chat_jid,
+            from_=sender,
+            from_jid=_jid(sender),
+            is_group=group is not None,
+            state=state,
+        )
+        return await self.report(m.CHAT_TYPING, data)
+
+    async def report(
+        self, type: str, data: msgspec.Struct, key: str | None = None, timestamp: float | None = None
+    ) -> Activity:
+        """Any activity (a reaction, an edit, a call...), its data one of events/types.py's Structs."""
+        if self._script is None:
+            raise RuntimeError(f"fake client {self.session_id!r} is not running")
+        now = time.time()
+        activity = Activity(
+            session_id=self.session_id,
+            type=type,
+            timestamp=now if timestamp is None else timestamp,
+            data=msgspec.to_builtins(data),
+            key=key,
+            received=now,
+        )
+        await self.engine.activity.send(activity)
+        return activity
+
     def _send(self, event: EngineEvent) -> None:
         if self._script is None:
             raise RuntimeError(f"fake client {self.session_id!r} is not running")
@@ -209,10 +297,19 @@ class FakeClient:
             self._script.send_nowait(_End())
 
 
+def _jid(phone: str) -> str:
+    return f"{phone}@s.whatsapp.net"
+
+
 class FakeEngine:
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, activity: ActivitySink | None = None) -> None:
+        """Without a sink (unit tests of other parts), activity is kept in `activity_log`."""
+        self.activity_log: trio.MemoryReceiveChannel[Activity] | None = None
+        if activity is None:
+            activity, self.activity_log = trio.open_memory_channel[Activity](math.inf)
+        self.activity = activity
         self.clients: dict[str, FakeClient] = {}
         self.refuse_connections = False
         self.fail_sends = False

@@ -1,10 +1,13 @@
 """The worker pool (API side): spawns engine worker processes, keeps them alive, routes messages.
 
-Each worker is `python -m waservice.engine.worker FD` (fork+exec: the API process never loads
-neonize, and a process that has loaded it must never fork). The API and a worker talk over a
-socketpair with protocol.py's frames. A worker's death ends the attempts of its own sessions
-(each supervisor sees ConnectionLost with the reason and reconnects through its backoff); the pool
-restarts the worker once the old process has exited, so a device never has two live clients.
+Each worker is `python -m waservice.engine.worker FD ACTIVITY_FD` (fork+exec: the API process never
+loads neonize, and a process that has loaded it must never fork). The API and a worker talk over a
+socketpair with protocol.py's frames; a second socketpair carries only activity (messages,
+receipts...), written by the worker straight from Go's callback threads and read here into the
+activity sink (a frame the worker wrote outlives the worker: it waits in the kernel).
+A worker's death ends the attempts of its own sessions (each supervisor sees ConnectionLost with
+the reason and reconnects through its backoff); the pool restarts the worker once the old process
+has exited, so a device never has two live clients.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from pathlib import Path
 import attrs
 import trio
 
-from ..config import EngineConfig
+from ..config import EngineConfig, EventsConfig
+from ..events.model import ActivitySink
 from . import credentials
 from . import protocol as p
 from .base import EngineError, OutcomeUnknown
 from .policy import Limits, RestartBackoff, Usage, death_reason, pick_worker, recycle_reason
 from .proxy import Route, WorkerClient
+from .worker import HISTORY_MESSAGES_ENV
 
 log = logging.getLogger("waservice.engine.pool")
 
@@ -59,10 +64,14 @@ class _Pending:
 class WorkerProcess:
     """One running worker process and everything in flight on it."""
 
-    def __init__(self, index: int, process: trio.Process, stream: p.FrameStream) -> None:
+    def __init__(
+        self, index: int, process: trio.Process, stream: p.FrameStream, activity: p.FrameStream
+    ) -> None:
         self.index = index
         self.process = process
         self.stream = stream
+        self.activity = activity
+        self.activity_done = trio.Event()  # its activity socket reached EOF (or the sink closed)
         self.routes: dict[tuple[str, int], Route] = {}
         self.pending: dict[int, _Pending] = {}
         self.ready = trio.Event()
@@ -194,8 +203,16 @@ class WorkerPool:
 
     name = "neonize"
 
-    def __init__(self, config: EngineConfig, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        activity: ActivitySink,
+        env: dict[str, str] | None = None,
+        events: EventsConfig | None = None,
+    ) -> None:
         self.config = config
+        self.activity = activity
+        self.events = events or EventsConfig()
         self.limits = Limits(config.max_leaked_fds, config.max_rss_mb, config.max_abandoned_clients)
         self._env = env
         self._slots = [_Slot(i, config) for i in range(config.workers)]
@@ -334,25 +351,32 @@ class WorkerPool:
 
     async def _spawn(self, nursery: trio.Nursery, index: int) -> WorkerProcess:
         ours, theirs = socket.socketpair()
+        activity_ours, activity_theirs = socket.socketpair()
+        fds = (theirs.fileno(), activity_theirs.fileno())
         try:
             process: trio.Process = await nursery.start(
                 partial(
                     trio.run_process,
-                    [sys.executable, "-m", "waservice.engine.worker", str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),),
+                    [sys.executable, "-m", "waservice.engine.worker", *map(str, fds)],
+                    pass_fds=fds,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,  # Go writes there; the worker points fd 1 at /dev/null too
                     stderr=subprocess.PIPE,
-                    env=worker_environment(self._env),
+                    env=worker_environment(self._env, self.events),
                     check=False,
                 )
             )
+        except BaseException:
+            ours.close()
+            activity_ours.close()
+            raise
         finally:
             theirs.close()
-        stream = p.FrameStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
-        worker = WorkerProcess(index, process, stream)
+            activity_theirs.close()
+        worker = WorkerProcess(index, process, _frames(ours), _frames(activity_ours))
         nursery.start_soon(self._read_stderr, worker)
         nursery.start_soon(self._read_frames, worker)
+        nursery.start_soon(self._read_activity, worker)
         with trio.move_on_after(READY_TIMEOUT):
             await worker.ready.wait()
         if not worker.ready.is_set():
@@ -377,6 +401,12 @@ class WorkerPool:
                 await worker.process.wait()
             with trio.move_on_after(2):
                 await worker.stderr_done.wait()
+            # What the worker wrote before it died is still in the kernel: into the sink with it
+            # before the worker counts as gone (and its slot's nursery, the reader's, is cancelled).
+            with trio.move_on_after(SHUTDOWN_WAIT):
+                await worker.activity_done.wait()
+            if not worker.activity_done.is_set():
+                log.error("engine worker %d: its last activity did not fit in the sink in time", worker.index)
         if worker.killed is not None:
             reason = f"engine worker {worker.index} {worker.killed}; killed"
         elif worker.recycled_reason is not None:
@@ -385,6 +415,24 @@ class WorkerPool:
             reason = death_reason(worker.index, worker.process.returncode, worker.stderr_tail)
         worker.died(reason)
         await worker.stream.stream.aclose()
+
+    async def _read_activity(self, worker: WorkerProcess) -> None:
+        """Activity frames into the sink, until the worker's end closes. A sink that is behind
+        holds this reader, then the socket, then Go's callback (backpressure, nothing dropped)."""
+        try:
+            while (message := await worker.activity.receive()) is not None:
+                if isinstance(message, p.Happened):
+                    await self.activity.send(message.activity)
+                else:
+                    log.warning(
+                        "engine worker %d: %s on its activity socket", worker.index, type(message).__name__
+                    )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, p.ProtocolError) as exc:
+            log.warning("engine worker %d: activity lost: %s", worker.index, exc)
+        finally:
+            worker.activity_done.set()
+            with trio.CancelScope(shield=True):
+                await worker.activity.stream.aclose()
 
     def _dispatch(self, worker: WorkerProcess, message: p.Message) -> None:
         match message:
@@ -466,10 +514,15 @@ class WorkerPool:
 
 
 @contextlib.asynccontextmanager
-async def open_pool(config: EngineConfig, env: dict[str, str] | None = None) -> AsyncIterator[WorkerPool]:
+async def open_pool(
+    config: EngineConfig,
+    activity: ActivitySink,
+    env: dict[str, str] | None = None,
+    events: EventsConfig | None = None,
+) -> AsyncIterator[WorkerPool]:
     """Workers started and ready; on exit they stop their clients and exit."""
     async with trio.open_nursery() as nursery:
-        pool: WorkerPool = await nursery.start(WorkerPool(config, env).run)
+        pool: WorkerPool = await nursery.start(WorkerPool(config, activity, env, events).run)
         try:
             yield pool
         finally:
@@ -478,11 +531,18 @@ async def open_pool(config: EngineConfig, env: dict[str, str] | None = None) -> 
             nursery.cancel_scope.cancel()
 
 
-def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _frames(sock: socket.socket) -> p.FrameStream:
+    return p.FrameStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+
+
+def worker_environment(
+    extra: dict[str, str] | None = None, events: EventsConfig | None = None
+) -> dict[str, str]:
     """The environment a worker starts with. Go reads it once, at process start, so Go-side
     settings must be in place at spawn; setting them later in Python does nothing."""
     env = dict(os.environ)  # SSL_CERT_FILE / SSL_CERT_DIR / PYTHONPATH are inherited
     env.update(extra or {})
+    env[HISTORY_MESSAGES_ENV] = "1" if events is not None and events.history_messages else "0"
     # The worker logs at the levels this process logs at.
     env["WASERVICE_WORKER_LOG_LEVEL"] = _level_name("waservice.engine")
     env["WASERVICE_ENGINE_LOG_LEVEL"] = _level_name("whatsmeow")

@@ -12,6 +12,8 @@ import struct
 import msgspec
 import trio
 
+from ..events.model import Activity
+
 MAX_FRAME = 16 * 1024 * 1024  # a message text is at most a few KiB; anything near this is a bug
 _LENGTH = struct.Struct(">I")
 
@@ -126,7 +128,14 @@ class Pong(msgspec.Struct, tag=True):
     abandoned: int  # stopped while showing a QR: Go still runs their QR loop and holds their db
 
 
-Message = Command | Ready | Event | AttemptOver | Reply | Pong
+class Happened(msgspec.Struct, tag=True):
+    """Activity (a message, a receipt, typing...): sent on the worker's activity socket, written
+    straight from Go's callback thread (see worker/activity.py), never through the command socket."""
+
+    activity: Activity
+
+
+Message = Command | Ready | Event | AttemptOver | Reply | Pong | Happened
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -36,14 +36,14 @@ def _setup() -> None:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
+    fd, activity_fd = int(sys.argv[1]), int(sys.argv[2])
     _setup()
     import trio  # after the set-up: neonize (imported by loop) starts Go threads at import
 
     from .loop import serve
 
     try:
-        trio.run(serve, fd)
+        trio.run(serve, fd, activity_fd)
     except KeyboardInterrupt:
         pass
     finally:

@@ -65,6 +65,22 @@ class BridgeLock:
         finally:
             self._release(threading.get_ident())
 
+    @contextlib.contextmanager
+    def shared_within(self, timeout: float) -> Iterator[bool]:
+        """A shared hold around a call that makes no callbacks, if one is had within `timeout`
+        (yields False if not). Safe on a callback thread: it leaves that thread's own hold alone."""
+        with self._cond:
+            held = self._cond.wait_for(lambda: not self._writer, timeout)
+            if held:
+                self._readers += 1
+        try:
+            yield held
+        finally:
+            if held:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
     def passed(self, via: str) -> None:
         """From a Go callback: the calling thread's goroutine is past its map access."""
         hold = self._holds.get(threading.get_ident())

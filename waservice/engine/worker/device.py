@@ -1,7 +1,8 @@
 """One connection attempt of one device inside a worker: turns Go's callbacks into protocol events.
 
-Callbacks arrive on Go's threads; `post` hands each event to the worker's trio loop and does
-nothing else there.
+Callbacks arrive on Go's threads. Connection states: `post` hands each to the worker's trio loop
+and does nothing else there. Activity: normalised and written to the activity socket right there,
+before the callback returns (see activity.py for why).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from neonize.events import (
     DisconnectedEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    OfflineSyncCompletedEv,
+    OfflineSyncPreviewEv,
     PairStatusEv,
     StreamErrorEv,
     StreamReplacedEv,
@@ -26,20 +29,37 @@ from neonize.events import (
 from neonize.proto.Neonize_pb2 import ConnectFailureReason
 
 from .. import protocol as p
+from .activity import ActivityWriter
 from .go import ME
+from .normalize import Normalizer
 
 log = logging.getLogger("waservice.engine.device")
 
 QR_CODES_PER_PAIRING = 6  # whatsmeow shows 6 codes (60 s, then 20 s each) before "timeout"
 
 
+def attempt_uuid(session: str, number: int) -> str:
+    """Go's name of the attempt's client: one per attempt, since a stopped QR loop keeps its own."""
+    return f"{session}#{number}"
+
+
 class Attempt:
-    def __init__(self, session: str, number: int, db: str, post: Callable[[p.Message], None]) -> None:
+    def __init__(
+        self,
+        session: str,
+        number: int,
+        db: str,
+        post: Callable[[p.Message], None],
+        normalizer: Normalizer,
+        activity: ActivityWriter,
+    ) -> None:
         self.session = session
         self.number = number
         self.db = db
-        self.uuid = f"{session}#{number}"  # one Go client per attempt: a stopped QR loop keeps its own
+        self.uuid = attempt_uuid(session, number)
         self._post = post
+        self._normalizer = normalizer
+        self._activity = activity
         self.qr_codes = 0
         self.stream_error: str | None = None
         self.phone: str | None = None
@@ -67,9 +87,18 @@ class Attempt:
         elif status.startswith("err") or status == "error":
             self._event(p.Lost(f"pairing failed: {status}"))
 
+    def on_activity(self, event: Any, received: float) -> None:
+        for activity in self._normalizer.activities(event, received):
+            self._activity.write(activity)
+
     def on_event(self, code: int, event: Any) -> None:
         if code == ME:
             self.phone = event.JID.User or None
+            self._normalizer.own_phone = self.phone
+        elif isinstance(event, OfflineSyncPreviewEv):
+            log.info("session=%s: %d messages arrived while offline, coming now", self.session, event.Message)
+        elif isinstance(event, OfflineSyncCompletedEv):
+            log.info("session=%s: offline messages done (%d)", self.session, event.Count)
         elif isinstance(event, PairStatusEv):
             if event.Status == event.SUCCESS:
                 self._event(p.Paired(event.ID.User))

@@ -16,24 +16,34 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from typing import Protocol
 
 from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
 from neonize.events import (
     EVENT_TO_INT,
     INT_TO_EVENT,
+    CallOfferEv,
+    ChatPresenceEv,
     ClientOutdatedEv,
     ConnectedEv,
     ConnectFailureEv,
     DisconnectedEv,
+    HistorySyncEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    MessageEv,
+    OfflineSyncCompletedEv,
+    OfflineSyncPreviewEv,
     PairStatusEv,
+    PresenceEv,
+    ReceiptEv,
     StreamErrorEv,
     StreamReplacedEv,
     TemporaryBanEv,
+    UndecryptableMessageEv,
 )
-from neonize.proto.Neonize_pb2 import LogEntry, SendMessageReturnFunction
+from neonize.proto.Neonize_pb2 import JID, GetJIDFromStoreReturnFunction, LogEntry, SendMessageReturnFunction
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 from neonize.utils.jid import build_jid
@@ -43,20 +53,40 @@ from .bridge import AFTER_START_WRITES, BridgeLock
 log = logging.getLogger("waservice.engine.go")
 go_log = logging.getLogger("whatsmeow")
 
-# The events Go forwards to us (it takes the list at Neonize()); everything else stays in Go.
-SUBSCRIBED = bytes(
+# What happens in chats: normalised and written to the activity socket on the callback's thread.
+ACTIVITY = frozenset(
     EVENT_TO_INT[ev]
     for ev in (
-        PairStatusEv,
-        ConnectedEv,
-        DisconnectedEv,
-        StreamErrorEv,
-        KeepAliveTimeoutEv,
-        LoggedOutEv,
-        StreamReplacedEv,
-        TemporaryBanEv,
-        ConnectFailureEv,
-        ClientOutdatedEv,
+        MessageEv,
+        ReceiptEv,
+        ChatPresenceEv,
+        PresenceEv,
+        CallOfferEv,
+        UndecryptableMessageEv,
+        HistorySyncEv,  # a count by default: decoding takes ~10 ms per MB, counting under 1 ms (measured)
+    )
+)
+# The events Go forwards to us (it takes the list at Neonize()); everything else stays in Go.
+SUBSCRIBED = bytes(
+    sorted(
+        ACTIVITY
+        | {
+            EVENT_TO_INT[ev]
+            for ev in (
+                PairStatusEv,
+                ConnectedEv,
+                DisconnectedEv,
+                StreamErrorEv,
+                KeepAliveTimeoutEv,
+                LoggedOutEv,
+                StreamReplacedEv,
+                TemporaryBanEv,
+                ConnectFailureEv,
+                ClientOutdatedEv,
+                OfflineSyncPreviewEv,  # logged: the burst of messages that arrived while offline
+                OfflineSyncCompletedEv,
+            )
+        }
     )
 )
 ME = 0  # event code of the device info CallbackFunction sends before any other event
@@ -67,6 +97,7 @@ DEVICE_PROPS = DeviceProps(os="waservice", platformType=DeviceProps.SAFARI).Seri
 GO_LOG_LEVEL = b"DEBUG"
 # whatsmeow's FrameSocket logs this as it dials, after Neonize() has written its maps (bridge.py).
 DIALING = "Dialing "
+LOOKUP_WAIT = 1.0  # seconds a LID lookup waits for Go's maps before reporting the LID alone
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
 
 
@@ -78,6 +109,11 @@ class Receiver(Protocol):
     def on_status(self, status: str) -> None: ...
 
     def on_event(self, code: int, event: object) -> None: ...
+
+    def on_activity(self, event: object, received: float) -> None:
+        """`received`: time.time() as the callback started. whatsmeow receipted a message as it queued
+        the event for us: that millisecond when we keep up, up to its 100-event queue earlier if not."""
+        ...
 
 
 class SendError(Exception):
@@ -97,34 +133,40 @@ class GoBridge:
         self._log_cb = func_callback_bytes2(self._on_log)
         self._parked = threading.Event()  # never set: goroutines parked here wait for the process end
         self._stopped: set[str] = set()  # uuids Stop() was called for (their map entries are gone)
+        self._starting: dict[int, str] = {}  # thread in Neonize() -> its uuid, until whatsmeow dials
 
     # -- calls (each blocks its thread; run them on worker threads) ----------------------------
 
     def connect(self, uuid: str, db: str, receiver: Receiver) -> str:
         """Go's Neonize(): returns only when the connection is over; returns Go's error text."""
         self._receivers[uuid] = receiver
-        with self.lock.call(exclusive=True, release_on=AFTER_START_WRITES):
-            if uuid in self._stopped:  # stopped before it started: Go must not register it now
-                return "stopped"
-            error = gocode.Neonize(
-                db.encode(),
-                uuid.encode(),
-                b"",
-                0,
-                0,
-                GO_LOG_LEVEL,
-                self._qr_cb,
-                self._status_cb,
-                self._event_cb,
-                self._log_cb,
-                SUBSCRIBED,
-                len(SUBSCRIBED),
-                DEVICE_PROPS,
-                len(DEVICE_PROPS),
-                b"",
-                0,
-                None,
-            )
+        thread = threading.get_ident()
+        self._starting[thread] = uuid  # until whatsmeow dials (see _force_active_receipts)
+        try:
+            with self.lock.call(exclusive=True, release_on=AFTER_START_WRITES):
+                if uuid in self._stopped:  # stopped before it started: Go must not register it now
+                    return "stopped"
+                error = gocode.Neonize(
+                    db.encode(),
+                    uuid.encode(),
+                    b"",
+                    0,
+                    0,
+                    GO_LOG_LEVEL,
+                    self._qr_cb,
+                    self._status_cb,
+                    self._event_cb,
+                    self._log_cb,
+                    SUBSCRIBED,
+                    len(SUBSCRIBED),
+                    DEVICE_PROPS,
+                    len(DEVICE_PROPS),
+                    b"",
+                    0,
+                    None,
+                )
+        finally:
+            self._starting.pop(thread, None)
         return _text(error)
 
     def stop(self, uuid: str) -> None:
@@ -150,6 +192,18 @@ class GoBridge:
     def logout(self, uuid: str) -> str:
         with self.lock.call(exclusive=False):
             return _text(gocode.Logout(uuid.encode()))
+
+    def phone_of(self, uuid: str, lid: JID) -> str | None:
+        """The phone number whatsmeow's store has for a LID (a database read, no network); None if
+        it has none, or the client is stopped, or a start or stop holds Go's maps for too long (a
+        stop can wait for the very callback thread that is asking)."""
+        with self.lock.shared_within(LOOKUP_WAIT) as held:
+            if not held or uuid in self._stopped:
+                return None
+            query = lid.SerializeToString()
+            raw = gocode.GetPNFromLID(uuid.encode(), query, len(query))
+        result = GetJIDFromStoreReturnFunction.FromString(raw)
+        return None if result.Error else (result.Jid.User or None)
 
     # -- callbacks: on Go's threads; an exception here would be printed and swallowed by ctypes --
 
@@ -178,6 +232,7 @@ class GoBridge:
         self._parked.wait()
 
     def _on_event(self, uuid: bytes, data: int, size: int, code: int) -> None:
+        received = time.time()  # first: the receipt-to-log window is measured from here
         self.lock.passed("event")
         receiver = self._receivers.get(uuid.decode())
         event_type = INT_TO_EVENT.get(code)
@@ -188,7 +243,10 @@ class GoBridge:
         except Exception:
             log.exception("undecodable event %d", code)
             return
-        _guard(receiver.on_event, code, event)
+        if code in ACTIVITY:
+            _guard(receiver.on_activity, event, received)
+        else:
+            _guard(receiver.on_event, code, event)
 
     def _on_log(self, data: int, size: int) -> None:
         self.lock.passed("log")
@@ -196,12 +254,30 @@ class GoBridge:
             entry = LogEntry.FromString(ctypes.string_at(data, size))
             if entry.Message.startswith(DIALING):
                 self.lock.downgrade()
+                if (uuid := self._starting.pop(threading.get_ident(), None)) is not None:
+                    _force_active_receipts(uuid)
             level = _LEVELS.get(entry.Level.upper(), logging.INFO)
             logger = go_log.getChild(entry.Name.replace("/", "."))
             if logger.isEnabledFor(level):
                 logger.log(level, "%s", entry.Message)
         except Exception:
             pass
+
+
+# goneonize's SetForceActiveDeliveryReceipts returns nothing, yet neonize's binding frees its "result"
+# as a string (a free() of whatever the return register held). A binding of our own returns nothing.
+_set_force_active = gocode["SetForceActiveDeliveryReceipts"]
+_set_force_active.argtypes = [ctypes.c_char_p, ctypes.c_bool]
+_set_force_active.restype = None
+
+
+def _force_active_receipts(uuid: str) -> None:
+    """Receipts go out as "delivery", not "inactive" (which whatsmeow sends until the account sets
+    its presence, and this service never does: it has no push name to set it with).
+
+    Called on the starting thread as whatsmeow dials: the client is in Go's map (the hold there is
+    shared, see bridge.py) and no message has been receipted yet."""
+    _set_force_active(uuid.encode(), True)
 
 
 def _text(value: object) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import socket
+from functools import partial
 from pathlib import Path
 
 import outcome
@@ -13,8 +14,11 @@ import trio
 
 from .. import protocol as p
 from ..credentials import CorruptDatabase, check_database
-from .device import Attempt
+from . import HISTORY_MESSAGES_ENV
+from .activity import ActivityWriter
+from .device import Attempt, attempt_uuid
 from .go import GoBridge, SendError
+from .normalize import Normalizer, PhoneBook
 
 log = logging.getLogger("waservice.engine.worker")
 
@@ -24,10 +28,13 @@ OUTBOX = 1000  # events and replies waiting for the socket; the API reads contin
 
 
 class Worker:
-    def __init__(self, go: GoBridge, stream: p.FrameStream) -> None:
+    def __init__(self, go: GoBridge, stream: p.FrameStream, activity: ActivityWriter) -> None:
         self.go = go
         self.stream = stream
+        self.activity = activity
         self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.phone_books: dict[str, PhoneBook] = {}  # per session, across its attempts
+        self.history_messages = os.environ.get(HISTORY_MESSAGES_ENV) == "1"
         self.token = trio.lowlevel.current_trio_token()
         self._outbox, self._outgoing = trio.open_memory_channel[p.Message](OUTBOX)
         # Sends wait up to 75 s each in Go; they get their own threads, apart from start/stop.
@@ -80,7 +87,7 @@ class Worker:
     # -- attempts -------------------------------------------------------------------------------
 
     async def _start(self, cmd: p.Start) -> None:
-        attempt = Attempt(cmd.session, cmd.attempt, cmd.db, self.post)
+        attempt = Attempt(cmd.session, cmd.attempt, cmd.db, self.post, self._normalizer(cmd), self.activity)
         self.attempts[(cmd.session, cmd.attempt)] = attempt
         try:
             # Validate before Go sees it: goneonize aborts the whole process on a db it cannot use.
@@ -99,6 +106,11 @@ class Worker:
             lambda result: self.token.run_sync_soon(self._returned, attempt, result),
             name=f"go:{attempt.uuid}",
         )
+
+    def _normalizer(self, cmd: p.Start) -> Normalizer:
+        book = self.phone_books.setdefault(cmd.session, PhoneBook())
+        lookup = partial(self.go.phone_of, attempt_uuid(cmd.session, cmd.attempt))
+        return Normalizer(cmd.session, book, lookup, self.history_messages)
 
     def _returned(self, attempt: Attempt, result: outcome.Outcome) -> None:
         try:
@@ -161,7 +173,7 @@ class Worker:
         self._queue(p.Reply(req, error=error or None))
 
 
-async def serve(fd: int) -> None:
+async def serve(fd: int, activity_fd: int) -> None:
     sock = socket.socket(fileno=fd)
     stream = p.FrameStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-    await Worker(GoBridge(), stream).serve()
+    await Worker(GoBridge(), stream, ActivityWriter(socket.socket(fileno=activity_fd))).serve()
