@@ -8,6 +8,12 @@ const OFFLINE_RETRY_MS = 3000;  // while the server is unreachable
 const QR_POLL_MS = 2500;        // while a session is "qr_ready"
 const REQUEST_TIMEOUT_MS = 15000;
 const KEY_STORAGE = "waservice.apiKey";
+// The live stream (GET /events): while it is up the page does not poll; it reconnects after these
+// delays (ms, then the last one again), resuming from the last event id it saw.
+const STREAM_TYPES = "session.status,session.qr,message.received";
+const STREAM_BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
+const RECENT_MAX = 20; // messages kept per card
+const RECENT_WINDOW = 2000; // log ids read back at load to fill "Recent messages" (bounded)
 
 const STATES = {
   disconnected: { label: "Disconnected", icon: "○" },
@@ -253,6 +259,7 @@ keyForm.addEventListener("submit", (ev) => {
   document.body.classList.remove("needs-key");
   announce("API key saved.", "success");
   scheduleRefresh(0);
+  restartStream();
 });
 keyForget.addEventListener("click", () => {
   setKey("");
@@ -260,6 +267,7 @@ keyForget.addEventListener("click", () => {
   keyForget.hidden = true;
   announce("API key forgotten.", "info");
   scheduleRefresh(0);
+  restartStream();
 });
 keyPanel.addEventListener("keydown", (ev) => {
   if (ev.key === "Escape" && !authRequired) {
@@ -358,6 +366,9 @@ class Card {
     this.qrImg = $(".qr", el);
     this.qrImg.alt = `QR code to link session ${id}`;
     this.msg = $(".card-msg", el);
+    this.recentList = $(".recent-list", el);
+    this.recentEmpty = $(".recent-empty", el);
+    this.qrActive = false; // showing the QR (its image is fetched on each session.qr, or polled)
     this.sendForm = $(".send-form", el);
     this.sendResult = $(".send-result", el);
 
@@ -388,6 +399,7 @@ class Card {
       actions.append(b);
       this.buttons[a.name] = b;
     }
+    this.renderRecent();
   }
 
   update(s) {
@@ -428,8 +440,8 @@ class Card {
     this.sendForm.hidden = state !== "connected";
 
     if (state === "qr_ready") {
-      if (this.visible && !this.qrTimer) this.startQr();
-    } else if (this.qrTimer || !d.has_qr) {
+      if (this.visible && !this.qrActive) this.startQr();
+    } else if (this.qrActive || !d.has_qr) {
       this.stopQr();
     }
 
@@ -456,14 +468,18 @@ class Card {
     else this.pauseQr(); // the last image stays; polling resumes when the card is back in view
   }
   pauseQr() {
-    clearInterval(this.qrTimer);
-    this.qrTimer = 0;
+    this.qrActive = false;
+    this.pollQrEvery(false);
   }
   startQr() {
     if (this.destroyed) return;
-    clearInterval(this.qrTimer);
-    this.qrTimer = setInterval(() => this.pollQr(), QR_POLL_MS);
+    this.qrActive = true;
+    this.pollQrEvery(!stream.up); // live, each session.qr event fetches the new image instead
     this.pollQr();
+  }
+  pollQrEvery(on) {
+    clearInterval(this.qrTimer);
+    this.qrTimer = on ? setInterval(() => this.pollQr(), QR_POLL_MS) : 0;
   }
   stopQr() {
     this.pauseQr();
@@ -623,6 +639,14 @@ class Card {
     }
   }
 
+  // ----- recent messages -----
+  renderRecent() {
+    const list = recentMessages.get(this.id) || [];
+    const items = list.map((ev) => messageItem(ev));
+    this.recentList.replaceChildren(...items);
+    this.recentEmpty.hidden = list.length > 0;
+  }
+
   destroy() {
     this.destroyed = true;
     qrObserver?.unobserve(this.el);
@@ -690,6 +714,7 @@ let refreshAgain = false;
 function scheduleRefresh(ms) {
   clearTimeout(refreshTimer);
   if (ms === undefined) {
+    if (stream.up) return; // the stream reports every change: polling is only the fallback
     const transient = [...cards.values()].some((c) => c.state === "connecting");
     ms = !online ? OFFLINE_RETRY_MS : transient ? FAST_REFRESH_MS : REFRESH_MS;
   }
@@ -807,6 +832,225 @@ createForm.addEventListener("submit", async (ev) => {
   }
 });
 
+// ------------------------------------------------------------ live stream --
+// GET /events read with fetch(), so that the API key travels in a header (EventSource cannot send
+// one, and a key in the URL ends up in logs). Blocks are parsed by hand: the server writes "\n".
+
+const stream = {
+  up: false, // live: the replay is over and events arrive as they happen
+  lastId: null, // the last event id seen: a reconnect resumes after it (Last-Event-ID)
+  ctrl: null,
+  attempt: 0,
+  timer: 0,
+};
+const recentMessages = new Map(); // session id -> its last RECENT_MAX message.received, newest first
+const liveStatus = $("#live-status");
+
+function setStreamUp(up) {
+  if (stream.up === up) return;
+  stream.up = up;
+  liveStatus.dataset.live = up ? "on" : "off";
+  liveStatus.textContent = up ? "Live" : "Polling";
+  liveStatus.title = up
+    ? "Changes appear as they happen (event stream connected)."
+    : "The event stream is down: the page polls for changes and reconnects.";
+  for (const c of cards.values()) if (c.qrActive) c.pollQrEvery(!up);
+  // Going live: one refresh catches what changed meanwhile (a session deleted elsewhere, say);
+  // going down: polling takes over at once.
+  scheduleRefresh(up ? 0 : undefined);
+}
+
+function restartStream() {
+  stream.ctrl?.abort();
+  clearTimeout(stream.timer);
+  stream.attempt = 0;
+  stream.timer = setTimeout(runStream, 0);
+}
+
+async function runStream() {
+  const ctrl = new AbortController();
+  stream.ctrl = ctrl;
+  let outcome = "ended";
+  try {
+    if (stream.lastId === null) {
+      // The first time, learn where the log ends, then read back a bounded window of it.
+      const head = await streamOnce(ctrl, "events?types=session.qr", { headOnly: true });
+      if (typeof head === "number") stream.lastId = Math.max(0, head - RECENT_WINDOW);
+      else outcome = head;
+    }
+    if (stream.lastId !== null) outcome = await streamOnce(ctrl, `events?types=${STREAM_TYPES}`);
+  } catch (err) {
+    outcome = err && err.name === "AbortError" ? "aborted" : "failed";
+  }
+  if (stream.ctrl !== ctrl || outcome === "aborted" || outcome === "unauthorized") {
+    if (stream.ctrl === ctrl) setStreamUp(false);
+    return;
+  }
+  setStreamUp(false);
+  const delay = STREAM_BACKOFF_MS[Math.min(stream.attempt, STREAM_BACKOFF_MS.length - 1)];
+  stream.attempt += 1;
+  stream.timer = setTimeout(runStream, delay * (0.8 + Math.random() * 0.4));
+}
+
+// Reads one stream until it ends. With headOnly, returns the opening block's id (the log's head).
+async function streamOnce(ctrl, path, { headOnly = false } = {}) {
+  const headers = { Accept: "text/event-stream" };
+  const key = getKey();
+  if (key) headers["X-API-Key"] = key;
+  if (!headOnly && stream.lastId !== null) headers["Last-Event-ID"] = String(stream.lastId);
+  const res = await fetch(path, { headers, cache: "no-store", credentials: "same-origin", signal: ctrl.signal });
+  if (res.status === 401) {
+    await res.body?.cancel();
+    return "unauthorized"; // the polling shows the key panel
+  }
+  if (!res.ok || !res.body) {
+    await res.body?.cancel();
+    return "failed";
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return "ended";
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = parseBlock(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (headOnly && block.id !== null) return block.id;
+        if (!headOnly) handleBlock(block);
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+function parseBlock(text) {
+  const block = { id: null, event: null, data: null, comments: [] };
+  for (const line of text.split("\n")) {
+    const colon = line.indexOf(":");
+    const name = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (name === "") block.comments.push(value);
+    else if (name === "id" && /^\d+$/.test(value)) block.id = Number(value);
+    else if (name === "event") block.event = value;
+    else if (name === "data") block.data = block.data === null ? value : `${block.data}\n${value}`;
+  }
+  return block;
+}
+
+function handleBlock(block) {
+  if (block.id !== null) stream.lastId = block.id;
+  if (block.comments.includes("live")) {
+    stream.attempt = 0;
+    setStreamUp(true);
+  }
+  if (block.event === null || block.data === null) return;
+  let envelope;
+  try {
+    envelope = JSON.parse(block.data);
+  } catch {
+    return;
+  }
+  if (block.event === "overflow") return; // the stream ends next; the reconnect resumes
+  applyEvent(envelope);
+}
+
+function applyEvent(ev) {
+  const card = cards.get(ev.session_id);
+  const d = ev.data || {};
+  switch (ev.type) {
+    case "session.status":
+      if (!stream.up) return; // replayed history: the state comes from GET /sessions
+      if (!card) {
+        scheduleRefresh(0); // a session created elsewhere
+        return;
+      }
+      card.update({
+        state: d.state,
+        phone_number: d.phone,
+        reconnect_attempts: d.reconnect_attempts,
+        last_error: d.reason,
+        state_changed_at: ev.timestamp,
+        has_qr: d.state === "qr_ready",
+      });
+      renderSummary();
+      if (d.state === "disconnected") scheduleRefresh(0); // perhaps deleted: look once
+      break;
+    case "session.qr":
+      if (stream.up && card && card.visible) card.pollQr(); // the image of the new code, now
+      break;
+    case "message.received":
+      addRecentMessage(ev);
+      break;
+  }
+}
+
+function addRecentMessage(ev) {
+  const list = recentMessages.get(ev.session_id) || [];
+  if (list.some((m) => m.id === ev.id)) return;
+  list.unshift(ev);
+  list.sort((a, b) => b.id - a.id);
+  list.length = Math.min(list.length, RECENT_MAX);
+  recentMessages.set(ev.session_id, list);
+  cards.get(ev.session_id)?.renderRecent();
+}
+
+const KIND_LABELS = {
+  text: "Text",
+  image: "Image",
+  video: "Video",
+  audio: "Audio",
+  voice: "Voice message",
+  document: "Document",
+  sticker: "Sticker",
+  location: "Location",
+  contact: "Contact",
+  unknown: "Message",
+};
+
+function messageSender(d) {
+  if (d.from_me) return "You";
+  const phone = formatPhone(d.from);
+  if (d.push_name && phone) return `${d.push_name} (${phone})`;
+  return d.push_name || phone || d.from_jid || "Unknown sender";
+}
+
+function messageText(d) {
+  if (d.text) return d.text;
+  const label = KIND_LABELS[d.kind] || KIND_LABELS.unknown;
+  if (d.kind === "document" && d.media && d.media.file_name) return `[${label}: ${d.media.file_name}]`;
+  if (d.kind === "location" && d.location) return `[${label}: ${d.location.name || `${d.location.lat}, ${d.location.lng}`}]`;
+  if (d.kind === "contact" && d.contact && d.contact.name) return `[${label}: ${d.contact.name}]`;
+  return `[${label}]`;
+}
+
+function messageItem(ev) {
+  const d = ev.data || {};
+  const li = document.createElement("li");
+  li.className = "recent-item";
+  li.dataset.eventId = String(ev.id);
+  const head = document.createElement("div");
+  head.className = "recent-head";
+  const from = document.createElement("span");
+  from.className = "recent-from";
+  from.textContent = d.is_group && d.chat ? `${messageSender(d)} in ${d.chat}` : messageSender(d);
+  const when = document.createElement("time");
+  when.className = "recent-time";
+  when.dateTime = ev.timestamp || "";
+  when.textContent = ev.timestamp ? new Date(ev.timestamp).toLocaleTimeString() : "";
+  when.title = ev.timestamp ? absoluteTime(ev.timestamp) : "";
+  head.append(from, when);
+  const text = document.createElement("p");
+  text.className = "recent-text";
+  text.textContent = messageText(d);
+  li.append(head, text);
+  return li;
+}
+
 // ------------------------------------------------------------------ start --
 
 refresh();
+runStream();

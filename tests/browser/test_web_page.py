@@ -325,12 +325,17 @@ def test_grid_screenshot(page, service_factory):
 def test_works_behind_a_path_prefix(page, service):
     """A reverse proxy serving the service under /wa/: every url the page uses must be relative."""
     outside: list[str] = []
+    streams: list[str] = []
     prefix = service.url + "/wa/"
 
     def proxy(route) -> None:
         url = route.request.url
         if not url.startswith(prefix):
             outside.append(url)
+            route.abort()
+            return
+        if url[len(prefix) :].startswith("events"):
+            streams.append(url)  # route.fetch cannot pass a stream on: the page falls back to polling
             route.abort()
             return
         response = route.fetch(url=service.url + "/" + url[len(prefix) :])
@@ -346,6 +351,7 @@ def test_works_behind_a_path_prefix(page, service):
     c.get_by_role("button", name="Check status").click()
     expect(c.locator(".card-msg")).to_contain_text("QR ready")
     assert outside == [], f"the page used urls outside its prefix: {outside}"
+    assert streams, "the page never tried the event stream"
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -407,6 +413,9 @@ def test_qr_images_are_fetched_only_for_cards_in_view(page, service_factory):
     last.scroll_into_view_if_needed()
     expect(last.locator("img.qr")).to_be_visible()
     wait_qr_decodes_to(last.locator("img.qr"), "fake-qr:q39:1")
+    # New codes for a card in view and one out of it: only the one in view fetches its image.
     polled.clear()
-    page.wait_for_timeout(3000)
+    for sid in ("q00", "q39"):
+        service.ok("POST", "/_fake/rotate-qr", {"session_id": sid})
+    wait_qr_decodes_to(last.locator("img.qr"), "fake-qr:q39:2")
     assert "q39" in polled and "q00" not in polled, sorted(set(polled))

@@ -11,14 +11,22 @@ import pytest
 import trio
 
 from tests.unit.calls import call
+from tests.unit.test_stream import record, subscribe
 from tests.unit.test_webhook_http import start_webhooks
 from waservice.api.app import create_app
+from waservice.api.stream import LiveEvents
+from waservice.events.model import Activity
 from waservice.sessions.machine import State
 from waservice.sessions.manager import SessionManager
 
 ADMIN = {"X-API-Key": "admin-key-0123456789"}
 # Routes that name no session: each shows a session key only what is its own (or nothing private).
-SESSIONLESS = {("get", "/health"), ("get", "/ready"), ("get", "/sessions"), ("get", "/webhooks")}
+SESSIONLESS = {
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/sessions"),
+    ("get", "/webhooks"),
+}
 # Routes a session key may not use even for its own session.
 ADMIN_ONLY = {
     ("get", "/metrics"),
@@ -30,9 +38,15 @@ ADMIN_ONLY = {
 
 
 @pytest.fixture
-async def admin(manager: SessionManager, event_store, recorder, nursery):
+def live(event_store, recorder) -> LiveEvents:
+    return LiveEvents(event_store, recorder.hub)
+
+
+@pytest.fixture
+async def admin(manager: SessionManager, event_store, recorder, nursery, live):
     webhooks = await start_webhooks(event_store, recorder, nursery)
-    return create_app(manager, api_key=ADMIN["X-API-Key"], webhook_service=webhooks).test_client()
+    app = create_app(manager, api_key=ADMIN["X-API-Key"], webhook_service=webhooks, live=live)
+    return app.test_client()
 
 
 async def new_key(admin, session_id: str) -> dict[str, Any]:
@@ -126,6 +140,10 @@ def operations(doc: dict) -> list[tuple[str, str, dict]]:
     return [(method, path, op) for path, ops in doc["paths"].items() for method, op in ops.items()]
 
 
+def is_stream(op: dict) -> bool:
+    return any("text/event-stream" in r.get("content", {}) for r in op.get("responses", {}).values())
+
+
 def takes_session(op: dict) -> set[str]:
     """Where the operation reads a session id: 'path', 'query', 'body'."""
     where = {p["in"] for p in op.get("parameters", []) if p["name"] == "session_id"}
@@ -183,7 +201,7 @@ async def test_every_route_keeps_a_session_key_to_its_session(admin):
             status, body = await call(admin, method, url, headers=key, **kwargs)
             assert (status, body["success"]) == (403, False), (route, body)
             assert "acts on session 'alice' only" in body["error"] or route in ADMIN_ONLY, (route, body)
-            if "path" not in where:
+            if "path" not in where and not is_stream(op):  # a stream naming none follows alice
                 # Naming none means `default`, which is not alice's either.
                 url, kwargs = request_for(path, op, None)
                 status, body = await call(admin, method, url, headers=key, **kwargs)
@@ -193,6 +211,8 @@ async def test_every_route_keeps_a_session_key_to_its_session(admin):
             url, kwargs = request_for(path, op, None, hooks["bob"])
             status, body = await call(admin, method, url, headers=key, **kwargs)
             assert status == 403, f"{route} names no session: mark it admin_only or filtered_by_caller"
+        if is_stream(op):
+            continue  # endless: its own session is test_a_session_key_follows_only_its_own_events
         # Its own session: refused only on the admin's routes.
         url, kwargs = request_for(path, op, "alice", hooks["alice"])
         status, body = await call(admin, method, url, headers=key, **kwargs)
@@ -247,3 +267,18 @@ async def test_a_session_key_sees_and_makes_only_its_own_webhooks(admin):
     assert [w["session_id"] for w in body["webhooks"]] == ["alice"]
     status, body = await call(admin, "get", "/webhooks", headers=ADMIN)
     assert sorted(str(w["session_id"]) for w in body["webhooks"]) == ["None", "alice", "bob"]
+
+
+async def test_a_session_key_follows_only_its_own_events(admin, live, recorder):
+    key = await two_sessions(admin)
+    status, body = await call(admin, "get", "/events?session_id=bob", headers={"X-API-Key": key})
+    assert status == 403 and "acts on session 'alice' only" in body["error"]
+    async with subscribe(admin, live, x_api_key=key) as stream:
+        await stream.live()
+        for session in ("bob", "alice"):
+            await record(
+                recorder,
+                Activity(session_id=session, type="chat.typing", timestamp=1.8e9, data={"s": session}),
+            )
+        (event,) = await stream.events(1)
+        assert event.data["session_id"] == "alice"
