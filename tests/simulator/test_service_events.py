@@ -25,6 +25,22 @@ async def hook(api: Api, nursery: trio.Nursery, events: list[str]) -> WebhookRec
     return receiver
 
 
+async def follow_stream(api: Api, streamed: list[tuple[int, str]], live: trio.Event) -> None:
+    """GET /events of s1, as a client reads it: each event's (id, type)."""
+    async with api.http.stream("GET", "/events", params={"session_id": "s1"}, timeout=None) as response:
+        assert response.status_code == 200
+        block: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line == ": live":
+                live.set()
+            elif line.startswith(("id: ", "event: ")):
+                name, _, value = line.partition(": ")
+                block[name] = value
+            elif not line and "event" in block:
+                streamed.append((int(block["id"]), block["event"]))
+                block = {}
+
+
 def of_type(receiver: WebhookReceiver, type_: str) -> list[dict]:
     return [r.event for r in receiver.received if r.event["type"] == type_]
 
@@ -35,10 +51,17 @@ async def test_a_contacts_text_a_receipt_and_typing_reach_the_webhook(
     api = await start_service()
     await api.pair(sim, "s1", PHONE)
     receiver = await hook(api, nursery, ["message.received", "message.ack", "chat.typing"])
+    streamed: list[tuple[int, str]] = []
+    live = trio.Event()
+    nursery.start_soon(follow_stream, api, streamed, live)
+    await live.wait()
 
     msg_id = await sim.send_message(PHONE, sim.contact(CONTACT, push_name="Ann"), waproto.text("hi there"))
     await receiver.wait_for(lambda _: of_type(receiver, "message.received"))
     (event,) = of_type(receiver, "message.received")
+    with trio.fail_after(30):
+        while (event["id"], "message.received") not in streamed:  # the stream carries the same id
+            await trio.sleep(0.02)
     assert event["session_id"] == "s1"
     data = event["data"]
     assert data["message_id"] == msg_id and data["text"] == "hi there" and data["kind"] == "text"
