@@ -180,3 +180,63 @@ async def test_sigterm_ends_open_streams_well_within_the_grace(service_factory):
     # Without the stop signal each stream would hold hypercorn's drain for the whole grace.
     assert elapsed < GRACE / 2, f"shutdown took {elapsed:.1f} s with open streams\n{service.log_tail()}"
     print(f"SIGTERM with 3 open streams: exited in {elapsed:.2f} s (grace {GRACE:g} s)")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+async def burst(service: ServiceProcess, count: int, tag: str) -> None:
+    """`count` incoming messages, 16 requests at a time."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=service.url, headers={"X-API-Key": KEY}, timeout=60) as http:
+
+        async def send(start: int) -> None:
+            for n in range(start, count, 16):
+                body = {"from": "15557770000", "text": f"{tag} {n} " + "x" * 100}
+                (await http.post("/_fake/incoming", json=body)).raise_for_status()
+
+        async with trio.open_nursery() as nursery:
+            for start in range(16):
+                nursery.start_soon(send, start)
+
+
+@pytest.mark.slow
+async def test_a_stalled_reader_through_a_10000_event_burst_costs_no_memory(service_factory):
+    service = service_factory()
+    await trio.to_thread.run_sync(service.ok, "POST", "/connect", {"session_id": "default"})
+    await trio.to_thread.run_sync(service.wait_state, "default", "qr_ready")
+    scan = {"session_id": "default", "phone": "15550004444"}
+    await trio.to_thread.run_sync(service.ok, "POST", "/_fake/scan", scan)
+    await trio.to_thread.run_sync(service.wait_state, "default", "connected")
+    assert service.proc is not None
+    # A first burst fills the hub's ring (and SQLite's cache) with no stream attached.
+    with trio.fail_after(240):
+        await burst(service, 5_000, "warm")
+    before = rss_mb(service.proc.pid)
+    stalled = await EventStreamReader.open(service.port, "/events?types=message.received")
+    await stalled.live()  # from here on it reads nothing
+    started = time.monotonic()
+    with trio.fail_after(240):
+        await burst(service, 10_000, "burst")
+    stalled_for = time.monotonic() - started
+    after = rss_mb(service.proc.pid)
+    print(f"stalled reader, 10,000-event burst in {stalled_for:.0f} s: RSS {before:.1f} -> {after:.1f} MB")
+    assert after - before < 15, f"RSS grew {after - before:.1f} MB with a stalled reader"
+    # Then it reads: what was in flight, and the reason it was cut. Unless the burst outlasted the
+    # kernel's 60 s user timeout on its stuck write, which cuts the connection instead.
+    with trio.fail_after(SLACK):
+        try:
+            blocks = await stalled.rest()
+        except trio.BrokenResourceError:
+            assert stalled_for > 50, "the connection was cut before the kernel's user timeout"
+            return
+    reason = json.loads(blocks[-1]["data"][0])
+    assert blocks[-1].get("event") == ["overflow"], blocks[-1]
+    assert reason["reason"].startswith(("fell behind", "too slow")), reason
+    delivered = [b for b in blocks if b.get("event") == ["message.received"]]
+    assert len(delivered) < 10_000 and reason["last_event_id"] == int(delivered[-1]["id"][0])
+    print(f"{len(delivered)} events reached it, then 'overflow': {reason['reason']}")

@@ -369,6 +369,33 @@ async def test_a_write_blocked_longer_than_the_limit_ends_the_stream(
     assert blocks[-1].data["last_event_id"] == blocks[-2].id
 
 
+async def test_a_write_too_slow_in_the_middle_of_a_replay_page_resumes_from_what_was_written(
+    client, live, recorder, write_limit, mock_clock
+):
+    use_small_ring(live, recorder, size=4, page=2000)
+    big = "x" * 1000
+    await record(
+        recorder,
+        *(
+            Activity(session_id="s1", type="presence", timestamp=1.0, data={"n": n, "pad": big})
+            for n in range(1500)
+        ),
+    )  # one page of about 24 writes of 64 KiB
+    async with subscribe(client, live, "/events?after=0") as sub:
+        deadline = time.monotonic() + 10
+        while sub.connection._client_receive.statistics().current_buffer_used < 10:  # the writer waits
+            assert time.monotonic() < deadline
+            await trio.to_thread.run_sync(time.sleep, 0.005)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(write_limit + 1)
+        blocks = await sub.end()
+    events = [b for b in blocks if b.event == "presence"]
+    overflow = blocks[-1]
+    assert overflow.event == "overflow" and "too slow" in overflow.data["reason"]
+    assert len(events) < 1500
+    assert overflow.data["last_event_id"] == events[-1].id  # not the end of the page
+
+
 # -- heartbeat, key, cap, shutdown ----------------------------------------------------------------
 
 

@@ -184,8 +184,10 @@ class EventStream:
         yield b"retry: %d\n%s" % (config.retry_ms, sse_comment(f"events after id {self.cursor}", self.cursor))
         hub = self.live.hub
         while not self.live.closing and hub.since(self.cursor) is None:
-            for chunk in await self._replay_page():
+            page, scanned_to = await self._read_log()
+            for chunk in self._send(page):
                 yield chunk
+            self.cursor = scanned_to
         yield sse_comment("live", self._advance())  # the replay is over: a client may rely on that
         while not self.live.closing:
             batch = hub.since(self.cursor)
@@ -207,17 +209,17 @@ class EventStream:
                 await hub.wait_beyond(self.cursor)
         yield sse_comment("the service is shutting down: reconnect with Last-Event-ID")
 
-    async def _replay_page(self) -> list[bytes]:
-        """The next page of the log after the cursor, as SSE; the cursor moves past it."""
+    async def _read_log(self) -> tuple[list[LoggedEvent], int]:
+        """The next page of the log after the cursor, and the id the cursor can move to after it."""
         head = self.live.hub.last_id  # every event up to here is in the log already
         size = self.live.config.replay_page
         types = sorted(self.wanted.types) if self.wanted.types is not None else None
         page = await self.live.store.after(self.cursor, size, self.wanted.session_id, types)
-        chunks = list(self._send(page))
+        if len(page) == size:
+            return page, page[-1].id
         # A short page read the log to its end, which was at `head` or beyond: the filters
         # skipped everything else up to there.
-        self.cursor = page[-1].id if len(page) == size else max(head, page[-1].id if page else self.cursor)
-        return chunks
+        return page, max(head, page[-1].id if page else self.cursor)
 
     def _advance(self) -> int | None:
         """The cursor, when the client's Last-Event-ID is behind it (its filters skipped events)."""
@@ -227,6 +229,7 @@ class EventStream:
         return self.cursor
 
     def _send(self, events: Sequence[LoggedEvent]) -> Iterator[bytes]:
+        """Lazily: the client's Last-Event-ID moves as each chunk is handed to the writer."""
         for chunk, last_id in sse_chunks(events, self.wanted):
             self.sent_id = last_id
             yield chunk
@@ -329,7 +332,10 @@ def document_event_stream(paths: dict) -> None:
     if operation is None:
         return
     operation.setdefault("responses", {})[200] = {  # int keys until serialised
-        "description": "An endless text/event-stream; each `data:` is an event envelope (see Event).",
+        "description": (
+            "An endless text/event-stream. Each `data:` is an event envelope, one line of JSON: "
+            "`{id, type, session_id, timestamp, data}`."
+        ),
         "content": {
             "text/event-stream": {
                 "schema": {"type": "string"},
