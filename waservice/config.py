@@ -19,7 +19,15 @@ from .ids import validate_session_id
 from .webhooks.rules import check_events, check_url
 from .webhooks.signing import secret_key
 
-__all__ = ["Config", "ConfigError", "EngineConfig", "EventsConfig", "MetricsConfig", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "EngineConfig",
+    "EventsConfig",
+    "MetricsConfig",
+    "StreamConfig",
+    "load_config",
+]
 
 
 class ConfigError(Exception):
@@ -146,6 +154,19 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class StreamConfig:
+    """`[stream]`: the live event stream, GET /events."""
+
+    # A comment on a quiet stream this often, so that proxies and NATs keep the connection.
+    heartbeat: float = attrs.field(default=15.0, validator=_positive)
+    retry_ms: int = attrs.field(default=3000, validator=attrs.validators.ge(0))  # the `retry:` hint
+    max_subscribers: int = attrs.field(default=1000, validator=attrs.validators.ge(1))  # then 503
+    # A consumer one of whose writes took longer than this is cut (it resumes with Last-Event-ID).
+    write_timeout: float = attrs.field(default=10.0, validator=_positive)
+    replay_page: int = attrs.field(default=500, validator=attrs.validators.ge(1))  # events per log read
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -156,6 +177,7 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = attrs.field(default=(), validator=_distinct_webhooks)
     webhooks_delivery: WebhookDeliveryConfig = WebhookDeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    stream: StreamConfig = StreamConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -192,6 +214,7 @@ def _converter() -> cattrs.Converter:
         LoggingConfig,
         EventsConfig,
         MetricsConfig,
+        StreamConfig,
         Config,
     )
     for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):

@@ -67,6 +67,10 @@ class TooManySessions(ServiceError):
     """`sessions.max` sessions exist already; a new one needs a delete first."""
 
 
+class TooManyStreams(ServiceError):
+    """`stream.max_subscribers` event streams are open already."""
+
+
 class StorageFailed(ServiceError):
     """The data directory refused a write (disk full, read-only): nothing was half-done."""
 

@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from .api.app import create_app
 from .api.asgi import ServerSafeSend
 from .api.limits import install_create_limit
+from .api.stream import LiveEvents
 from .config import Config
 from .engine import open_engine
 from .events.hub import EventHub
@@ -64,16 +65,20 @@ async def serve_forever(
                 manager = SessionManager(
                     engine, store, policy, max_sessions=config.sessions.max, record=recorder.record
                 )
+                live = LiveEvents(event_store, hub, config.stream)
                 app = create_app(
                     manager,
                     config.server.api_key,
                     config.server.allowed_hosts,
                     webhook_service=webhooks,
                     metrics=config.metrics,
+                    live=live,
                 )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_wait_for_signal, stop)
+                    # Open event streams end at the signal: they would hold hypercorn's drain.
+                    nursery.start_soon(live.close_when, stop.event)
                     # Serving starts while the sessions are restored: /ready says so, other routes wait.
                     nursery.start_soon(manager.run)
                     await serve(

@@ -24,7 +24,7 @@ from ..config import MetricsConfig
 from ..errors import ServiceError
 from ..sessions.manager import SessionManager
 from ..webhooks.service import WebhookService
-from . import keys, models, routes, webhook_models, webhooks
+from . import keys, models, routes, stream, webhook_models, webhooks
 from .caller import Authenticator
 from .event_schemas import event_components
 from .guards import HostGuard, OriginGuard
@@ -110,6 +110,7 @@ class _Provider(OpenAPIProvider):
         _link_session_routes(schema["paths"])
         webhooks.link_routes(schema["paths"])
         document_metrics(schema["paths"])
+        stream.document_event_stream(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -148,7 +149,9 @@ def create_app(
     *,
     webhook_service: WebhookService | None = None,
     metrics: MetricsConfig | None = None,
+    live: stream.LiveEvents | None = None,
 ) -> QuartTrio:
+    """`live`: the event log and its hub, for GET /events (absent: no stream route)."""
     metrics = metrics or MetricsConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -170,6 +173,9 @@ def create_app(
         app.register_blueprint(webhooks.bp)
     app.register_blueprint(keys.bp)
     install_ops(app, manager, metrics)
+    if live is not None:
+        app.extensions["waservice.live"] = live
+        app.register_blueprint(stream.bp)
     _add_pages(app)
     _add_errors(app)
     app.after_request(_add_security_headers)

@@ -10,6 +10,7 @@ from ..errors import (
     ServiceError,
     StorageFailed,
     TooManySessions,
+    TooManyStreams,
     Unauthorized,
     UnknownWebhook,
     UnsupportedMediaType,
@@ -27,6 +28,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     TooManySessions: 429,
     StorageFailed: 503,
     UnknownWebhook: 404,
+    TooManyStreams: 503,
 }
 
 
