@@ -204,6 +204,7 @@ class Bench:
     phones: list[str]
     ids: list[str]
     results: dict[str, Any] = field(default_factory=dict)
+    kills: list[tuple[str, float]] = field(default_factory=list)  # (which, wall time) in order
 
     @property
     def http(self) -> Any:
@@ -212,12 +213,12 @@ class Bench:
 
     async def ceiling(self) -> None:
         """Receipts/s at the simulator for a full-speed burst with no webhook registered."""
-        base = await acked(self.sim)
+        base, since = await acked(self.sim), time.time()
         burst = await run_burst(self.sim, self.phones, self.args.burst, 0)
-        started = time.time()
-        done = await wait_acked(self.sim, base + burst["total"], 300, "ceiling")
+        await wait_acked(self.sim, base + burst["total"], 300, "ceiling")
         state = await burst_state(self.sim, burst["id"])
-        self.results["ceiling"] = burst["total"] / (done - (state["started_at"] or started))
+        done = max(d["acked_at"] for d in await deliveries(self.sim, since))
+        self.results["ceiling"] = burst["total"] / (done - state["started_at"])
         log(f"ceiling: {burst['total']} receipted at {self.results['ceiling']:.0f}/s")
 
     async def add_webhook(self) -> None:
@@ -333,6 +334,7 @@ async def kill_workers_during(bench: Bench, per_phone: int, kills: int, rate: fl
             continue
         victim = random.choice(pids)
         os.kill(victim, signal.SIGKILL)
+        bench.kills.append((f"worker {len(bench.kills) + 1}", time.time()))
         log(f"loss: SIGKILL worker {victim} at {at:.1f} s of {length:.1f} s")
     await wait_acked(bench.sim, base + total, 180 + length, "loss, worker kills")
 
@@ -351,6 +353,7 @@ async def kill_service_during(bench: Bench, nursery: trio.Nursery, per_phone: in
     for pid in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    bench.kills.append(("service", time.time()))
     log(f"loss: SIGKILL the service ({len(tree)} processes) at {at:.1f} s of {length:.1f} s")
     assert system.service.proc is not None
     await trio.to_thread.run_sync(system.service.proc.wait)
@@ -364,15 +367,28 @@ async def kill_service_during(bench: Bench, nursery: trio.Nursery, per_phone: in
     await wait_acked(bench.sim, base + total, 180 + length, "loss, service kill")
 
 
+def blame(kills: list[tuple[str, float]], sent: list[float]) -> dict[str, tuple[int, float]]:
+    """Each lost message goes to the first kill after it went out on the socket: which kill → (how
+    many it lost, the oldest of them: ms from its arrival to the kill)."""
+    out: dict[str, tuple[int, float]] = {}
+    for at in sent:
+        which, killed = next(((w, k) for w, k in kills if k >= at), ("after the last kill", at))
+        count, oldest = out.get(which, (0, 0.0))
+        out[which] = (count + 1, max(oldest, 1000 * (killed - at)))
+    return out
+
+
 async def loss(bench: Bench, nursery: trio.Nursery) -> None:
     args = bench.args
     db = bench.system.service.data_dir / "waservice.db"
     since = time.time()
-    rate = 300.0 if not args.quick else 100.0
+    rate = args.loss_rate
     per_phone = max(1, round(rate * args.loss_seconds / len(bench.phones)))
     await kill_workers_during(bench, per_phone, args.kills, rate)
     await kill_service_during(bench, nursery, per_phone, rate)
-    receipted = {d["id"]: d["acked_at"] for d in await deliveries(bench.sim, since) if d["acked_at"]}
+    items = await deliveries(bench.sim, since)
+    receipted = {d["id"]: d["acked_at"] for d in items if d["acked_at"]}
+    first_sent = {d["id"]: d["sent_at"] for d in items if d["sent_at"]}
     # A receipted message reaches the log at most a moment after its receipt, unless it is lost:
     # wait until nothing is missing, or until the count stops moving.
     held: dict[str, tuple[float, float]] = {}
@@ -383,6 +399,7 @@ async def loss(bench: Bench, nursery: trio.Nursery) -> None:
                 break
             await trio.sleep(2)
     missing = [i for i in receipted if i not in held]
+    by_kill = blame(bench.kills, [first_sent[i] for i in missing if i in first_sent])
     window = [1000 * (held[i][1] - held[i][0]) for i in receipted if i in held]
     after_receipt = [1000 * (held[i][1] - t) for i, t in receipted.items() if i in held]
     bench.results["loss"] = {
@@ -393,6 +410,7 @@ async def loss(bench: Bench, nursery: trio.Nursery) -> None:
         "p99": percentile(window, 99),
         "receipt_p99": percentile(after_receipt, 99),
         "kills": args.kills,
+        "by_kill": by_kill,
     }
     log(f"loss: {bench.results['loss']}")
 
@@ -522,6 +540,10 @@ def print_table(args: Any, r: dict[str, Any]) -> None:
                 "",
             )
         )
+        for which, (count, oldest) in x["by_kill"].items():
+            rows.append(
+                (f"  lost by the {which} kill", f"{count}, arrived <= {oldest:.0f} ms before it", "", "")
+            )
         if "restart_s" in r:
             rows.append(("  service restart to all connected (s)", fmt(r["restart_s"], 1), "", ""))
     rows.append(
@@ -551,14 +573,22 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=50, help="messages per session in the full-speed bursts")
     parser.add_argument("--kills", type=int, default=3, help="worker SIGKILLs in the loss burst")
     parser.add_argument("--loss-seconds", type=float, default=10, help="length of each loss burst")
+    parser.add_argument("--loss-rate", type=float, default=300, help="messages/s in the loss bursts")
     parser.add_argument("--skip-loss", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small numbers everywhere")
     add_common_arguments(parser, timeout=600)
-    args = parser.parse_args()
-    if args.quick:
-        args.sessions, args.duration, args.events = 10, 5, 2000
-        args.subscribers, args.burst, args.kills, args.loss_seconds = 10, 20, 2, 6
-    run_benchmark(main_async, args)
+    if "--quick" in sys.argv[1:]:  # defaults only: a flag given beside --quick still wins
+        parser.set_defaults(
+            sessions=10,
+            duration=5,
+            events=2000,
+            subscribers=10,
+            burst=20,
+            kills=2,
+            loss_seconds=6,
+            loss_rate=100,
+        )
+    run_benchmark(main_async, parser.parse_args())
 
 
 if __name__ == "__main__":
