@@ -73,6 +73,9 @@ RESTART_CAUSES = (
 SEND_OUTCOMES = ("accepted", "failed", "outcome_unknown", "not_connected")
 # Seconds from the request to WhatsApp's acknowledgement; whatsmeow gives up at 75 s.
 SEND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 75.0)
+DURABLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0, 86400.0)
+WEBHOOK_OUTCOMES = ("ok", "retried", "dead")
 
 
 def _classify(text: str | None, rules: Sequence[tuple[str, tuple[str, ...]]], default: str) -> str:
@@ -138,10 +141,33 @@ class Metrics:
             registry=r,
         )
         self.qr_codes = Counter("waservice_qr_codes", "QR codes issued to sessions", registry=r)
+        self.events_logged = Counter(
+            "waservice_events_logged", "Events appended to the durable log, by type", ["type"], registry=r
+        )
+        self.event_durable_seconds = Histogram(
+            "waservice_event_durable_seconds",
+            "Time from the engine receiving an event to its log append being fsynced",
+            buckets=DURABLE_BUCKETS,
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "waservice_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: ok, retried (a retry is scheduled) or dead",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_lag_seconds = Histogram(
+            "waservice_webhook_delivery_lag_seconds",
+            "Time from an event happening to its webhook answering 2xx",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         for reason in REASON_CLASSES:  # every series exists from the start: rate() needs a zero
             self.reconnects.labels(reason)
         for outcome in SEND_OUTCOMES:
             self.sends.labels(outcome)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome)
 
     def level(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time from whatever already knows the value."""
@@ -163,6 +189,18 @@ class Metrics:
 
     def qr_issued(self) -> None:
         self.qr_codes.inc()
+
+    def events_durable(self, types: Sequence[str], received: Sequence[float], now: float) -> None:
+        """A batch is in the log: `types` of what was new, `received` of everything in the batch."""
+        for type_ in types:
+            self.events_logged.labels(type_).inc()
+        for at in received:
+            self.event_durable_seconds.observe(max(0.0, now - at))
+
+    def webhook_attempted(self, outcome: str, lag: float | None) -> None:
+        self.webhook_deliveries.labels(outcome).inc()
+        if lag is not None:
+            self.webhook_lag_seconds.observe(max(0.0, lag))
 
     @contextmanager
     def timing_send(self) -> Iterator[None]:

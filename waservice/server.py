@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -22,6 +23,7 @@ from .events.hub import EventHub
 from .events.recorder import EventRecorder
 from .events.retention import prune_forever
 from .hypercorn_close import close_without_send_eof
+from .metrics import Metrics
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import open_event_store, open_store
@@ -48,8 +50,10 @@ async def serve_forever(
 
     stop = _StopRequest()
     async with open_store(config.data_dir) as store, open_event_store(config.data_dir) as event_store:
+        metrics = Metrics()
         hub = EventHub(await event_store.last_id())
-        recorder = EventRecorder(event_store, hub)
+        recorder = EventRecorder(event_store, hub, metrics=metrics)
+        metrics.level("waservice_event_log_pending", "Events waiting to be logged", lambda: recorder.pending)
         # Before anything is logged: every append records its webhook deliveries in its transaction.
         webhook_tables = await event_store.call(WebhookTables, event_store.connection)
         event_store.add_outbox(webhook_tables.outbox)
@@ -57,13 +61,26 @@ async def serve_forever(
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             await background.start(recorder.run)
             webhooks = await background.start(
-                run_webhooks, event_store, webhook_tables, hub, config.webhooks_delivery, config.webhooks
+                functools.partial(
+                    run_webhooks,
+                    event_store,
+                    webhook_tables,
+                    hub,
+                    config.webhooks_delivery,
+                    config.webhooks,
+                    metrics=metrics,
+                )
             )
             async with open_engine(
                 config.sessions.engine, config.engine, recorder.sink, events=config.events
             ) as engine:
                 manager = SessionManager(
-                    engine, store, policy, max_sessions=config.sessions.max, record=recorder.record
+                    engine,
+                    store,
+                    policy,
+                    max_sessions=config.sessions.max,
+                    record=recorder.record,
+                    metrics=metrics,
                 )
                 live = LiveEvents(event_store, hub, config.stream)
                 app = create_app(

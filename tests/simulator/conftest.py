@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.simulator.clients import RawClient
+from tests.simulator.service_api import start_service  # noqa: F401 (a fixture for every test here)
 from tests.wasim import Simulator, open_simulator
 
 

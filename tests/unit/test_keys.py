@@ -11,13 +11,14 @@ import pytest
 import trio
 
 from tests.unit.calls import call
+from tests.unit.test_webhook_http import start_webhooks
 from waservice.api.app import create_app
 from waservice.sessions.machine import State
 from waservice.sessions.manager import SessionManager
 
 ADMIN = {"X-API-Key": "admin-key-0123456789"}
 # Routes that name no session: each shows a session key only what is its own (or nothing private).
-SESSIONLESS = {("get", "/health"), ("get", "/ready"), ("get", "/sessions")}
+SESSIONLESS = {("get", "/health"), ("get", "/ready"), ("get", "/sessions"), ("get", "/webhooks")}
 # Routes a session key may not use even for its own session.
 ADMIN_ONLY = {
     ("get", "/metrics"),
@@ -29,8 +30,9 @@ ADMIN_ONLY = {
 
 
 @pytest.fixture
-def admin(manager: SessionManager):
-    return create_app(manager, api_key=ADMIN["X-API-Key"]).test_client()
+async def admin(manager: SessionManager, event_store, recorder, nursery):
+    webhooks = await start_webhooks(event_store, recorder, nursery)
+    return create_app(manager, api_key=ADMIN["X-API-Key"], webhook_service=webhooks).test_client()
 
 
 async def new_key(admin, session_id: str) -> dict[str, Any]:
@@ -136,9 +138,11 @@ def _body_schema(op: dict) -> dict:
     return op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
 
 
-def request_for(path: str, op: dict, session_id: str | None) -> tuple[str, dict]:
+def request_for(
+    path: str, op: dict, session_id: str | None, webhook_id: str = "somehook"
+) -> tuple[str, dict]:
     """A valid request naming `session_id` wherever the operation takes one (None: nowhere)."""
-    url = path.replace("{key_id}", "somekey")
+    url = path.replace("{key_id}", "somekey").replace("{webhook_id}", webhook_id)
     url = url.replace("{session_id}", session_id or "default")
     kwargs: dict[str, Any] = {}
     where = takes_session(op)
@@ -157,8 +161,16 @@ def request_for(path: str, op: dict, session_id: str | None) -> tuple[str, dict]
     return url, kwargs
 
 
+async def webhook_of(admin, session_id: str) -> str:
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["*"], "session_id": session_id}
+    status, created = await call(admin, "post", "/webhooks", json=body, headers=ADMIN)
+    assert status == 201, created
+    return created["webhook"]["id"]
+
+
 async def test_every_route_keeps_a_session_key_to_its_session(admin):
     key = {"X-API-Key": await two_sessions(admin)}
+    hooks = {name: await webhook_of(admin, name) for name in ("alice", "bob")}
     doc = await (await admin.get("/openapi.json")).get_json()
     ops = operations(doc)
     assert len(ops) >= 14
@@ -177,11 +189,12 @@ async def test_every_route_keeps_a_session_key_to_its_session(admin):
                 status, body = await call(admin, method, url, headers=key, **kwargs)
                 assert status == 403, (route, body)
         elif route not in SESSIONLESS:
-            url, kwargs = request_for(path, op, None)
+            # Another session's webhook, for the routes of one.
+            url, kwargs = request_for(path, op, None, hooks["bob"])
             status, body = await call(admin, method, url, headers=key, **kwargs)
             assert status == 403, f"{route} names no session: mark it admin_only or filtered_by_caller"
         # Its own session: refused only on the admin's routes.
-        url, kwargs = request_for(path, op, "alice")
+        url, kwargs = request_for(path, op, "alice", hooks["alice"])
         status, body = await call(admin, method, url, headers=key, **kwargs)
         if route in ADMIN_ONLY:
             assert status == 403 and "admin API key" in body["error"], (route, body)
@@ -214,3 +227,23 @@ async def test_keys_survive_a_restart(tmp_path: Path):
     registry.close()
     rows = sqlite3.connect(tmp_path / "waservice.db").execute("SELECT COUNT(*) FROM session_keys").fetchone()
     assert rows == (0,)
+
+
+async def test_a_session_key_sees_and_makes_only_its_own_webhooks(admin):
+    key = {"X-API-Key": await two_sessions(admin)}
+    await webhook_of(admin, "bob")
+    everyone = {"url": "http://127.0.0.1:9/hook", "events": ["*"], "session_id": None}
+    assert (await call(admin, "post", "/webhooks", json=everyone, headers=ADMIN))[0] == 201
+    assert (await call(admin, "post", "/webhooks", json=everyone, headers=key))[0] == 403
+    # null names `default`: even the default session's key may not make a webhook of every session
+    default_key = {"X-API-Key": (await new_key(admin, "default"))["key"]}
+    status, body = await call(admin, "post", "/webhooks", json=everyone, headers=default_key)
+    assert status == 403 and "admin API key" in body["error"]
+    status, body = await call(
+        admin, "post", "/webhooks", json={**everyone, "session_id": "alice"}, headers=key
+    )
+    assert status == 201, body
+    status, body = await call(admin, "get", "/webhooks", headers=key)
+    assert [w["session_id"] for w in body["webhooks"]] == ["alice"]
+    status, body = await call(admin, "get", "/webhooks", headers=ADMIN)
+    assert sorted(str(w["session_id"]) for w in body["webhooks"]) == ["None", "alice", "bob"]

@@ -20,6 +20,7 @@ import pytest
 import trio
 import trio.testing
 
+from waservice.errors import StorageFailed
 from waservice.events.hub import EventHub
 from waservice.events.model import Activity
 from waservice.events.recorder import EventRecorder
@@ -92,7 +93,11 @@ class InlineStore(EventStore):
 
 
 async def start_rig(
-    event_store: EventStore, nursery: trio.Nursery, receiver: ScriptedReceiver, policy: RetryPolicy
+    event_store: EventStore,
+    nursery: trio.Nursery,
+    receiver: ScriptedReceiver,
+    policy: RetryPolicy,
+    concurrency: int = 64,
 ) -> Rig:
     tables = await event_store.call(WebhookTables, event_store.connection)
     event_store.add_outbox(tables.outbox)
@@ -105,6 +110,7 @@ async def start_rig(
         hub,
         receiver,
         policy,
+        concurrency,
         wall=lambda: BASE + trio.current_time(),
         spread=lambda: 0.0,
         prune_interval=None,
@@ -116,10 +122,16 @@ async def start_rig(
 @pytest.fixture
 async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
     log = EventLog(tmp_path / "events.db")
-    try:
-        yield await start_rig(InlineStore(log), nursery, ScriptedReceiver(), RetryPolicy())
-    finally:
-        nursery.cancel_scope.cancel()
+    yield await start_rig(InlineStore(log), nursery, ScriptedReceiver(), RetryPolicy())
+    nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def small_rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    """Eight requests in flight at most, two per webhook."""
+    log = EventLog(tmp_path / "events.db")
+    yield await start_rig(InlineStore(log), nursery, ScriptedReceiver(), RetryPolicy(), concurrency=8)
+    nursery.cancel_scope.cancel()
 
 
 async def test_retries_follow_the_schedule_to_the_second(rig: Rig, autojump_clock):
@@ -207,7 +219,7 @@ async def test_filters_choose_which_events_a_webhook_gets(rig: Rig, autojump_clo
     await trio.testing.wait_all_tasks_blocked()
     got = defaultdict(list)
     for hit in rig.receiver.hits:
-        got[hit.url].append(trio_json(hit.body)["data"]["n"])
+        got[hit.url].append(decoded(hit.body)["data"]["n"])
     assert sorted(got["http://typed/"]) == [1, 3]
     assert sorted(got["http://s2/"]) == [2, 3]
 
@@ -217,7 +229,7 @@ async def _only_hook(rig: Rig) -> str:
     return webhook.id
 
 
-def trio_json(body: bytes) -> dict:
+def decoded(body: bytes) -> dict:
     return msgspec.json.decode(body)
 
 
@@ -231,3 +243,39 @@ async def test_deleting_a_webhook_stops_its_lanes_at_once(rig: Rig, autojump_clo
     await rig.service.delete(hook)
     await trio.testing.wait_all_tasks_blocked()
     assert rig.dispatcher.lanes() == 0 and await rig.service.webhooks() == []
+
+
+async def test_a_hung_receiver_with_many_sessions_takes_only_its_share(small_rig: Rig, autojump_clock):
+    rig = small_rig
+    rig.receiver.hang.add("http://down/")
+    await rig.hook("http://down/")
+    await rig.hook("http://up/")
+    t0 = trio.current_time()
+    for n in range(10):
+        await rig.emit(f"s{n}", n)
+    await rig.receiver.wait_for(lambda: len(rig.receiver.ids("http://up/")) == 10)
+    assert trio.current_time() - t0 == 0  # not one of the hung requests' 10 s timeouts
+    assert len(rig.receiver.ids("http://down/")) == 2  # its share of the 8 places
+
+
+class RefusingStore(InlineStore):
+    """The disk refuses the next `refusals` reads of deliveries (a full or failing disk)."""
+
+    refusals = 0
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        if getattr(fn, "__name__", "") == "due" and self.refusals > 0:
+            self.refusals -= 1
+            raise StorageFailed("disk I/O error")
+        return await super().call(fn, *args)
+
+
+async def test_a_refused_read_is_retried_not_dropped(tmp_path: Path, nursery: trio.Nursery, autojump_clock):
+    store = RefusingStore(EventLog(tmp_path / "events.db"))
+    rig = await start_rig(store, nursery, ScriptedReceiver(), RetryPolicy())
+    await rig.hook("http://a/")
+    store.refusals = 3
+    await rig.emit("s1", 1)  # one event: nothing else would wake the lane again
+    with trio.fail_after(60):
+        await rig.receiver.wait_for(lambda: len(rig.receiver.hits) == 1)
+    assert store.refusals == 0

@@ -9,6 +9,7 @@ from tests.webhook_receiver import Answer, WebhookReceiver
 from waservice.api.app import create_app
 from waservice.events.model import Activity
 from waservice.events.recorder import EventRecorder
+from waservice.metrics import Metrics
 from waservice.sessions.manager import SessionManager
 from waservice.store import EventStore
 from waservice.store.webhooks import WebhookTables
@@ -21,12 +22,16 @@ FAST = RetryPolicy(delays=(0.05, 0.1, 0.1, 0.1, 0.1), repeat=0.1, max_age=60, ji
 
 
 async def start_webhooks(
-    event_store: EventStore, recorder: EventRecorder, nursery: trio.Nursery, timeout: float = 5.0
+    event_store: EventStore,
+    recorder: EventRecorder,
+    nursery: trio.Nursery,
+    timeout: float = 5.0,
+    metrics: Metrics | None = None,
 ) -> WebhookService:
     tables = await event_store.call(WebhookTables, event_store.connection)
     event_store.add_outbox(tables.outbox)
     sender = HttpSender(timeout=timeout)
-    dispatcher = Dispatcher(event_store, tables, recorder.hub, sender, FAST)
+    dispatcher = Dispatcher(event_store, tables, recorder.hub, sender, FAST, metrics=metrics)
     await nursery.start(dispatcher.run)
     return WebhookService(event_store, tables, dispatcher)
 

@@ -91,30 +91,48 @@ class SignalDevice:
         return derived[:32], derived[32:]
 
     def _decrypt_signal_message(self, data: bytes, root: bytes, their_identity: bytes) -> bytes:
+        message = SignalMessage.parse(data)
+        assert self.signed_prekey is not None
+        # Bob's first ratchet key is his signed prekey; one DH ratchet step gives the receiving chain.
+        step = hkdf(self.signed_prekey.keys.dh(message.ratchet_key), root, b"WhisperRatchet", 64)
+        chain = step[32:]
+        for _ in range(message.counter):
+            chain = hmac.new(chain, b"\x02", sha256).digest()
+        return message.open(chain, their_identity, self.identity.signal_pub)
+
+
+@dataclass(frozen=True)
+class SignalMessage:
+    """A SignalMessage (the body of a ``msg``, or inside a ``pkmsg``), parsed but not yet opened."""
+
+    ratchet_key: bytes
+    counter: int
+    ciphertext: bytes
+    body: bytes  # what the MAC covers (version byte and protobuf)
+    mac: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> SignalMessage:
         if len(data) < 1 + MAC_LENGTH or data[0] != SIGNAL_VERSION:
-            raise DecryptError("bad inner message")
+            raise DecryptError("bad signal message")
         body, mac = data[:-MAC_LENGTH], data[-MAC_LENGTH:]
         fields = proto.decode(body[1:])
         ratchet_key = proto.first_bytes(fields, 1)
-        counter = proto.first_int(fields, 2, 0) or 0
         ciphertext = proto.first_bytes(fields, 4)
         if ratchet_key is None or ciphertext is None:
             raise DecryptError("signal message is missing a field")
-        assert self.signed_prekey is not None
-        # Bob's first ratchet key is his signed prekey; one DH ratchet step gives the receiving chain.
-        step = hkdf(self.signed_prekey.keys.dh(ratchet_key), root, b"WhisperRatchet", 64)
-        chain = step[32:]
-        for _ in range(counter):
-            chain = hmac.new(chain, b"\x02", sha256).digest()
+        return cls(ratchet_key, proto.first_int(fields, 2, 0) or 0, ciphertext, body, mac)
+
+    def open(self, chain: bytes, sender_identity: bytes, receiver_identity: bytes) -> bytes:
+        """Decrypt with `chain`, the chain key at this message's counter; PKCS#7 stripped."""
         seed = hmac.new(chain, b"\x01", sha256).digest()
         keys = hkdf(seed, None, b"WhisperMessageKeys", 80)
         cipher_key, mac_key, iv = keys[:32], keys[32:64], keys[64:]
-        expected = hmac.new(mac_key, their_identity + self.identity.signal_pub + body, sha256).digest()
-        if not hmac.compare_digest(expected[:MAC_LENGTH], mac):
+        expected = hmac.new(mac_key, sender_identity + receiver_identity + self.body, sha256).digest()
+        if not hmac.compare_digest(expected[:MAC_LENGTH], self.mac):
             raise DecryptError("MAC mismatch")
         decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
-        padded = decryptor.update(ciphertext) + decryptor.finalize()
-        return strip_pkcs7(padded)
+        return strip_pkcs7(decryptor.update(self.ciphertext) + decryptor.finalize())
 
 
 def strip_pkcs7(data: bytes) -> bytes:

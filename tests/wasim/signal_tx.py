@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from . import proto
 from .keys import DJB_TYPE, KeyPair
 from .noise import hkdf
-from .signal_rx import MAC_LENGTH, SIGNAL_VERSION, DecryptError, strip_pkcs7, unpad
+from .signal_rx import MAC_LENGTH, SIGNAL_VERSION, SignalMessage, unpad
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,8 @@ class SendingSession:
 
     def decrypt_reply(self, envelope: bytes) -> bytes:
         """Decrypt a ``msg`` (SignalMessage) the device sent back on this session; unpadded."""
-        if len(envelope) < 1 + MAC_LENGTH or envelope[0] != SIGNAL_VERSION:
-            raise DecryptError("bad signal message")
-        body, mac = envelope[:-MAC_LENGTH], envelope[-MAC_LENGTH:]
-        fields = proto.decode(body[1:])
-        their_ratchet = proto.first_bytes(fields, 1)
-        counter = proto.first_int(fields, 2, 0) or 0
-        ciphertext = proto.first_bytes(fields, 4)
-        if their_ratchet is None or ciphertext is None:
-            raise DecryptError("signal message is missing a field")
+        message = SignalMessage.parse(envelope)
+        their_ratchet, counter = message.ratchet_key, message.counter
         index, chain = self._reply_chains.get(their_ratchet, (0, b""))
         if not chain or counter < index:  # a new ratchet key, or an older message: from the start
             step = hkdf(self._ratchet.dh(their_ratchet), self._root, b"WhisperRatchet", 64)
@@ -116,10 +109,4 @@ class SendingSession:
         for _ in range(counter - index):
             chain = hmac.new(chain, b"\x02", sha256).digest()
         self._reply_chains[their_ratchet] = (counter, chain)
-        keys = hkdf(hmac.new(chain, b"\x01", sha256).digest(), None, b"WhisperMessageKeys", 80)
-        cipher_key, mac_key, iv = keys[:32], keys[32:64], keys[64:]
-        expected = hmac.new(mac_key, _typed(self._bundle.identity) + self._identity.signal_pub + body, sha256)
-        if not hmac.compare_digest(expected.digest()[:MAC_LENGTH], mac):
-            raise DecryptError("MAC mismatch")
-        decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
-        return unpad(strip_pkcs7(decryptor.update(ciphertext) + decryptor.finalize()))
+        return unpad(message.open(chain, _typed(self._bundle.identity), self._identity.signal_pub))

@@ -6,15 +6,13 @@ Who may use a key for what is api/caller.py's business.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import attrs
 from quart import Blueprint
 from quart_schema import document_response, tag
 
 from ..errors import InvalidRequest, UnknownSession
 from .caller import admin_only
-from .routes import errors, manager
+from .routes import errors, iso_seconds, manager
 
 bp = Blueprint("keys", __name__)
 
@@ -53,10 +51,6 @@ class KeyDeletedResponse:
     success: bool = True
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 @bp.post("/sessions/<session_id>/keys")
 @tag(["Keys"])
 @admin_only
@@ -69,7 +63,10 @@ async def create_key(session_id: str) -> KeyCreatedResponse:
     if new is None:
         raise UnknownSession(f"session '{session_id}' not found; POST /connect creates it")
     return KeyCreatedResponse(
-        session_id=session_id, key_id=new.stored.key_id, key=new.key, created_at=_iso(new.stored.created_at)
+        session_id=session_id,
+        key_id=new.stored.key_id,
+        key=new.key,
+        created_at=iso_seconds(new.stored.created_at),
     )
 
 
@@ -81,7 +78,7 @@ async def create_key(session_id: str) -> KeyCreatedResponse:
 async def list_keys(session_id: str) -> KeysResponse:
     """The session's keys: their ids and creation times, never the keys (admin key only)."""
     manager().get(session_id)
-    keys = [KeyView(k.key_id, _iso(k.created_at)) for k in manager().store.keys(session_id)]
+    keys = [KeyView(k.key_id, iso_seconds(k.created_at)) for k in manager().store.keys(session_id)]
     return KeysResponse(session_id=session_id, keys=keys)
 
 

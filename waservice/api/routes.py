@@ -56,7 +56,8 @@ def errors(*codes: int):
     return decorate
 
 
-def _iso(timestamp: float) -> str:
+def iso_seconds(timestamp: float) -> str:
+    """The API's timestamps outside events: ISO-8601 UTC to the second."""
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -68,7 +69,7 @@ def _view(info: SessionInfo) -> SessionView:
         has_qr=info.has_qr,
         reconnect_attempts=info.reconnect_attempts,
         last_error=info.last_error,
-        state_changed_at=_iso(info.state_changed_at),
+        state_changed_at=iso_seconds(info.state_changed_at),
     )
 
 

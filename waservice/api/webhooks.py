@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from quart import Blueprint, current_app, request
 from quart_schema import document_querystring, document_request, document_response, tag
 
-from ..errors import InvalidRequest
+from ..errors import Forbidden, InvalidRequest
 from ..store.webhooks import Delivery, StoredWebhook
 from ..webhooks.service import WebhookService, WebhookSpec
-from .routes import errors
+from .caller import caller, filtered_by_caller
+from .routes import errors, iso_seconds
 from .validation import read_body
 from .webhook_models import (
     DeliveriesQuery,
@@ -36,19 +36,17 @@ def service() -> WebhookService:
 
 
 def _visible(webhook: StoredWebhook) -> StoredWebhook:
-    """The one authorisation point for a webhook by id: today the API key sees every webhook.
-    (A per-session key would see only webhooks filtered to its session: check it here and in
-    `_scope`.)"""
+    """The one authorisation point for a webhook by id: a session key reaches only the webhooks
+    filtered to its own session (one for every session is the admin's)."""
+    who = caller()
+    if not who.is_admin and webhook.session_id != who.session_id:
+        raise Forbidden(f"this key acts on session '{who.session_id}' only, and this webhook is not its")
     return webhook
 
 
 def _scope() -> str | None:
     """The session whose webhooks the caller may list; None: all."""
-    return None
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return caller().session_id
 
 
 def _view(webhook: StoredWebhook) -> WebhookView:
@@ -57,7 +55,7 @@ def _view(webhook: StoredWebhook) -> WebhookView:
         url=webhook.url,
         events=list(webhook.events),
         session_id=webhook.session_id,
-        created_at=_iso(webhook.created_at),
+        created_at=iso_seconds(webhook.created_at),
         source=webhook.source,
     )
 
@@ -69,10 +67,10 @@ def _delivery(d: Delivery) -> DeliveryView:
         session_id=d.session_id,
         status=d.status,
         attempts=d.attempts,
-        next_attempt_at=_iso(d.next_attempt_at) if d.next_attempt_at is not None else None,
+        next_attempt_at=iso_seconds(d.next_attempt_at) if d.next_attempt_at is not None else None,
         last_status_code=d.last_status_code,
         last_error=d.last_error,
-        updated_at=_iso(d.updated_at),
+        updated_at=iso_seconds(d.updated_at),
     )
 
 
@@ -90,6 +88,8 @@ async def create_webhook() -> tuple[WebhookCreated, int]:
 
     The response carries the signing secret: it is shown this once."""
     body = await read_body(WebhookRequest)
+    if body.session_id is None and not caller().is_admin:  # the body's own session_id is checked before
+        raise Forbidden("a webhook for every session needs the admin API key; give your session_id")
     spec = WebhookSpec(body.url, tuple(body.events), body.session_id, body.secret)
     webhook, secret = await service().create(spec)
     return WebhookCreated(webhook=_view(webhook), secret=secret), 201
@@ -99,6 +99,7 @@ async def create_webhook() -> tuple[WebhookCreated, int]:
 @tag(["Webhooks"])
 @document_response(WebhooksResponse)
 @errors(401, 403, 503)
+@filtered_by_caller
 async def list_webhooks() -> WebhooksResponse:
     """Every webhook (secrets are never shown again)."""
     return WebhooksResponse(webhooks=[_view(w) for w in await service().webhooks(_scope())])
@@ -108,6 +109,7 @@ async def list_webhooks() -> WebhooksResponse:
 @tag(["Webhooks"])
 @document_response(WebhookResponse)
 @errors(401, 403, 404, 503)
+@filtered_by_caller
 async def get_webhook(webhook_id: str) -> WebhookResponse:
     """One webhook."""
     return WebhookResponse(webhook=_view(await _webhook(webhook_id)))
@@ -117,6 +119,7 @@ async def get_webhook(webhook_id: str) -> WebhookResponse:
 @tag(["Webhooks"])
 @document_response(WebhookDeleted)
 @errors(400, 401, 403, 404, 503)
+@filtered_by_caller
 async def delete_webhook(webhook_id: str) -> WebhookDeleted:
     """Stop delivering to it and forget its deliveries (a config.toml webhook is removed there)."""
     await _webhook(webhook_id)
@@ -129,6 +132,7 @@ async def delete_webhook(webhook_id: str) -> WebhookDeleted:
 @document_querystring(DeliveriesQuery)
 @document_response(DeliveriesResponse)
 @errors(400, 401, 403, 404, 503)
+@filtered_by_caller
 async def list_deliveries(webhook_id: str) -> DeliveriesResponse:
     """Its deliveries, newest event first: status, attempts, next attempt, last answer."""
     query = _deliveries_query()
@@ -142,6 +146,7 @@ async def list_deliveries(webhook_id: str) -> DeliveriesResponse:
 @document_request(RedeliverRequest)
 @document_response(RedeliverResponse)
 @errors(400, 401, 403, 404, 415, 503)
+@filtered_by_caller
 async def redeliver(webhook_id: str) -> RedeliverResponse:
     """Send dead deliveries again now (or one event's, whatever its status), in log order."""
     body = await read_body(RedeliverRequest)

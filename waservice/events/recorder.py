@@ -9,10 +9,12 @@ append returns does anyone (webhooks, the live stream) hear of them.
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
 from ..errors import StorageFailed
+from ..metrics import Metrics
 from ..store import EventStore
 from .hub import EventHub
 from .model import Activity, ActivitySink
@@ -25,9 +27,12 @@ RETRY_DELAY = (0.1, 5.0)  # the log refused a write (disk full?): retry, first s
 
 
 class EventRecorder:
-    def __init__(self, store: EventStore, hub: EventHub, buffer: int = BUFFER) -> None:
+    def __init__(
+        self, store: EventStore, hub: EventHub, buffer: int = BUFFER, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.hub = hub
+        self.metrics = metrics or Metrics()
         self.sink: ActivitySink
         self.sink, self._pending = trio.open_memory_channel[Activity](buffer)
         self.logged = 0
@@ -75,4 +80,10 @@ class EventRecorder:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY[1])
         self.logged += len(logged)
+        self.metrics.events_durable([e.type for e in logged], [a.received for a in batch], time.time())
         self.hub.publish(logged)
+
+    @property
+    def pending(self) -> int:
+        """Activities waiting for the disk (a gauge)."""
+        return self._pending.statistics().current_buffer_used

@@ -15,12 +15,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
 
 import attrs
 import trio
 
 from ..errors import StorageFailed
 from ..events.hub import EventHub
+from ..metrics import Metrics
 from ..store import EventStore
 from ..store.webhooks import DeliveryResult, Due, StoredWebhook, WebhookTables
 from . import signing
@@ -28,11 +31,15 @@ from .schedule import Answered, Decision, RetryPolicy, Verdict, decide
 from .sender import Sender
 
 log = logging.getLogger("waservice.webhooks")
+T = TypeVar("T")
 
 CONCURRENCY = 64  # requests in flight over all lanes
+# Requests in flight per webhook, as a share of CONCURRENCY: a receiver that hangs (each request
+# waits out the timeout) with many sessions' lanes can take only this many places from the others.
+WEBHOOK_SHARE = 4
 BATCH = 32  # open deliveries a lane reads at a time: memory is lanes x this
 PRUNE_INTERVAL = 600.0
-WRITE_RETRY = (0.1, 5.0)
+STORAGE_RETRY = (0.1, 5.0)
 
 DEFAULT_POLICY = RetryPolicy()
 
@@ -60,13 +67,17 @@ class Dispatcher:
         wall: Callable[[], float] = time.time,
         spread: Callable[[], float] = lambda: random.uniform(-1.0, 1.0),
         prune_interval: float | None = PRUNE_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.tables = tables
         self.hub = hub
         self.sender = sender
         self.policy = policy
+        self.metrics = metrics or Metrics()
         self._limiter = trio.CapacityLimiter(concurrency)
+        self._per_webhook = max(1, concurrency // WEBHOOK_SHARE)
+        self._webhook_limiters: dict[str, trio.CapacityLimiter] = {}
         self._wall = wall  # unix time; tests put it on trio's clock
         self._spread = spread
         self._prune_interval = prune_interval
@@ -82,19 +93,19 @@ class Dispatcher:
             if self._prune_interval is not None:
                 nursery.start_soon(self._prune_forever, self._prune_interval)
             seen = self.hub.last_id  # events after this are new; those before are found by the query
-            for key in await self.store.call(self.tables.lanes_with_work):
+            for key in await self._read(self.tables.lanes_with_work):
                 self._wake(key)
             task_status.started()
             while True:
                 await self.hub.wait_beyond(seen)
                 upto = self.hub.last_id
-                for key in await self.store.call(self.tables.lanes_with_work, None, (seen, upto)):
+                for key in await self._read(self.tables.lanes_with_work, None, (seen, upto)):
                     self._wake(key)
                 seen = upto
 
     async def poke(self, webhook_id: str) -> None:
         """A webhook's deliveries changed (redeliver): its lanes re-read them now."""
-        for key in await self.store.call(self.tables.lanes_with_work, webhook_id):
+        for key in await self._read(self.tables.lanes_with_work, webhook_id):
             self._wake(key, interrupt=True)
 
     def forget(self, webhook_id: str) -> None:
@@ -102,6 +113,13 @@ class Dispatcher:
         for key, lane in list(self._lanes.items()):
             if key[0] == webhook_id:
                 lane.scope.cancel()
+        self._webhook_limiters.pop(webhook_id, None)
+
+    def _webhook_limiter(self, webhook_id: str) -> trio.CapacityLimiter:
+        limiter = self._webhook_limiters.get(webhook_id)
+        if limiter is None:
+            limiter = self._webhook_limiters[webhook_id] = trio.CapacityLimiter(self._per_webhook)
+        return limiter
 
     def lanes(self) -> int:
         return len(self._lanes)
@@ -123,8 +141,10 @@ class Dispatcher:
                 while True:
                     lane.more = False
                     lane.interrupt = trio.Event()
-                    webhook = await self.store.call(self.tables.get, webhook_id)
-                    due = [] if webhook is None else await self._due(webhook_id, session_id)
+                    webhook = await self._read(self.tables.get, webhook_id)
+                    due: list[Due] = []
+                    if webhook is not None:
+                        due = await self._read(self.tables.due, webhook_id, session_id, BATCH)
                     if not due:
                         if lane.more and webhook is not None:
                             continue
@@ -133,13 +153,19 @@ class Dispatcher:
                     for delivery in due:
                         if not await self._deliver(lane, webhook, delivery):
                             break  # interrupted: read again from the oldest open one
-        except StorageFailed as exc:
-            log.warning("webhook %s, session %s: cannot read deliveries: %s", webhook_id, session_id, exc)
         finally:
             del self._lanes[lane.key]
 
-    async def _due(self, webhook_id: str, session_id: str) -> list[Due]:
-        return await self.store.call(self.tables.due, webhook_id, session_id, BATCH)
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        """A read of the tables; while the disk refuses, retry calmly rather than drop the work."""
+        delay = STORAGE_RETRY[0]
+        while True:
+            try:
+                return await self.store.call(fn, *args)
+            except StorageFailed as exc:
+                log.warning("cannot read webhook deliveries, retrying in %.1f s: %s", delay, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, STORAGE_RETRY[1])
 
     async def _deliver(self, lane: _Lane, webhook: StoredWebhook, due: Due) -> bool:
         """Attempt until the delivery is final (True) or the lane is interrupted (False)."""
@@ -151,13 +177,14 @@ class Dispatcher:
                 return False
             started = self._wall()
             headers = signing.headers(key, due.event.id, int(started), due.body)
-            async with self._limiter:
+            async with self._webhook_limiter(webhook.id), self._limiter:
                 outcome = await self.sender.post(webhook.url, headers, due.body)
             self.attempts += 1
             attempts += 1
             first = started if first is None else first
             decision = decide(self.policy, outcome, attempts, first, self._wall(), self._spread())
             await self._writer.write(_result(webhook.id, due.event.id, started, outcome, decision))
+            self._count(decision.verdict, due.event.timestamp)
             if decision.verdict is not Verdict.RETRY:
                 if decision.verdict is Verdict.DEAD:
                     log.warning(
@@ -170,6 +197,13 @@ class Dispatcher:
                 return True
             assert decision.next_attempt_at is not None
             next_at = decision.next_attempt_at
+
+    def _count(self, verdict: Verdict, happened: str) -> None:
+        if verdict is Verdict.OK:
+            lag = self._wall() - datetime.fromisoformat(happened).timestamp()
+            self.metrics.webhook_attempted("ok", lag)
+        else:
+            self.metrics.webhook_attempted("dead" if verdict is Verdict.DEAD else "retried", None)
 
     async def _prune_forever(self, interval: float) -> None:
         while True:
@@ -222,7 +256,7 @@ class _ResultWriter:
             written.set()
 
     async def _commit(self, batch: list[DeliveryResult]) -> None:
-        delay = WRITE_RETRY[0]
+        delay = STORAGE_RETRY[0]
         while True:
             try:
                 await self._store.call(self._tables.record, batch)
@@ -230,4 +264,4 @@ class _ResultWriter:
             except StorageFailed as exc:
                 log.error("could not record %d delivery result(s), retrying: %s", len(batch), exc)
                 await trio.sleep(delay)
-                delay = min(delay * 2, WRITE_RETRY[1])
+                delay = min(delay * 2, STORAGE_RETRY[1])

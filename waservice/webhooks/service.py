@@ -17,10 +17,11 @@ from ..config import WebhookConfig, WebhookDeliveryConfig
 from ..errors import InvalidRequest, UnknownWebhook
 from ..events.hub import EventHub
 from ..ids import validate_session_id
+from ..metrics import Metrics
 from ..store import EventStore
 from ..store.webhooks import Delivery, StoredWebhook, WebhookTables
 from . import rules, signing
-from .dispatcher import Dispatcher
+from .dispatcher import WEBHOOK_SHARE, Dispatcher
 from .schedule import RetryPolicy
 from .sender import HttpSender
 
@@ -112,12 +113,13 @@ async def run_webhooks(
     delivery: WebhookDeliveryConfig,
     configured: Sequence[WebhookConfig] = (),
     *,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The config file's webhooks stored, then delivery until cancelled; started() gives the service."""
-    sender = HttpSender(delivery.timeout, connections=delivery.concurrency)
+    sender = HttpSender(delivery.timeout, connections=max(1, delivery.concurrency // WEBHOOK_SHARE))
     policy = RetryPolicy(max_age=delivery.max_age_hours * 3600)
-    dispatcher = Dispatcher(store, tables, hub, sender, policy, delivery.concurrency)
+    dispatcher = Dispatcher(store, tables, hub, sender, policy, delivery.concurrency, metrics=metrics)
     service = WebhookService(store, tables, dispatcher)
     try:
         await service.configure([WebhookSpec(c.url, c.events, c.session_id, c.secret) for c in configured])
