@@ -244,6 +244,10 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     kills: list[tuple[str, float]] = field(default_factory=list)  # (which, wall time) in order
 
+    @property
+    def db(self) -> Path:
+        return self.system.service.data_dir / "waservice.db"
+
     def cpu(self) -> CpuMark:
         return CpuMark.now(self.system.pid, self.sim.pid)
 
@@ -307,10 +311,14 @@ class Bench:
         hook = [
             1000 * (self.receiver.arrivals[i] - t) for i, t in sent.items() if i in self.receiver.arrivals
         ]
+        held = await trio.to_thread.run_sync(logged, self.db, since - 1)
+        durable = [1000 * (held[i][1] - held[i][0]) for i in sent if i in held]
         result = {
             "count": burst["total"],
             "p50": percentile(hook, 50),
             "p99": percentile(hook, 99),
+            "durable_p50": percentile(durable, 50),
+            "durable_p99": percentile(durable, 99),
             "cpu": cpu,
         }
         if readers:
@@ -425,7 +433,7 @@ def blame(kills: list[tuple[str, float]], sent: list[float]) -> dict[str, tuple[
 
 async def loss(bench: Bench, nursery: trio.Nursery) -> None:
     args = bench.args
-    db = bench.system.service.data_dir / "waservice.db"
+    db = bench.db
     since = time.time()
     rate = args.loss_rate
     per_phone = max(1, round(rate * args.loss_seconds / len(bench.phones)))
@@ -519,7 +527,8 @@ def verdict(ok: bool | None) -> str:
 def print_table(args: Any, r: dict[str, Any]) -> None:
     print(
         f"\nIncoming events, {args.sessions} sessions, neonize engine, simulator in its own process; "
-        f"bursts of {args.burst}/session"
+        f"bursts of {args.burst}/session; load average at the end "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
     )
     rows: list[tuple[str, str, str, str]] = []
     ceiling, rate = r.get("ceiling"), r.get("rate")
@@ -550,6 +559,14 @@ def print_table(args: Any, r: dict[str, Any]) -> None:
             )
         )
         rows.append(("  during it", cpu_text(x["cpu"]), "", ""))
+        rows.append(
+            (
+                "  callback -> durable (p50 / p99 ms)",
+                f"{fmt(x['durable_p50'], 1)} / {fmt(x['durable_p99'], 1)}",
+                "",
+                "",
+            )
+        )
         if "sse_p99" in x:
             rows.append(
                 (
