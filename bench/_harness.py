@@ -262,10 +262,13 @@ class ServiceSystem(System):
 
     name = "service"
 
-    def __init__(self, data_dir: Path, pythonpath: Path, poll: float = 0.1) -> None:
+    def __init__(
+        self, data_dir: Path, pythonpath: Path, poll: float = 0.1, api_key: str | None = None
+    ) -> None:
         config = data_dir.parent / "bench-config.toml"
         config.write_text(SERVICE_CONFIG)
-        self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath)
+        self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath, api_key=api_key)
+        self.headers = {"X-API-Key": api_key} if api_key else {}
         self.board = Board()
         self.poll = poll
         self.http: httpx.AsyncClient | None = None
@@ -285,7 +288,9 @@ class ServiceSystem(System):
         """Start the process (returns once /health answers) and a poller of GET /sessions."""
         await trio.to_thread.run_sync(lambda: self.service.start(timeout=60))
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        self.http = httpx.AsyncClient(base_url=self.service.url, timeout=120, limits=limits)
+        self.http = httpx.AsyncClient(
+            base_url=self.service.url, timeout=120, limits=limits, headers=self.headers
+        )
         self.board = Board()
         self._nursery = nursery
         self.resume_polling()
