@@ -69,10 +69,12 @@ async def open_event_store(data_dir: Path) -> AsyncIterator[EventStore]:
 
 
 class EventStore:
-    """The event log, one call at a time in a worker thread (one SQLite connection)."""
+    """The event log in worker threads: appends on their own connection, one at a time, never
+    queued behind reads or the webhook tables' work (one call at a time on the other connection)."""
 
     def __init__(self, log: EventLog) -> None:
         self._log = log
+        self._append_limiter = trio.CapacityLimiter(1)
         self._limiter = trio.CapacityLimiter(1)
 
     def add_outbox(self, outbox: Outbox) -> None:
@@ -80,7 +82,7 @@ class EventStore:
         self._log.outboxes.append(outbox)
 
     async def append(self, batch: Iterable[Activity]) -> list[LoggedEvent]:
-        return await self.call(self._log.append, list(batch))
+        return await self.append_call(self._log.append, list(batch))
 
     async def after(
         self, after_id: int, limit: int, session_id: str | None = None, types: Sequence[str] | None = None
@@ -94,7 +96,11 @@ class EventStore:
         return await self.call(self._log.last_id)
 
     async def prune(self, before: float) -> int:
-        return await self.call(self._log.prune, before)
+        return await self.append_call(self._log.prune, before)
+
+    async def append_call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking function of the appending connection (appends and pruning only)."""
+        return await _in_thread(fn, args, self._append_limiter)
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking function of the log's connection (tables kept beside the log use this)."""

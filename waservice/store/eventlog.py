@@ -1,7 +1,10 @@
 """The durable event log: every event, in order, before anyone is told about it (SQLite, blocking).
 
-Called only from one worker thread at a time through `EventStore`. It shares the registry's file
-(waservice.db) but has its own connection, so an event burst never waits for a session change.
+Called from worker threads through `EventStore`. It shares the registry's file (waservice.db) but
+has its own connections, so an event burst never waits for a session change: one only appends (and
+prunes), the other serves everything else (reads, the webhook tables beside the log). WAL lets the
+reads run during an append, so a busy webhook dispatcher or a replaying stream never delays the
+write that makes an event durable.
 
 Durability: WAL with synchronous=FULL, so a returned `append` has been fsynced; the caller batches
 events to pay for one fsync per batch, not per event.
@@ -48,20 +51,20 @@ _data = msgspec.json.Decoder(dict)
 class EventLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")  # the registry's connection writes the same file
+        self._db = _connect(path)  # appends and pruning
         self._db.executescript(_SCHEMA)
+        self._side = _connect(path)  # everything else
         self.outboxes: list[Outbox] = []
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """For the stores that keep their tables beside the log (webhooks); same thread rules."""
-        return self._db
+        """For the stores that keep their tables beside the log (webhooks): the connection that does
+        not append. One thread at a time (EventStore.call)."""
+        return self._side
 
     def close(self) -> None:
         self._db.close()
+        self._side.close()
 
     def append(self, batch: Iterable[Activity]) -> list[LoggedEvent]:
         """Log the batch in one transaction; returns what was logged (duplicates are skipped)."""
@@ -111,7 +114,7 @@ class EventLog:
         args.append(limit)
         return [
             LoggedEvent(id_, type_, session, timestamp, _data.decode(data))
-            for id_, type_, session, timestamp, data in self._db.execute(sql, args)
+            for id_, type_, session, timestamp, data in self._side.execute(sql, args)
         ]
 
     def get(self, event_id: int) -> LoggedEvent | None:
@@ -119,9 +122,9 @@ class EventLog:
         return found[0] if found and found[0].id == event_id else None
 
     def last_id(self) -> int:
-        (value,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        (value,) = self._side.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         if value == 0:  # everything pruned: the sequence still remembers the last id given out
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            row = self._side.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             value = row[0] if row else 0
         return int(value)
 
@@ -137,6 +140,14 @@ class EventLog:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")  # the other connections write the same file
+    return db
 
 
 class _Transaction:
