@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.simulator import test_service_e2e as e2e
-from tests.simulator.test_service_e2e import CONTACT, Api, StartService
+from tests.simulator.service_api import CONTACT, Api, StartService
 from tests.wasim import Simulator
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
-start_service = e2e.start_service  # the service-process fixture, shared
 
 
 def worker_pids(api: Api) -> set[int]:
