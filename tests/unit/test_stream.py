@@ -133,7 +133,7 @@ async def subscribe(client, live: LiveEvents, path: str = "/events", **headers: 
 
 @pytest.fixture
 def stream_config() -> StreamConfig:
-    return StreamConfig()
+    return StreamConfig(coalesce=0)  # each write as soon as it can go: the tests count them
 
 
 @pytest.fixture
