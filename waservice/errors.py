@@ -59,6 +59,10 @@ class SessionIdCollision(InvalidSessionId):
     case-insensitive filesystem."""
 
 
+class RequestFailed(ServiceError):
+    """WhatsApp did not answer a request other than a send (a number check, a download...)."""
+
+
 class SendOutcomeUnknown(SendFailed):
     """No acknowledgement before the deadline: the message may or may not have been delivered."""
 

@@ -13,7 +13,8 @@ import trio
 
 from tests.wasim import Simulator
 from waservice.config import EngineConfig
-from waservice.engine import Connected, ConnectionLost, EngineError, EngineEvent, QrCode
+from waservice.engine import Connected, ConnectionLost, EngineError, EngineEvent, QrCode, SentMessage
+from waservice.engine.content import Text
 from waservice.engine.pool import WorkerPool, open_pool
 from waservice.engine.proxy import WorkerClient
 from waservice.events.model import Activity, ActivitySink
@@ -52,6 +53,9 @@ class Device:
         self._scope: trio.CancelScope | None = None
         self.reconnect = True
         self.done = trio.Event()  # run() returned (after stop(): the client stopped cleanly)
+
+    async def send_text(self, number: str, text: str) -> SentMessage:
+        return await self.client.send(f"{number}@s.whatsapp.net", Text(text=text))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

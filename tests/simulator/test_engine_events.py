@@ -106,7 +106,7 @@ async def test_receipts_and_typing(sim: Simulator, patched_dir: Path, tmp_path: 
         msg_id = await sim.send_message(PHONE, carol, waproto.text("hi"))  # the device learns Carol's LID
         await sink.wait(lambda a: a.key == msg_id)
 
-        sent = await device.client.send_text(CAROL, "read me")
+        sent = await device.send_text(CAROL, "read me")
         assert sim.send_receipt(PHONE, carol, sent.id) == 1
         assert sim.send_receipt(PHONE, carol, sent.id, type="read") == 1
         read = await sink.wait(lambda a: a.type == "message.ack" and a.data["status"] == "read")
@@ -124,7 +124,7 @@ async def test_receipts_and_typing(sim: Simulator, patched_dir: Path, tmp_path: 
 
         # Dave never wrote: his LID is not in the device's book, so whatsmeow's store is asked.
         dave = sim.contact(DAVE)
-        sent = await device.client.send_text(DAVE, "hello dave")
+        sent = await device.send_text(DAVE, "hello dave")
         assert sim.send_receipt(PHONE, dave, sent.id, type="read") == 1
         ack = await sink.wait(lambda a: a.type == "message.ack" and a.data["message_id"] == sent.id)
         assert ack.data["from_jid"] == f"{dave.lid}@lid"
@@ -218,7 +218,7 @@ async def test_two_sessions_talking_through_the_relay(
         await pair(sim, twin, PHONE)
         await sim.wait_connected(other)
 
-        sent = (await s1.client.send_text(other, "hi s2")).id
+        sent = (await s1.send_text(other, "hi s2")).id
         got = await sink.wait(lambda a: a.session_id == "s2" and a.key == sent)
         assert got.type == "message.received" and got.data["text"] == "hi s2"
         assert got.data["from"] == got.data["chat"] == PHONE and got.data["from_me"] is False

@@ -41,7 +41,7 @@ async def test_pair_and_send_without_neonize_here(sim: Simulator, patched_dir: P
     async with pool_on(patched_dir) as pool, trio.open_nursery() as nursery:
         (device,) = await start_paired(nursery, pool, sim, tmp_path, 1)
         assert device.events[-1] == Connected(phone(0))
-        sent = await device.client.send_text(CONTACT, "hello")
+        sent = await device.send_text(CONTACT, "hello")
         message = await sim.wait_message(to=CONTACT, text="hello")
         assert message.id == sent.id
         assert "bot" not in message.child_tags  # NEONIZE_BOT_TAG=off reached Go at spawn
@@ -79,7 +79,7 @@ async def test_sigkill_drops_only_that_workers_sessions(
             assert device.connected
         assert pool._slots[1].restarts == 0 and pool._slots[0].restarts == 1
         for i, device in enumerate(devices):
-            await device.client.send_text(CONTACT, f"after the kill {i}")
+            await device.send_text(CONTACT, f"after the kill {i}")
             await sim.wait_message(to=CONTACT, text=f"after the kill {i}")
         nursery.cancel_scope.cancel()
 
@@ -92,22 +92,22 @@ async def test_stalled_send_delays_no_other_session(
     async with pool_on(patched_dir, workers=1) as pool, trio.open_nursery() as nursery:
         stalled, other = await start_paired(nursery, pool, sim, tmp_path, 2)
         # Warm up both (the first send to a contact fetches its devices and keys).
-        await stalled.client.send_text(CONTACT, "warm-up 0")
-        await other.client.send_text(CONTACT, "warm-up 1")
+        await stalled.send_text(CONTACT, "warm-up 0")
+        await other.send_text(CONTACT, "warm-up 1")
         sim.stall_acks({phone(0)})
         mark = len(sim.history)
         stalled_send = trio.CancelScope()
 
         async def send_and_wait() -> None:
             with stalled_send:
-                await stalled.client.send_text(CONTACT, "never acknowledged")
+                await stalled.send_text(CONTACT, "never acknowledged")
 
         nursery.start_soon(send_and_wait)
         await sim.wait_event("unacked_message", after=mark, phone=phone(0))  # Go now waits for the ack
 
         with trio.fail_after(15):  # all of this takes well under a second on an idle machine
             for i in range(3):
-                await other.client.send_text(CONTACT, f"meanwhile {i}")
+                await other.send_text(CONTACT, f"meanwhile {i}")
             newcomer = Device(pool, "new", tmp_path / "new")  # a start (Go map writes)...
             await nursery.start(newcomer.run)
             await newcomer.wait(QrCode)
@@ -163,14 +163,14 @@ async def test_send_on_a_dead_worker_says_the_outcome_is_unknown(
 ) -> None:
     async with pool_on(patched_dir, workers=1) as pool, trio.open_nursery() as nursery:
         (device,) = await start_paired(nursery, pool, sim, tmp_path, 1)
-        await device.client.send_text(CONTACT, "warm-up")
+        await device.send_text(CONTACT, "warm-up")
         sim.stall_acks({phone(0)})
         mark = len(sim.history)
         result: list[str] = []
 
         async def send() -> None:
             try:
-                await device.client.send_text(CONTACT, "in flight")
+                await device.send_text(CONTACT, "in flight")
             except OutcomeUnknown as exc:  # Go had the message: it may have gone out
                 result.append(str(exc))
 

@@ -6,13 +6,21 @@ import pytest
 import trio
 import trio.testing
 
+from waservice.engine import content as c
 from waservice.engine import protocol as p
 from waservice.events.model import Activity
 
 MESSAGES: list[p.Message] = [
     p.Start("s1", 3, "/data/s1/whatsmeow.db"),
     p.Stop("s1", 3),
-    p.Send(7, "s1", 3, "15550001111", "héllo ✓"),
+    p.Send(7, "s1", 3, "15550001111@s.whatsapp.net", c.Text(text="héllo ✓")),
+    p.Send(7, "s1", 3, "1203@g.us", c.Media(kind="image", path="/spool/1", mimetype="image/png", size=3)),
+    p.Send(7, "s1", 3, "1@s.whatsapp.net", c.Revoke(message_id="3EB0", sender="1@s.whatsapp.net")),
+    p.CheckNumbers(10, "s1", 3, ["15550001111"]),
+    p.PairCode(11, "s1", 3, "15550001111"),
+    p.MarkRead(12, "s1", 3, "1@s.whatsapp.net", "1@s.whatsapp.net", ["A", "B"]),
+    p.Typing(13, "s1", 3, "1@s.whatsapp.net", "composing"),
+    p.Download(14, "s1", 3, c.Attachment(message=b"\x01\x02"), "/cache/x"),
     p.Logout(8, "s1", 3),
     p.Ping(9),
     p.Shutdown(),
@@ -23,6 +31,9 @@ MESSAGES: list[p.Message] = [
     p.AttemptOver("s1", 3, "stopped"),
     p.Reply(7, sent=p.Sent("3EB0ABC", 1_700_000_000)),
     p.Reply(8, error="not connected"),
+    p.Reply(10, checks=[c.NumberCheck(number="1555", on_whatsapp=True, jid="1@lid")]),
+    p.Reply(11, code="ABCD-EFGH"),
+    p.Reply(14, downloaded=c.Downloaded(path="/cache/x", size=2)),
     p.Pong(9, devices=2, abandoned=1),
 ]
 

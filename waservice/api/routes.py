@@ -12,6 +12,7 @@ import trio
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme, tag
 
+from ..engine.content import Text
 from ..errors import InvalidRequest, NoQrCode
 from ..sessions.manager import SessionManager
 from ..sessions.supervisor import SessionInfo
@@ -230,9 +231,9 @@ async def send() -> SendResponse:
     body = await read_body(SendRequest)
     number, text = phone_number(body.number), message_text(body.message)
     with manager().metrics.timing_send():
-        sent = await manager().send_text(body.session_id, number, text)
+        sent = await manager().send(body.session_id, f"{number}@s.whatsapp.net", Text(text=text))
     return SendResponse(
         session_id=body.session_id,
         message="Message sent successfully",
-        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=sent.to),
+        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=number),
     )

@@ -6,6 +6,7 @@ from ..errors import (
     Forbidden,
     InvalidRequest,
     NoQrCode,
+    RequestFailed,
     SendFailed,
     ServiceError,
     StorageFailed,
@@ -25,6 +26,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     Forbidden: 403,
     NoQrCode: 404,  # the seed: no QR code available
     SendFailed: 502,
+    RequestFailed: 502,
     TooManySessions: 429,
     StorageFailed: 503,
     UnknownWebhook: 404,

@@ -8,6 +8,8 @@ from typing import Protocol
 import attrs
 import trio
 
+from .content import Attachment, Content, Downloaded, NumberCheck, TypingState
+
 # -- events a client reports, on a bounded trio memory channel the supervisor reads -------------
 
 
@@ -92,12 +94,34 @@ class Client(Protocol):
         """
         ...
 
-    async def send_text(self, number: str, text: str) -> SentMessage:
-        """Send a text to a phone number (digits with country code). Raises EngineError.
+    async def send(self, chat: str, content: Content) -> SentMessage:
+        """Send `content` to `chat` (a JID string). Raises EngineError.
 
         Cancellable at any moment: the caller's deadline is real. If WhatsApp acknowledges the
         message after the caller gave up, the engine logs the late ack with the message id.
+        `SentMessage.to` is `chat`; the caller replaces it with what its user asked for.
         """
+        ...
+
+    async def check_numbers(self, numbers: list[str]) -> list[NumberCheck]:
+        """Which of these numbers (digits with country code) are on WhatsApp; one answer each."""
+        ...
+
+    async def pair_code(self, phone: str) -> str:
+        """While the device shows a QR code: a code ("ABCD-EFGH") to type on the phone `phone`
+        instead of scanning. Raises EngineError when no QR is showing."""
+        ...
+
+    async def mark_read(self, chat: str, sender: str, message_ids: list[str]) -> None:
+        """Tell `sender` (the author, a JID) that these messages in `chat` were read."""
+        ...
+
+    async def set_typing(self, chat: str, state: TypingState) -> None:
+        """Show (or stop showing) typing or recording in `chat`."""
+        ...
+
+    async def download(self, attachment: Attachment, path: str) -> Downloaded:
+        """Download and decrypt a received message's media into the file `path`."""
         ...
 
     async def logout(self) -> None:

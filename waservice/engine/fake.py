@@ -38,6 +38,7 @@ from .base import (
     SentMessage,
     Stopped,
 )
+from .content import Content, Text
 
 DEVICE_FILE = "fake-device.json"
 SENT_KEPT = 1000
@@ -47,9 +48,11 @@ log = logging.getLogger("waservice.engine.fake")
 
 @attrs.frozen
 class RecordedMessage:
-    to: str
-    text: str
+    to: str  # the chat's user part: the phone number of a 1:1 chat
+    text: str | None  # the text of a Text, else None
     id: str
+    chat: str = ""  # the JID sent to
+    content: Content | None = None
 
 
 @attrs.define(eq=False)
@@ -109,18 +112,21 @@ class FakeClient:
                 pending.acked.set()
             self._pending.clear()
 
-    async def send_text(self, number: str, text: str) -> SentMessage:
+    async def send(self, chat: str, content: Content) -> SentMessage:
         await trio.sleep(0)
         if self._wire is None:
             raise EngineError("not connected")
         if self.engine.fail_sends:
             raise EngineError("server did not acknowledge the message (fake engine)")
-        message = RecordedMessage(to=number, text=text, id=f"FAKE{next(_ids):012d}")
+        text = content.text if isinstance(content, Text) else None
+        message = RecordedMessage(
+            to=chat.split("@")[0], text=text, id=f"FAKE{next(_ids):012d}", chat=chat, content=content
+        )
         if self.engine.ack_delay:
             await self._wait_for_ack(message)
         else:
             self.sent.append(message)
-        return SentMessage(id=message.id, timestamp=int(time.time()), to=number)
+        return SentMessage(id=message.id, timestamp=int(time.time()), to=chat)
 
     async def _wait_for_ack(self, message: RecordedMessage) -> None:
         pending = _PendingSend(message)

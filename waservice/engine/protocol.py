@@ -13,6 +13,7 @@ import msgspec
 import trio
 
 from ..events.model import Activity
+from .content import Attachment, Content, Downloaded, NumberCheck, TypingState
 
 MAX_FRAME = 16 * 1024 * 1024  # a message text is at most a few KiB; anything near this is a bug
 _LENGTH = struct.Struct(">I")
@@ -39,8 +40,47 @@ class Send(msgspec.Struct, tag=True):
     req: int
     session: str
     attempt: int
-    number: str
-    text: str
+    chat: str  # JID
+    content: Content
+
+
+class CheckNumbers(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+    numbers: list[str]
+
+
+class PairCode(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+    phone: str
+
+
+class MarkRead(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+    chat: str
+    sender: str
+    ids: list[str]
+
+
+class Typing(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+    chat: str
+    state: TypingState
+
+
+class Download(msgspec.Struct, tag=True):
+    req: int
+    session: str
+    attempt: int
+    attachment: Attachment
+    path: str
 
 
 class Logout(msgspec.Struct, tag=True):
@@ -57,7 +97,8 @@ class Shutdown(msgspec.Struct, tag=True):
     """Stop every device cleanly, then exit."""
 
 
-Command = Start | Stop | Send | Logout | Ping | Shutdown
+Request = Send | CheckNumbers | PairCode | MarkRead | Typing | Download | Logout
+Command = Start | Stop | Request | Ping | Shutdown
 
 # -- worker -> API ----------------------------------------------------------------------------
 
@@ -117,9 +158,15 @@ class Sent(msgspec.Struct, tag=True):
 
 
 class Reply(msgspec.Struct, tag=True):
+    """The answer to a Request: `error`, or the field that request fills (none for MarkRead,
+    Typing and Logout)."""
+
     req: int
     error: str | None = None
     sent: Sent | None = None
+    checks: list[NumberCheck] | None = None
+    code: str | None = None
+    downloaded: Downloaded | None = None
 
 
 class Pong(msgspec.Struct, tag=True):

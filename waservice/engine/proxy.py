@@ -23,6 +23,7 @@ from .base import (
     SentMessage,
     Stopped,
 )
+from .content import Content
 from .credentials import db_path
 
 if TYPE_CHECKING:
@@ -115,16 +116,16 @@ class WorkerClient(Client):
             raise EngineError("not connected")
         return self._live
 
-    async def send_text(self, number: str, text: str) -> SentMessage:
+    async def send(self, chat: str, content: Content) -> SentMessage:
         worker, attempt = self._running()
         reply = await worker.request(
-            lambda req: p.Send(req, self.session_id, attempt, number, text),
+            lambda req: p.Send(req, self.session_id, attempt, chat, content),
             self.session_id,
-            f"send to {number}",
+            f"send to {chat}",
         )
         if reply.sent is None:
             raise EngineError(reply.error or "not sent")
-        return SentMessage(id=reply.sent.id, timestamp=reply.sent.timestamp, to=number)
+        return SentMessage(id=reply.sent.id, timestamp=reply.sent.timestamp, to=chat)
 
     async def logout(self) -> None:
         worker, attempt = self._running()

@@ -24,6 +24,10 @@ class Activity(msgspec.Struct, frozen=True, kw_only=True):
     # reconnect, and each copy carries the same message id.
     key: str | None = None
     received: float = 0.0  # unix seconds when our process got it: receipt-to-durable is measured from here
+    # A received media message: the serialized waE2E.Message, what GET /media needs to download
+    # it. Kept privately (the message index); never in `data`, never delivered: its media key
+    # decrypts the file.
+    attachment: bytes | None = None
 
 
 class LoggedEvent(msgspec.Struct, frozen=True):

@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from ..engine import Engine, SentMessage
+from ..engine.content import Content
 from ..errors import (
     ProtectedSession,
     ServiceError,
@@ -226,8 +227,8 @@ class SessionManager:
         log.info("session=%s deleted", session_id)
         return _delete_result(unlink, leftovers)
 
-    async def send_text(self, session_id: str, number: str, text: str) -> SentMessage:
-        return await self.get(session_id).send_text(number, text)
+    async def send(self, session_id: str, chat: str, content: Content) -> SentMessage:
+        return await self.get(session_id).send(chat, content)
 
 
 def _delete_result(unlink: UnlinkResult, leftovers: list[str]) -> DeleteResult:

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import msgspec
@@ -34,7 +35,8 @@ from ..engine import (
     SentMessage,
     Stopped,
 )
-from ..errors import SendFailed, SendOutcomeUnknown, SessionNotConnected
+from ..engine.content import Content
+from ..errors import RequestFailed, SendFailed, SendOutcomeUnknown, SessionNotConnected
 from ..events.model import SESSION_QR, SESSION_STATUS, Activity
 from ..events.types import SessionQr, SessionStatus
 from ..metrics import Metrics
@@ -54,11 +56,13 @@ from .machine import (
 )
 
 log = logging.getLogger("waservice.session")
+T = TypeVar("T")
 
 UNKNOWN_OUTCOME = (
     "the outcome is unknown (the message may still be delivered), so check before sending it again"
 )
 SEND_TIMEOUT = 75.0  # whatsmeow itself gives up waiting for the server's ack after 75 s
+CALL_TIMEOUT = 75.0  # whatsmeow's own limit on an answer to a request (an IQ)
 EVENT_BUFFER = 64  # a flood (history sync) slows the engine down instead of growing memory
 CLOSE_TIMEOUT = 5.0  # releasing a client at the very end; the connection has stopped by then
 
@@ -183,13 +187,12 @@ class SessionSupervisor:
         async with self._autoconnect_lock:
             await self._store.set_autoconnect(self.session_id, *self._autoconnect)
 
-    async def send_text(self, number: str, text: str) -> SentMessage:
-        state = self.machine.state
-        if state is not State.CONNECTED:
-            raise SessionNotConnected(f"session '{self.session_id}' is not connected (state: {state.value})")
+    async def send(self, chat: str, content: Content) -> SentMessage:
+        """Send through the connected client; returns once WhatsApp acknowledged the message."""
+        client = self._connected_client()
         with trio.move_on_after(SEND_TIMEOUT):
             try:
-                return await self._client.send_text(number, text)
+                return await client.send(chat, content)
             except OutcomeUnknown as exc:
                 raise SendOutcomeUnknown(f"{exc}: {UNKNOWN_OUTCOME}") from None
             except EngineError as exc:
@@ -197,6 +200,24 @@ class SessionSupervisor:
         raise SendOutcomeUnknown(
             f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s: {UNKNOWN_OUTCOME}"
         )
+
+    async def call(self, what: str, request: Callable[[Client], Awaitable[T]]) -> T:
+        """Any other request to the connected client (check numbers, mark read, typing, download).
+
+        `what` names it in errors ("number check failed: ..."). Bounded by CALL_TIMEOUT."""
+        client = self._connected_client()
+        with trio.move_on_after(CALL_TIMEOUT):
+            try:
+                return await request(client)
+            except EngineError as exc:
+                raise RequestFailed(f"{what} failed: {exc}") from None
+        raise RequestFailed(f"{what} failed: no answer from WhatsApp within {CALL_TIMEOUT:.0f} s")
+
+    def _connected_client(self) -> Client:
+        state = self.machine.state
+        if state is not State.CONNECTED:
+            raise SessionNotConnected(f"session '{self.session_id}' is not connected (state: {state.value})")
+        return self._client
 
     async def unlink(self, timeout: float) -> UnlinkResult:
         """Unlink the device from the phone if it has credentials, connecting briefly if need be."""

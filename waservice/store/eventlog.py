@@ -40,9 +40,10 @@ CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id, id);
 CREATE INDEX IF NOT EXISTS events_by_age ON events (logged_at);
 """
 
-# Called inside append's transaction with the events it logged: a webhook outbox records its
+# Called inside append's transaction with the events it logged and, at the same index, the
+# Activity each came from (its private `attachment`, for one): a webhook outbox records its
 # deliveries atomically with the events, so an event is never logged without them, or vice versa.
-Outbox = Callable[[sqlite3.Connection, Sequence[LoggedEvent]], None]
+Outbox = Callable[[sqlite3.Connection, Sequence[LoggedEvent], Sequence[Activity]], None]
 
 _json = msgspec.json.Encoder()
 _data = msgspec.json.Decoder(dict)
@@ -70,6 +71,7 @@ class EventLog:
         """Log the batch in one transaction; returns what was logged (duplicates are skipped)."""
         now = time.time()
         logged: list[LoggedEvent] = []
+        sources: list[Activity] = []
         with self._transaction():
             for activity in batch:
                 timestamp = iso_utc(activity.timestamp)
@@ -90,8 +92,9 @@ class EventLog:
                     logged.append(
                         LoggedEvent(row[0], activity.type, activity.session_id, timestamp, activity.data)
                     )
+                    sources.append(activity)
             for outbox in self.outboxes:
-                outbox(self._db, logged)
+                outbox(self._db, logged, sources)
         return logged
 
     def after(

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import attrs
 import msgspec
 
-from ..events.model import LoggedEvent
+from ..events.model import Activity, LoggedEvent
 
 __all__ = ["Delivery", "DeliveryResult", "Due", "StoredWebhook", "WebhookTables"]
 
@@ -132,7 +132,9 @@ class WebhookTables:
 
     # -- inside the log's append ----------------------------------------------------------------
 
-    def outbox(self, db: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:
+    def outbox(
+        self, db: sqlite3.Connection, events: Sequence[LoggedEvent], _sources: Sequence[Activity] = ()
+    ) -> None:
         """One pending delivery per (enabled webhook that wants it, event); in the append's transaction."""
         if not events:
             return

@@ -46,9 +46,9 @@ from neonize.events import (
 from neonize.proto.Neonize_pb2 import JID, GetJIDFromStoreReturnFunction, LogEntry, SendMessageReturnFunction
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-from neonize.utils.jid import build_jid
 
 from .bridge import AFTER_START_WRITES, BridgeLock
+from .normalize import bare, parse_jid
 
 log = logging.getLogger("waservice.engine.go")
 go_log = logging.getLogger("whatsmeow")
@@ -179,11 +179,11 @@ class GoBridge:
         self._receivers.pop(uuid, None)
         self._stopped.discard(uuid)
 
-    def send_text(self, uuid: str, number: str, text: str) -> tuple[str, int]:
-        to = build_jid(number).SerializeToString()
-        message = Message(conversation=text).SerializeToString()
+    def send(self, uuid: str, chat: str, message: Message) -> tuple[str, int]:
+        to = bare(parse_jid(chat)).SerializeToString()
+        body = message.SerializeToString()
         with self.lock.call(exclusive=False):
-            raw = gocode.SendMessage(uuid.encode(), to, len(to), message, len(message))
+            raw = gocode.SendMessage(uuid.encode(), to, len(to), body, len(body))
         result = SendMessageReturnFunction.FromString(raw)
         if result.Error:
             raise SendError(result.Error)

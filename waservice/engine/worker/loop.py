@@ -19,6 +19,7 @@ from .activity import ActivityWriter
 from .device import Attempt, attempt_uuid
 from .go import GoBridge, SendError
 from .normalize import Normalizer, PhoneBook
+from .outgoing import build
 
 log = logging.getLogger("waservice.engine.worker")
 
@@ -158,7 +159,7 @@ class Worker:
             return
         try:
             message_id, timestamp = await trio.to_thread.run_sync(
-                self.go.send_text, attempt.uuid, cmd.number, cmd.text, limiter=self._send_threads
+                self.go.send, attempt.uuid, cmd.chat, build(cmd.content), limiter=self._send_threads
             )
         except SendError as exc:
             self._queue(p.Reply(cmd.req, error=str(exc)))
