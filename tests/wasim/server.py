@@ -44,6 +44,7 @@ from .contacts import ContactSide
 from .content import Content
 from .delivery import DeliveryLog
 from .errors import SimulatorError
+from .media import MediaHost
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
 from .relay import DeviceRelay, encrypted_copies
 from .signal_rx import DecryptError, extract_text
@@ -172,6 +173,7 @@ class Simulator(ContactSide, DeviceRelay):
         self._handlers: trio.Nursery | None = None
         self._listen_scope: trio.CancelScope | None = None
         self._host = "127.0.0.1"
+        self.media = MediaHost()  # started by serve(); announced by the media_conn IQ
 
     # -------------------------------------------------------------- serving
 
@@ -190,6 +192,7 @@ class Simulator(ContactSide, DeviceRelay):
         async with trio.open_nursery() as handlers:
             self._handlers = handlers
             self._host = host
+            await handlers.start(self.media.serve)
             self.port = await handlers.start(self._listen, port)
             log.info("simulator listening on %s:%s", host, self.port)
             task_status.started(self.port)
@@ -425,7 +428,14 @@ class Simulator(ContactSide, DeviceRelay):
             ("encrypt", "get", "key"): self._prekey_bundles,
             ("usync", "get", "usync"): self._usync,
             ("privacy", "get", "privacy"): _privacy_settings,
+            ("w:m", "set", "media_conn"): self._media_conn,
         }
+
+    def _media_conn(self, conn: Connection, node: Node) -> list[Node]:
+        """Where to upload and download media: the simulator's HTTPS host (all four attributes are
+        required by whatsmeow)."""
+        attrs = {"auth": self.media.auth, "ttl": "3600", "auth_ttl": "3600", "max_buckets": "12"}
+        return [Node("media_conn", attrs, [Node("host", {"hostname": self.media.hostname})])]
 
     def _on_iq_response(self, conn: Connection, node: Node) -> None:
         purpose = conn.pending_iqs.pop(node.attr("id"), None)
@@ -812,6 +822,17 @@ class Simulator(ContactSide, DeviceRelay):
         """Answer the phone's next login with ``<failure reason=...>``. 401/403/406 also forget the
         device (the client deletes its store for those)."""
         self._fail_next_login[phone.lstrip("+")] = str(reason)
+
+    def fetch_media(self, message: ReceivedMessage | Content) -> bytes:
+        """The plaintext of a received media message's file, fetched from the media host and
+        decrypted with the message's key, MAC and both hashes checked (``MediaError`` if not;
+        ``KeyError`` if the host never stored that path)."""
+        content = message.content if isinstance(message, ReceivedMessage) else message
+        media = content.media if content is not None else None
+        if content is None or media is None or media.media_key is None:
+            raise SimulatorError("not a decoded media message with a media key")
+        path = media.direct_path or media.url or ""
+        return self.media.fetch(path, media.media_key, content.kind, media.file_sha256, media.file_enc_sha256)
 
     def messages_to(self, phone: str) -> list[ReceivedMessage]:
         return [m for m in self.messages if m.to == phone.lstrip("+")]
