@@ -46,6 +46,7 @@ from .delivery import DeliveryLog
 from .errors import SimulatorError
 from .media import MediaHost
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
+from .paircode import CodePairing, PendingCode
 from .relay import DeviceRelay, encrypted_copies
 from .signal_rx import DecryptError, extract_text
 from .signal_tx import SendingSession
@@ -136,7 +137,7 @@ class QrData:
 # ------------------------------------------------------------------ the simulator
 
 
-class Simulator(ContactSide, DeviceRelay):
+class Simulator(ContactSide, DeviceRelay, CodePairing):
     """A WhatsApp Web server for tests. All control methods must be called from the trio thread.
 
     Sync methods (``scan_qr``, ``stream_error``, ``drop`` ...) queue their frames and return at once;
@@ -174,6 +175,7 @@ class Simulator(ContactSide, DeviceRelay):
         self._listen_scope: trio.CancelScope | None = None
         self._host = "127.0.0.1"
         self.media = MediaHost()  # started by serve(); announced by the media_conn IQ
+        self._pair_codes: dict[int, PendingCode] = {}
 
     # -------------------------------------------------------------- serving
 
@@ -309,6 +311,7 @@ class Simulator(ContactSide, DeviceRelay):
         self._device_closed(conn)
         if self._pairing_by_noise.get(conn.noise_pub) is conn:
             del self._pairing_by_noise[conn.noise_pub]
+        self._pair_codes.pop(conn.id, None)
         self._record("closed", {"conn": conn.id, "phone": conn.phone})
 
     # -------------------------------------------------------------- login / registration
@@ -429,6 +432,7 @@ class Simulator(ContactSide, DeviceRelay):
             ("usync", "get", "usync"): self._usync,
             ("privacy", "get", "privacy"): _privacy_settings,
             ("w:m", "set", "media_conn"): self._media_conn,
+            ("md", "set", "link_code_companion_reg"): self._link_code_reg,
         }
 
     def _media_conn(self, conn: Connection, node: Node) -> list[Node]:
@@ -697,13 +701,21 @@ class Simulator(ContactSide, DeviceRelay):
             raise SimulatorError(f"QR ref {data.ref!r} was not issued to that client")
         if conn.phone is not None:
             raise SimulatorError("this QR code was already scanned")
-        account = self.account(phone)
         assert conn.registration is not None
         if conn.registration.identity != data.identity_pub:
             raise SimulatorError("QR identity key does not match the client's registration")
+        self._send_pair_success(conn, self.account(phone), data.identity_pub, data.adv_secret, "scanned")
+
+    def _send_pair_success(
+        self, conn: Connection, account: Account, identity_pub: bytes, adv_secret: bytes, event: str
+    ) -> None:
+        """Pair the connection's client to ``account``: ``pair-success`` with the device identity
+        signed by the account key and MACed with the ADV secret (from the QR, or derived from the
+        pairing-code exchange). The client confirms, then gets a 515 and logs in."""
+        assert conn.registration is not None
         device = account.add_companion(conn.noise_pub, conn.registration)
         conn.phone, conn.device_id = account.phone, device.device_id
-        container = _signed_device_identity(account, data)
+        container = _signed_device_identity(account, identity_pub, adv_secret)
         iq_id = self._server_iq_id(conn, "pair-success")
         pair_success = Node(
             "pair-success",
@@ -727,7 +739,7 @@ class Simulator(ContactSide, DeviceRelay):
                 [pair_success],
             )
         )
-        self._record("scanned", {"conn": conn.id, "phone": account.phone, "device": device.device_id})
+        self._record(event, {"conn": conn.id, "phone": account.phone, "device": device.device_id})
 
     def rotate_qr(self, connection_id: int | None = None) -> int:
         """Send a fresh ``pair-device`` (six new refs) to one or all pairing clients; returns how many.
@@ -1008,14 +1020,15 @@ def _bundle_nodes(
     return nodes
 
 
-def _signed_device_identity(account: Account, qr: QrData) -> bytes:
+def _signed_device_identity(account: Account, identity_pub: bytes, adv_secret: bytes) -> bytes:
     """``ADVSignedDeviceIdentityHMAC`` for pair-success: the phone's account key vouches for the
-    client's identity key, and the HMAC under the QR's ADV secret proves the phone saw the QR."""
+    client's identity key, and the HMAC under the ADV secret proves the phone saw the QR (or that
+    the code was typed)."""
     details = proto.encode(
         [(1, int.from_bytes(os.urandom(4), "big")), (2, int(time.time())), (3, 1)]
     )  # rawID, timestamp, keyIndex
     key = account.account_key
-    signature = key.sign(b"\x06\x00" + details + qr.identity_pub)
+    signature = key.sign(b"\x06\x00" + details + identity_pub)
     signed = proto.encode([(1, details), (2, key.pub), (3, signature)])
-    mac = hmac.new(qr.adv_secret, signed, sha256).digest()
+    mac = hmac.new(adv_secret, signed, sha256).digest()
     return proto.encode([(1, signed), (2, mac)])
