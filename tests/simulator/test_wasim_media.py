@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.simulator.conftest import StartClient
 from tests.simulator.test_neonize_e2e import PHONE, pair
+from tests.simulator.test_wasim_control import control_call
 from tests.wasim import Simulator
+from tests.wasim.control import serve_control
 from tests.wasim.media import MediaError, decrypt_media, encrypt_media
 from tests.wasim.tls import tls_env
 
@@ -107,3 +110,35 @@ async def test_without_the_test_ca_the_upload_is_refused(sim: Simulator, start_c
     assert sent["event"] == "send_error", sent
     assert "certificate" in sent["error"], sent
     assert sim.media.uploads == 0
+
+
+async def test_media_over_the_control_api(
+    sim: Simulator, start_client: StartClient, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    port = await nursery.start(serve_control, sim, 0)
+    client = await start_client("a", env=tls_env(tmp_path))
+    await pair(sim, client)
+    data = os.urandom(3000)
+
+    body = {"to": PHONE, "from": CONTACT, "kind": "document", "mimetype": "text/plain", "file_name": "a.txt"}
+    status, sent = await control_call(
+        port, "POST", "/contact-media", {**body, "data_b64": base64.b64encode(data).decode()}
+    )
+    assert status == 200, sent
+    await client.wait("message", where=lambda e: e["data"]["Info"]["ID"] == sent["id"])
+    got = await client.download(sent["id"])
+    assert got["event"] == "downloaded" and base64.b64decode(got["data_b64"]) == data, got
+    assert (await control_call(port, "POST", "/contact-media", {**body, "data_b64": "*"}))[0] == 400
+
+    up = await client.send_content(
+        CONTACT, "image", data_b64=base64.b64encode(data).decode(), mimetype="image/png"
+    )
+    assert up["event"] == "send_result", up
+    await sim.wait_message(id=up["id"], kind="image")
+    status, found = await control_call(port, "GET", f"/messages?kind=image&to={CONTACT}")
+    assert status == 200 and [m["id"] for m in found] == [up["id"]], found
+    media = found[0]["content"]["media"]
+    assert media["mimetype"] == "image/png" and media["file_length"] == len(data)
+    assert base64.b64decode(media["file_sha256"]) == hashlib.sha256(data).digest()
+    status, host = await control_call(port, "GET", "/media")
+    assert status == 200 and host["uploads"] == 1 and host["blobs"] == 2, host

@@ -4,9 +4,12 @@ on which the code is typed, and the client connects as that phone without a QR s
 from __future__ import annotations
 
 import pytest
+import trio
 
 from tests.simulator.conftest import StartClient
+from tests.simulator.test_wasim_control import control_call
 from tests.wasim import Simulator, SimulatorError
+from tests.wasim.control import serve_control
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 
@@ -55,3 +58,23 @@ async def test_a_wrong_code_does_not_link(sim: Simulator, start_client: StartCli
     assert not client.named("pair_status")
     with pytest.raises(SimulatorError):
         await sim.enter_pair_code("15550009999", answer["code"])  # nobody waits for that phone
+
+
+async def test_pair_code_over_the_control_api(
+    sim: Simulator, start_client: StartClient, nursery: trio.Nursery
+) -> None:
+    port = await nursery.start(serve_control, sim, 0)
+    client = await start_client("a")
+    await client.wait("qr")
+    answer = await client.pair_phone(PHONE)
+    assert answer["event"] == "pair_code", answer
+    await sim.wait_pair_code_request(PHONE)
+
+    status, waiting = await control_call(port, "GET", "/pair-codes")
+    assert status == 200 and [w["phone"] for w in waiting] == [PHONE], waiting
+    status, _ = await control_call(port, "POST", "/enter-pair-code", {"phone": PHONE, "code": "1111-1111"})
+    assert status == 400  # wrong code; the client still waits, and the right one then links it
+    status, _ = await control_call(port, "POST", "/enter-pair-code", {"phone": PHONE, "code": answer["code"]})
+    assert status == 200
+    await client.wait("connected")
+    await sim.wait_connected(PHONE)

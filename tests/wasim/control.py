@@ -8,7 +8,9 @@
 ``/rotate-qr {connection_id?}``. Every answer is JSON; errors are ``{"error": ...}`` with 4xx.
 
 Media: ``POST /contact-media {to, from, kind, data_b64, mimetype, caption?, file_name?, id?}`` → ``{"id"}``
-(a real, downloadable file); ``GET /media`` → the host's ``hostname`` and counters.
+(a real, downloadable file); ``GET /media`` → the host's ``hostname`` and counters. Pairing codes:
+``GET /pair-codes`` (clients waiting for one), ``POST /enter-pair-code {phone, code}`` (returns once
+``pair-success`` is sent; 400 for a wrong code).
 Contacts (see ``contacts.py``): ``POST /contact-message {to, from, text}`` → ``{"id"}``; other kinds
 with ``kind`` and the ``waproto`` builder's arguments, e.g. ``{to, from, kind: "image", caption}``,
 ``{kind: "location", latitude, longitude}``, ``{kind: "reaction", chat_jid, msg_id, emoji}``; an
@@ -125,6 +127,18 @@ def _media(sim: Simulator, _: dict[str, Any]) -> Any:
     }
 
 
+def _pair_codes(sim: Simulator, _: dict[str, Any]) -> Any:
+    return [
+        {
+            "connection_id": p.connection_id,
+            "phone": p.phone,
+            "platform_display": p.platform_display,
+            "requested_at": p.requested_at,
+        }
+        for p in sim.pending_pair_codes()
+    ]
+
+
 def _delivered(sim: Simulator, query: dict[str, Any]) -> Any:
     items = sim.delivered(query.get("phone"))
     summary = {
@@ -160,6 +174,7 @@ GET_ROUTES: dict[str, Handler] = {
     "/delivered": _delivered,
     "/bursts": lambda sim, _: [b.as_dict() for b in sim.bursts],
     "/media": _media,
+    "/pair-codes": _pair_codes,
 }
 
 POST_ROUTES: dict[str, Handler] = {
@@ -176,6 +191,7 @@ POST_ROUTES: dict[str, Handler] = {
     "/rotate-qr": lambda sim, b: {"sent": sim.rotate_qr(b.get("connection_id"))},
     "/contact-message": _contact_message,
     "/contact-media": _contact_media,
+    "/enter-pair-code": lambda sim, b: sim.enter_pair_code(str(b["phone"]), str(b["code"])),
     "/receipt": lambda sim, b: {
         "hit": sim.send_receipt(str(b["to"]), str(b["from"]), b["ids"], b.get("type"))
     },
