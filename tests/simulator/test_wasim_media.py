@@ -77,9 +77,9 @@ async def test_device_uploads_and_the_recipient_decrypts(
     [("image", "image/png"), ("voice", "audio/ogg; codecs=opus"), ("document", "text/plain")],
 )
 async def test_contact_media_downloads_byte_for_byte(
-    sim: Simulator, start_client: StartClient, tmp_path: Path, kind: str, mimetype: str
+    sim: Simulator, start_client: StartClient, kind: str, mimetype: str
 ) -> None:
-    client = await start_client("a", env=tls_env(tmp_path))
+    client = await start_client("a", env=tls_env())  # the bundle beside the test CA
     await pair(sim, client)
     data = os.urandom(40_000)
 

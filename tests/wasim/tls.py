@@ -9,9 +9,11 @@ bundle can be written before any simulator exists.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import ipaddress
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -73,6 +75,7 @@ def _create() -> TestCA:
         .sign(ca_key, hashes.SHA256())
     )
     directory = Path(tempfile.mkdtemp(prefix="wasim-tls-"))
+    atexit.register(shutil.rmtree, directory, True)
     cert_file, key_file = directory / "server.pem", directory / "server.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
@@ -99,16 +102,25 @@ def system_bundle() -> bytes:
 
 
 def write_ca_bundle(directory: Path) -> Path:
-    """Write ``directory/wasim-ca-bundle.pem``: the system's CAs plus the test CA; returns its path."""
+    """Write ``directory/wasim-ca-bundle.pem``: the system's CAs plus the test CA; returns its path.
+
+    Written atomically and only when its content changes: a Go process reads the file at its first
+    TLS handshake, possibly while another test writes the bundle again."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / BUNDLE_NAME
     system = system_bundle()
-    path.write_bytes(system + (b"" if system.endswith(b"\n") or not system else b"\n") + test_ca().ca_pem)
+    content = system + (b"" if system.endswith(b"\n") or not system else b"\n") + test_ca().ca_pem
+    if not path.is_file() or path.read_bytes() != content:
+        partial = directory / f".{BUNDLE_NAME}.{os.getpid()}"
+        partial.write_bytes(content)
+        partial.replace(path)
     return path
 
 
-def tls_env(directory: Path) -> dict[str, str]:
+def tls_env(directory: Path | None = None) -> dict[str, str]:
     """The environment a neonize process must **start** with to trust the media host:
-    ``SSL_CERT_FILE`` = the bundle, ``SSL_CERT_DIR`` = ``directory/wasim-ca`` holding only it."""
-    bundle = write_ca_bundle(directory / "wasim-ca")
+    ``SSL_CERT_FILE`` = the bundle, ``SSL_CERT_DIR`` = ``<directory>/wasim-ca`` holding only it.
+    Without ``directory``, the bundle lives beside the test CA's files (one per test process)."""
+    base = directory if directory is not None else test_ca().cert_file.parent
+    bundle = write_ca_bundle(base / "wasim-ca")
     return {"SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(bundle.parent)}
