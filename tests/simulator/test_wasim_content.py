@@ -3,11 +3,16 @@ fields (``ReceivedMessage.content``), and the number check for known and unknown
 
 from __future__ import annotations
 
+import ast
+import re
+
 import pytest
+from google.protobuf import descriptor_pb2
 
 from tests.simulator.conftest import StartClient
 from tests.simulator.test_neonize_e2e import PHONE, pair
-from tests.wasim import Simulator
+from tests.wasim import Simulator, waproto
+from tests.wasim.patch import installed_neonize_dir
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 
@@ -76,3 +81,55 @@ async def test_number_check_known_and_unknown(sim: Simulator, start_client: Star
     assert (results[CONTACT]["JID"]["User"], results[CONTACT]["JID"]["Server"]) == (known.lid, "lid")
     assert not results["15550009999"].get("IsIn", False)
     assert "15550009999" not in sim.accounts  # an unknown number stays unknown
+
+
+def descriptor_fields(module: str) -> dict[str, dict[str, int]]:
+    """``{"Message.Nested": {field name: number}}`` from a neonize ``_pb2.py``'s serialized descriptor,
+    read from the file (importing it would load neonize's Go library)."""
+    source = (installed_neonize_dir() / "proto" / module).read_text()
+    match = re.search(r"AddSerializedFile\((b'.*?')\)", source, re.S)
+    assert match is not None, module
+    descriptor = descriptor_pb2.FileDescriptorProto.FromString(ast.literal_eval(match.group(1)))
+    found: dict[str, dict[str, int]] = {}
+
+    def walk(messages, prefix: str) -> None:
+        for message in messages:
+            found[prefix + message.name] = {f.name: f.number for f in message.field}
+            walk(message.nested_type, f"{prefix}{message.name}.")
+
+    walk(descriptor.message_type, "")
+    return found
+
+
+async def test_field_numbers_match_neonize_descriptors() -> None:
+    e2e = descriptor_fields("waE2E/WAWebProtobufsE2E_pb2.py")
+    kinds = {"image": "imageMessage", "video": "videoMessage", "audio": "audioMessage"}
+    kinds |= {"document": "documentMessage", "sticker": "stickerMessage"}
+    for kind, field in kinds.items():
+        assert e2e["Message"][field] == waproto.MEDIA_MESSAGE[kind]
+        numbers = waproto.MEDIA_FIELDS[kind]
+        fields = e2e[field[0].upper() + field[1:]]
+        expected = ["URL", "mimetype", "fileSHA256", "fileLength", "mediaKey", "fileEncSHA256", "directPath"]
+        assert [fields[name] for name in expected] == list(numbers[:7]), kind
+        assert fields.get("caption") == numbers.caption, kind
+    assert (e2e["DocumentMessage"]["title"], e2e["DocumentMessage"]["fileName"]) == (3, 8)
+    assert (e2e["AudioMessage"]["PTT"], e2e["AudioMessage"]["seconds"]) == (6, 5)
+    message = e2e["Message"]
+    assert [message[n] for n in ("conversation", "extendedTextMessage", "locationMessage")] == [1, 6, 5]
+    assert [message[n] for n in ("contactMessage", "protocolMessage", "reactionMessage")] == [4, 12, 46]
+    assert [message[n] for n in ("deviceSentMessage", "editedMessage", "documentWithCaptionMessage")] == [
+        31,
+        58,
+        53,
+    ]
+    context = e2e["ContextInfo"]
+    assert [context[n] for n in ("stanzaID", "participant", "quotedMessage", "remoteJID")] == [1, 2, 3, 4]
+    assert e2e["ExtendedTextMessage"]["contextInfo"] == waproto.CONTEXT_INFO
+    location = e2e["LocationMessage"]
+    assert [location[n] for n in ("degreesLatitude", "degreesLongitude", "name", "address")] == [1, 2, 3, 4]
+    assert (e2e["ContactMessage"]["displayName"], e2e["ContactMessage"]["vcard"]) == (1, 16)
+    assert (e2e["ReactionMessage"]["key"], e2e["ReactionMessage"]["text"]) == (1, 2)
+    protocol = e2e["ProtocolMessage"]
+    assert [protocol[n] for n in ("key", "type", "editedMessage")] == [1, 2, 14]
+    key = descriptor_fields("waCommon/WACommon_pb2.py")["MessageKey"]
+    assert [key[n] for n in ("remoteJID", "fromMe", "ID", "participant")] == [1, 2, 3, 4]
