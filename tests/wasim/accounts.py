@@ -121,8 +121,9 @@ class ReceivedMessage:
         content = self.content
         return content.kind if content is not None else None
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    def as_dict(self, decoded: bool = True) -> dict[str, object]:
+        """JSON-ready; ``decoded=False`` leaves out ``kind``/``content`` (the event log's cheap copy)."""
+        plain: dict[str, object] = {
             "from_phone": self.from_phone,
             "from_device": self.from_device,
             "to": self.to,
@@ -135,6 +136,9 @@ class ReceivedMessage:
             "received_at": self.received_at,
             "child_tags": list(self.child_tags),
             "attrs": self.attrs,
-            "kind": self.kind,
-            "content": content.as_dict() if (content := self.content) is not None else None,
         }
+        if decoded:
+            content = self.content
+            plain["kind"] = content.kind if content is not None else None
+            plain["content"] = content.as_dict() if content is not None else None
+        return plain

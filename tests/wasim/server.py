@@ -629,7 +629,7 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
             elif owner is sender:
                 record.own_copy_text = text
         self.messages.append(record)
-        self._record("message", record.as_dict())
+        self._record("message", record.as_dict(decoded=False))  # decoding waits for who asks
 
     def _decrypt_for_phone(self, conn: Connection, owner: Account, enc: Node) -> bytes:
         """A copy for a phone (device 0): a first message (pkmsg) against its prekeys, or an answer
