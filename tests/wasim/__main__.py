@@ -1,7 +1,8 @@
 """Run the simulator as its own process: ``python -m tests.wasim --port PORT [--control-port PORT]``.
 
-(``PYTHONPATH=tests python -m wasim ...`` works too.) Prints one JSON line with the bound ports once
-both listeners are up, then serves until interrupted.
+(``PYTHONPATH=tests python -m wasim ...`` works too.) Prints one JSON line once the listeners are up
+(``port``, ``control_port``, ``media_host``, and ``tls_env``: the ``SSL_CERT_FILE``/``SSL_CERT_DIR`` a
+neonize process must start with to use media), then serves until interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import trio
 
 from .control import serve_control
 from .server import Simulator
+from .tls import tls_env
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +36,9 @@ async def run(args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve, args.port, args.host)
         control_port = await nursery.start(serve_control, sim, args.control_port, args.host)
-        print(json.dumps({"port": port, "control_port": control_port}), flush=True)
+        ready = {"port": port, "control_port": control_port, "media_host": sim.media.hostname}
+        # This process's test CA signs the media host: neonize processes must start with this env.
+        print(json.dumps({**ready, "tls_env": tls_env()}), flush=True)
 
 
 def raise_file_limit() -> None:
