@@ -133,3 +133,16 @@ async def test_field_numbers_match_neonize_descriptors() -> None:
     assert [protocol[n] for n in ("key", "type", "editedMessage")] == [1, 2, 14]
     key = descriptor_fields("waCommon/WACommon_pb2.py")["MessageKey"]
     assert [key[n] for n in ("remoteJID", "fromMe", "ID", "participant")] == [1, 2, 3, 4]
+
+
+async def test_device_typing_is_recorded(sim: Simulator, start_client: StartClient) -> None:
+    client = await start_client("a")
+    await pair(sim, client)
+    mark = len(sim.history)
+
+    await client.command(cmd="chat_presence", to=CONTACT, state="composing", media="audio")
+    typing = await sim.wait_event("device_chatstate", after=mark, phone=PHONE, to=CONTACT)
+    assert (typing["state"], typing["media"]) == ("composing", "audio")
+    await client.command(cmd="chat_presence", to=CONTACT, state="paused", media="text")
+    paused = await sim.wait_event("device_chatstate", after=mark, state="paused")
+    assert (paused["to"], paused["media"]) == (CONTACT, None)

@@ -401,8 +401,25 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
                 Node("ack", {"class": "receipt", "id": node.attr("id"), "from": node.jid("to") or SERVER_JID})
             )
         elif node.tag == "chatstate":
+            self._record_chatstate(conn, node)
             self.relay_chatstate(conn, node)
         # ib, presence, ack...: nothing to answer
+
+    def _record_chatstate(self, conn: Connection, node: Node) -> None:
+        """A device's typing state (``/typing``, a send queue's "composing"), for tests to wait on:
+        ``device_chatstate {phone, device, to, state, media}``; ``to`` is the number when known."""
+        target = node.jid("to")
+        account = self._account_for(target) if target is not None else None
+        state = node.children[0] if node.children else None
+        details: dict[str, object] = {
+            "conn": conn.id,
+            "phone": conn.phone,
+            "device": conn.device_id,
+            "to": account.phone if account is not None else str(target),
+            "state": state.tag if state is not None else None,
+            "media": (state.attr("media") or None) if state is not None else None,
+        }
+        self._record("device_chatstate", details)
 
     def _on_iq(self, conn: Connection, node: Node) -> None:
         iq_type = node.attr("type")
