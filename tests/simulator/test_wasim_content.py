@@ -146,3 +146,17 @@ async def test_device_typing_is_recorded(sim: Simulator, start_client: StartClie
     await client.command(cmd="chat_presence", to=CONTACT, state="paused", media="text")
     paused = await sim.wait_event("device_chatstate", after=mark, state="paused")
     assert (paused["to"], paused["media"]) == (CONTACT, None)
+
+
+async def test_device_read_receipt_is_recorded(sim: Simulator, start_client: StartClient) -> None:
+    client = await start_client("a")
+    await pair(sim, client)
+    msg_id = await sim.send_message(PHONE, CONTACT, waproto.text("read me"))
+    event = await client.wait("message", where=lambda e: e["data"]["Info"]["ID"] == msg_id)
+    await sim.wait_acked(PHONE, msg_id)
+    mark = len(sim.history)
+
+    source = event["data"]["Info"]["MessageSource"]
+    await client.command(cmd="mark_read", ids=[msg_id], chat=source["Chat"], sender=source["Sender"])
+    read = await sim.wait_event("device_receipt", after=mark, phone=PHONE, type="read")
+    assert read["ids"] == [msg_id]
