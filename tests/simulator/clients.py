@@ -134,6 +134,34 @@ class RawClient:
                         return e
                 await self._changed.wait()
 
+    async def send_content(self, to: str, kind: str, timeout: float = 30.0, **fields: Any) -> Event:
+        """Send another kind of message (see ``raw_client.py``: reply, location, contact, reaction,
+        edit, revoke, image ... with ``data_b64``); returns ``send_result`` or ``send_error``."""
+        mark = len(self.events)
+        await self.command(cmd="send_content", to=to, kind=kind, **fields)
+        return await self.wait_any(("send_result", "send_error"), timeout, mark)
+
+    async def download(self, msg_id: str, timeout: float = 30.0) -> Event:
+        """``download_any`` on a message this client received: ``downloaded`` or ``download_error``."""
+        mark = len(self.events)
+        await self.command(cmd="download", id=msg_id)
+        return await self.wait_any(("downloaded", "download_error"), timeout, mark)
+
+    async def pair_phone(self, phone: str, timeout: float = 30.0) -> Event:
+        """``PairPhone`` for ``phone``: the ``pair_code`` event (its ``code``) or ``pair_phone_error``."""
+        mark = len(self.events)
+        await self.command(cmd="pair_phone", phone=phone)
+        return await self.wait_any(("pair_code", "pair_phone_error"), timeout, mark)
+
+    async def wait_any(self, events: tuple[str, ...], timeout: float, after: int) -> Event:
+        """The first event at ``after`` or later whose name is one of ``events``."""
+        with trio.fail_after(timeout):
+            while True:
+                for e in self.events[after:]:
+                    if e["event"] in events:
+                        return e
+                await self._changed.wait()
+
     async def exit(self, timeout: float = 10.0) -> None:
         """Ask the driver to exit; kill it if it does not."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

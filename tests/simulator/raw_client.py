@@ -18,6 +18,16 @@ reads JSON commands on stdin, each run on its own thread (a neonize call that bl
   ``chat_presence_sent``; ``{"cmd": "mark_read", "ids": [...], "chat": JID, "sender": JID, "type": "read"}``
   (JIDs as the dicts events carry) → ``mark_read_sent``; ``{"cmd": "is_on_whatsapp", "numbers": [...]}``
   → ``is_on_whatsapp {results}``; each may answer ``command_error``. ``client`` as for ``send``.
+- ``{"cmd": "send_content", "to": "155...", "kind": ..., ...}`` → ``send_result`` / ``send_error`` like
+  ``send``, for the other kinds: ``reply {text, reply_to, quoted_sender, quoted_text}``, ``location
+  {latitude, longitude, name?, address?}``, ``contact {name, phone}`` (``send_contact``), ``reaction
+  {message_id, emoji, sender?}``, ``edit {message_id, text}``, ``revoke {message_id, sender?}``
+  (``sender``: the author's phone, default the client's own), and media ``image | video | audio |
+  voice | document | sticker {data_b64, mimetype, caption?, file_name?}`` (``upload`` + the message).
+- ``{"cmd": "download", "id": MSG_ID}``: ``download_any`` on a received MessageEv's message →
+  ``downloaded {id, size, sha256, data_b64}`` or ``download_error {id, error}``.
+- ``{"cmd": "pair_phone", "phone": "155..."}``: ``PairPhone(phone, True, LINUX, CHROME)`` → ``pair_code
+  {code}`` or ``pair_phone_error {error}`` (send it after the first ``qr``).
 - ``{"cmd": "disconnect" | "stop" | "logout", "ids": [...]}`` (every client without ``ids``) →
   ``done {cmd, ids}`` once all returned.
 - ``{"cmd": "send_bench", "ids": [...], "contacts": {id: number}, "loops": L, "warmup": s,
@@ -112,6 +122,7 @@ class Driver:
         ]
         self.data_dir = data_dir
         self.clients: dict[str, Any] = {}
+        self.received: dict[str, Any] = {}  # message id -> the MessageEv's waE2E.Message, for download
         # Go's bridge registers each client in process-wide maps without a lock: two Neonize() calls at
         # once end the process ("fatal error: concurrent map writes"). One start at a time, as the service.
         self._start_lock = threading.Lock()
@@ -130,6 +141,8 @@ class Driver:
         def forward(name: str) -> Any:
             def handler(_client: Any, message: Any) -> None:
                 started.set()
+                if name == "message":
+                    self.received[message.Info.ID] = message.Message
                 emit(name, client=sid, data=self._to_dict(message, preserving_proto_field_name=True))
 
             return handler
@@ -177,6 +190,129 @@ class Driver:
             emit("send_error", client=sid, error=str(exc), type=type(exc).__name__, to=command["to"])
         else:
             emit("send_result", client=sid, id=response.ID, timestamp=response.Timestamp, to=command["to"])
+
+    def send_content(self, command: dict[str, Any]) -> None:
+        from neonize.utils.jid import build_jid
+
+        sid = command.get("client") or next(iter(self.clients))
+        client, to, kind = self.clients[sid], build_jid(command["to"]), command["kind"]
+        try:
+            if kind == "contact":
+                response = client.send_contact(to, command["name"], command["phone"])
+            elif kind == "edit":
+                new = self._proto("Message")(conversation=command["text"])
+                response = client.edit_message(to, command["message_id"], new)
+            elif kind == "revoke":
+                response = client.revoke_message(to, self._author(sid, command), command["message_id"])
+            elif kind == "reaction":
+                sender = self._author(sid, command)
+                message = client.build_reaction(to, sender, command["message_id"], command["emoji"])
+                response = client.send_message(to, message)
+            else:
+                response = client.send_message(to, self._build(client, kind, command))
+        except Exception as exc:
+            emit("send_error", client=sid, error=str(exc), type=type(exc).__name__, to=command["to"])
+        else:
+            emit("send_result", client=sid, id=response.ID, timestamp=response.Timestamp, to=command["to"])
+
+    def _author(self, sid: str, command: dict[str, Any]) -> Any:
+        """The JID of a message's author: ``sender`` (a phone), else this client's own phone JID
+        (a LID would make a revoke an admin revoke)."""
+        from neonize.utils.jid import build_jid
+
+        sender = command.get("sender") or self.clients[sid].get_me().JID.User
+        return build_jid(sender)
+
+    @staticmethod
+    def _proto(name: str) -> Any:
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2
+
+        return getattr(WAWebProtobufsE2E_pb2, name)
+
+    def _build(self, client: Any, kind: str, command: dict[str, Any]) -> Any:
+        import base64
+
+        message = self._proto("Message")
+        if kind == "reply":
+            context = self._proto("ContextInfo")(
+                stanzaID=command["reply_to"],
+                participant=command["quoted_sender"],
+                quotedMessage=message(conversation=command["quoted_text"]),
+            )
+            extended = self._proto("ExtendedTextMessage")(text=command["text"], contextInfo=context)
+            return message(extendedTextMessage=extended)
+        if kind == "location":
+            location = self._proto("LocationMessage")(
+                degreesLatitude=command["latitude"],
+                degreesLongitude=command["longitude"],
+                name=command.get("name"),
+                address=command.get("address"),
+            )
+            return message(locationMessage=location)
+        from neonize.utils.enum import MediaType
+
+        data = base64.b64decode(command["data_b64"])
+        media_type = {
+            "image": MediaType.MediaImage,
+            "sticker": MediaType.MediaImage,
+            "video": MediaType.MediaVideo,
+            "audio": MediaType.MediaAudio,
+            "voice": MediaType.MediaAudio,
+            "document": MediaType.MediaDocument,
+        }[kind]
+        up = client.upload(data, media_type)
+        common = {
+            "URL": up.url,
+            "directPath": up.DirectPath,
+            "mediaKey": up.MediaKey,
+            "fileEncSHA256": up.FileEncSHA256,
+            "fileSHA256": up.FileSHA256,
+            "fileLength": up.FileLength,
+            "mimetype": command["mimetype"],
+        }
+        caption = command.get("caption")
+        if kind == "image":
+            return message(imageMessage=self._proto("ImageMessage")(caption=caption, **common))
+        if kind == "video":
+            return message(videoMessage=self._proto("VideoMessage")(caption=caption, **common))
+        if kind in ("audio", "voice"):
+            return message(audioMessage=self._proto("AudioMessage")(PTT=kind == "voice", **common))
+        if kind == "sticker":
+            return message(stickerMessage=self._proto("StickerMessage")(**common))
+        name = command.get("file_name")
+        document = self._proto("DocumentMessage")(caption=caption, fileName=name, title=name, **common)
+        return message(documentMessage=document)
+
+    def download(self, command: dict[str, Any]) -> None:
+        import base64
+        import hashlib
+
+        sid = command.get("client") or next(iter(self.clients))
+        msg_id = command["id"]
+        try:
+            data = self.clients[sid].download_any(self.received[msg_id])
+        except Exception as exc:
+            emit("download_error", client=sid, id=msg_id, error=str(exc), type=type(exc).__name__)
+            return
+        emit(
+            "downloaded",
+            client=sid,
+            id=msg_id,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            data_b64=base64.b64encode(data).decode(),
+        )
+
+    def pair_phone(self, command: dict[str, Any]) -> None:
+        from neonize.utils.enum import ClientName, ClientType
+
+        sid = command.get("client") or next(iter(self.clients))
+        try:
+            code = self.clients[sid].PairPhone(command["phone"], True, ClientName.LINUX, ClientType.CHROME)
+        except Exception as exc:
+            emit("pair_phone_error", client=sid, error=str(exc), type=type(exc).__name__)
+        else:
+            emit("pair_code", client=sid, code=code)
 
     def chat_presence(self, command: dict[str, Any]) -> None:
         from neonize.utils.enum import ChatPresence, ChatPresenceMedia
@@ -271,7 +407,14 @@ class Driver:
                 self.call_each(name, self._ids(command))
             elif name == "send_bench":
                 self.send_bench(command)
-            elif name in ("chat_presence", "mark_read", "is_on_whatsapp"):
+            elif name in (
+                "chat_presence",
+                "mark_read",
+                "is_on_whatsapp",
+                "send_content",
+                "download",
+                "pair_phone",
+            ):
                 getattr(self, name)(command)
             else:
                 emit("unknown_command", command=command)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from . import proto
 from .codec import JID, LID_SERVER, USER_SERVER
+from .content import Content, decode_message
 from .keys import KeyPair
 from .signal_rx import SignalDevice
 
@@ -101,6 +103,23 @@ class ReceivedMessage:
     received_at: float = 0.0
     child_tags: tuple[str, ...] = ()  # e.g. ("participants", "device-identity", "bot")
     attrs: dict[str, str] = field(default_factory=dict)
+    # The recipient phone's copy: decrypted, unpadded waE2E.Message bytes (None if not decryptable).
+    message: bytes | None = None
+
+    @property
+    def content(self) -> Content | None:
+        """The recipient's copy decoded (:mod:`.content`): kind, text, media, location, reply ..."""
+        if self.message is None:
+            return None
+        try:
+            return decode_message(self.message)
+        except proto.ProtoError:
+            return None
+
+    @property
+    def kind(self) -> str | None:
+        content = self.content
+        return content.kind if content is not None else None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -116,4 +135,6 @@ class ReceivedMessage:
             "received_at": self.received_at,
             "child_tags": list(self.child_tags),
             "attrs": self.attrs,
+            "kind": self.kind,
+            "content": content.as_dict() if (content := self.content) is not None else None,
         }

@@ -1,6 +1,7 @@
 """A tiny HTTP/JSON control API for a simulator running in its own process (benchmarks).
 
-``GET``: ``/phones``, ``/phones/<phone>``, ``/messages``, ``/pairings``, ``/events[?kind=...]``, ``/stats``.
+``GET``: ``/phones``, ``/phones/<phone>``, ``/messages[?to=&kind=&id=]`` (with decoded ``kind`` and
+``content``), ``/pairings``, ``/events[?kind=...]``, ``/stats``.
 ``POST`` (JSON body): ``/scan {qr, phone}``, ``/stream-error {phone, code?, conflict?}``, ``/drop {phone}``,
 ``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/stall-acks {phones: [...]}``,
 ``/fail-next-login {phone, reason?}``,
@@ -89,6 +90,13 @@ async def _contact_message(sim: Simulator, body: dict[str, Any]) -> Any:
     return {"id": await sim.send_message(to, sender, builder(**fields), msg_id)}
 
 
+def _messages(sim: Simulator, query: dict[str, Any]) -> Any:
+    """What devices sent, each with its decoded ``kind`` and ``content``; filters ``to``, ``kind``, ``id``."""
+    wanted = {key: query[key] for key in ("to", "kind", "id") if key in query}
+    found = (m.as_dict() for m in sim.messages)
+    return [m for m in found if all(str(m.get(k)) == v.lstrip("+") for k, v in wanted.items())]
+
+
 def _delivered(sim: Simulator, query: dict[str, Any]) -> Any:
     items = sim.delivered(query.get("phone"))
     summary = {
@@ -114,7 +122,7 @@ def _burst(sim: Simulator, body: dict[str, Any]) -> Any:
 
 GET_ROUTES: dict[str, Handler] = {
     "/phones": _phones,
-    "/messages": lambda sim, _: [m.as_dict() for m in sim.messages],
+    "/messages": _messages,
     "/pairings": lambda sim, _: [
         {"connection_id": p.connection_id, "noise_key": p.noise_key_b64, "refs": list(p.refs)}
         for p in sim.pending_pairings()

@@ -41,6 +41,7 @@ from .accounts import Account, CompanionDevice, ReceivedMessage, UploadedKeys
 from .burst import Burst
 from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
 from .contacts import ContactSide
+from .content import Content
 from .delivery import DeliveryLog
 from .errors import SimulatorError
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
@@ -602,13 +603,15 @@ class Simulator(ContactSide, DeviceRelay):
             if owner is None or target.device != 0:
                 continue
             try:
-                text = extract_text(self._decrypt_for_phone(conn, owner, enc))
+                plaintext = self._decrypt_for_phone(conn, owner, enc)
+                text = extract_text(plaintext)
             except (DecryptError, proto.ProtoError, ValueError) as exc:
                 record.error = f"{target}: {exc}"
                 log.warning("conn %d: cannot decrypt copy for %s: %s", conn.id, target, exc)
                 continue
             if owner is recipient:
                 record.text = text
+                record.message = plaintext
             elif owner is sender:
                 record.own_copy_text = text
         self.messages.append(record)
@@ -842,18 +845,33 @@ class Simulator(ContactSide, DeviceRelay):
         return pairings[0]
 
     async def wait_message(
-        self, to: str | None = None, text: str | None = None, timeout: float = 15.0
+        self,
+        to: str | None = None,
+        text: str | None = None,
+        timeout: float = 15.0,
+        *,
+        id: str | None = None,
+        kind: str | None = None,
+        where: Callable[[Content], object] | None = None,
     ) -> ReceivedMessage:
-        """Until a message (optionally to this phone, optionally with this decrypted text) arrived."""
+        """Until a message arrived that matches every filter given: recipient phone, decrypted text,
+        message id, decoded ``kind`` ("image", "reaction", ...) and ``where(content)`` on the decoded
+        recipient copy (:class:`~.content.Content`; messages that did not decrypt never match it)."""
+
+        def matches(message: ReceivedMessage) -> bool:
+            if to is not None and message.to != to.lstrip("+"):
+                return False
+            if (text is not None and message.text != text) or (id is not None and message.id != id):
+                return False
+            if kind is None and where is None:
+                return True
+            content = message.content
+            if content is None or (kind is not None and content.kind != kind):
+                return False
+            return where is None or bool(where(content))
 
         def find() -> ReceivedMessage | None:
-            for message in self.messages:
-                if to is not None and message.to != to.lstrip("+"):
-                    continue
-                if text is not None and message.text != text:
-                    continue
-                return message
-            return None
+            return next((m for m in self.messages if matches(m)), None)
 
         found = await self.wait_for(find, timeout)
         assert isinstance(found, ReceivedMessage)
