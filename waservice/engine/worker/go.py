@@ -244,6 +244,8 @@ class GoBridge:
     def pair_phone(self, uuid: str, phone: str) -> str:
         """A pairing code for `phone`; call it once the attempt showed its first QR code (the
         websocket is up)."""
+        if not (phone.isascii() and phone.isdigit()):
+            raise CallError("the phone number must be digits with the country code")
         params = PairPhoneParams(
             phone=phone,
             showPushNotification=True,
