@@ -12,17 +12,22 @@ from . import waproto
 from .accounts import Account, ReceivedMessage
 from .client import DeviceKeys, WireClient
 from .codec import JID, Node
+from .content import Content, decode_message
 from .delivery import Delivery
+from .media import MediaHost, decrypt_media, encrypt_media
 from .noise import TEST_ROOT
 from .patch import PatchedNeonize, PatchError, lease_patched_neonize, patched_neonize, simulator_url
 from .server import PendingPairing, QrData, Simulator, SimulatorError, open_simulator
+from .tls import tls_env
 
 __all__ = [
     "JID",
     "TEST_ROOT",
     "Account",
+    "Content",
     "Delivery",
     "DeviceKeys",
+    "MediaHost",
     "Node",
     "PatchError",
     "PatchedNeonize",
@@ -32,9 +37,13 @@ __all__ = [
     "Simulator",
     "SimulatorError",
     "WireClient",
+    "decode_message",
+    "decrypt_media",
+    "encrypt_media",
     "lease_patched_neonize",
     "open_simulator",
     "patched_neonize",
     "simulator_url",
+    "tls_env",
     "waproto",
 ]

@@ -24,6 +24,7 @@ from .burst import Burst, run_burst
 from .codec import JID, USER_SERVER, Node
 from .delivery import Delivery, DeliveryLog
 from .errors import SimulatorError
+from .media import MMS_TYPE, MediaHost, encrypt_media
 from .signal_tx import PreKeyBundle, SendingSession
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class ContactSide:
     _sessions: dict[tuple[str, str, int], SendingSession]
     _handlers: trio.Nursery | None
     _active_devices: dict[tuple[str, int], Connection]  # (phone, device) → its live connection
+    media: MediaHost
 
     if TYPE_CHECKING:  # provided by Simulator; not defined here, so never shadowed
 
@@ -265,6 +267,37 @@ class ContactSide:
         found = await self.wait_for(acked, timeout)
         assert isinstance(found, list)
         return found[0]
+
+    async def send_media(
+        self,
+        to_phone: str,
+        from_contact: str | Account,
+        kind: str,
+        data: bytes,
+        mimetype: str,
+        caption: str | None = None,
+        file_name: str | None = None,
+        msg_id: str | None = None,
+    ) -> str:
+        """The contact sends a file: ``data`` is encrypted and stored on the media host, and the
+        image/video/audio/voice/document/sticker message carries its real key and hashes, so the
+        device can download it (``download_any`` gives back ``data``). Returns the message id."""
+        encrypted = encrypt_media(data, kind)
+        stored = self.media.store(encrypted.blob, MMS_TYPE[kind])
+        message = waproto.uploaded_media(
+            kind,
+            self.media.url(stored),
+            stored.direct_path,
+            encrypted.media_key,
+            encrypted.file_sha256,
+            encrypted.file_enc_sha256,
+            encrypted.file_length,
+            mimetype,
+            caption,
+            file_name,
+        )
+        self._record("media_stored", {"from": self._as_contact(from_contact).phone, "kind": kind})
+        return self.queue_message(to_phone, from_contact, message, msg_id)
 
     # -------------------------------------------------------------- receipts, typing, presence, calls
 

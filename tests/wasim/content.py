@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from . import proto
+from . import proto, waproto
 
 # waE2E.Message fields → the kind a test names.
 _KINDS = {
@@ -34,27 +34,6 @@ _KINDS = {
 _WRAPPERS = {31: 2, 37: 1, 40: 1, 53: 1, 55: 1, 58: 1, 59: 1}
 CONTEXT_INFO = 17
 
-
-class _MediaNumbers(NamedTuple):
-    """Field numbers of one media message type (None where it has no such field)."""
-
-    url: int
-    mimetype: int
-    sha: int  # fileSHA256
-    length: int  # fileLength
-    key: int  # mediaKey
-    enc: int  # fileEncSHA256
-    path: int  # directPath
-    caption: int | None
-
-
-_MEDIA_FIELDS = {
-    "image": _MediaNumbers(1, 2, 4, 5, 8, 9, 11, 3),
-    "video": _MediaNumbers(1, 2, 3, 4, 6, 11, 13, 7),
-    "audio": _MediaNumbers(1, 2, 3, 4, 7, 8, 9, None),
-    "document": _MediaNumbers(1, 2, 4, 5, 7, 9, 10, 20),
-    "sticker": _MediaNumbers(1, 5, 2, 9, 4, 3, 8, None),
-}
 
 # ProtocolMessage.type values tests meet.
 REVOKE = 0
@@ -153,7 +132,7 @@ def decode_message(data: bytes) -> Content:
         return Content("text", text=_str(fields, 1), fields=top)
     if kind == "extended_text":
         return Content("extended_text", text=_str(sub, 1), context=_context(sub), fields=top)
-    if kind in _MEDIA_FIELDS:
+    if kind in waproto.MEDIA_FIELDS:
         return Content(kind, media=_media(kind, sub), context=_context(sub), fields=top)
     if kind == "location":
         location = Location(_double(sub, 1), _double(sub, 2), _str(sub, 3), _str(sub, 4))
@@ -178,7 +157,7 @@ def _protocol(sub: proto.Fields, top: tuple[int, ...]) -> Content:
 
 
 def _media(kind: str, sub: proto.Fields) -> Media:
-    n = _MEDIA_FIELDS[kind]
+    n = waproto.MEDIA_FIELDS[kind]
     return Media(
         url=_str(sub, n.url),
         direct_path=_str(sub, n.path),

@@ -7,6 +7,10 @@
 ``/fail-next-login {phone, reason?}``,
 ``/rotate-qr {connection_id?}``. Every answer is JSON; errors are ``{"error": ...}`` with 4xx.
 
+Media: ``POST /contact-media {to, from, kind, data_b64, mimetype, caption?, file_name?, id?}`` → ``{"id"}``
+(a real, downloadable file); ``GET /media`` → the host's ``hostname`` and counters. Pairing codes:
+``GET /pair-codes`` (clients waiting for one), ``POST /enter-pair-code {phone, code}`` (returns once
+``pair-success`` is sent; 400 for a wrong code).
 Contacts (see ``contacts.py``): ``POST /contact-message {to, from, text}`` → ``{"id"}``; other kinds
 with ``kind`` and the ``waproto`` builder's arguments, e.g. ``{to, from, kind: "image", caption}``,
 ``{kind: "location", latitude, longitude}``, ``{kind: "reaction", chat_jid, msg_id, emoji}``; an
@@ -21,6 +25,7 @@ One request per connection (``Connection: close``), which is all a test client n
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -97,6 +102,43 @@ def _messages(sim: Simulator, query: dict[str, Any]) -> Any:
     return [m for m in found if all(str(m.get(k)) == v.lstrip("+") for k, v in wanted.items())]
 
 
+async def _contact_media(sim: Simulator, body: dict[str, Any]) -> Any:
+    data = base64.b64decode(body["data_b64"], validate=True)
+    msg_id = await sim.send_media(
+        str(body["to"]),
+        str(body["from"]),
+        str(body["kind"]),
+        data,
+        str(body["mimetype"]),
+        body.get("caption"),
+        body.get("file_name"),
+        body.get("id"),
+    )
+    return {"id": msg_id}
+
+
+def _media(sim: Simulator, _: dict[str, Any]) -> Any:
+    host = sim.media
+    return {
+        "hostname": host.hostname,
+        "uploads": host.uploads,
+        "downloads": host.downloads,
+        "blobs": len(host.blobs),
+    }
+
+
+def _pair_codes(sim: Simulator, _: dict[str, Any]) -> Any:
+    return [
+        {
+            "connection_id": p.connection_id,
+            "phone": p.phone,
+            "platform_display": p.platform_display,
+            "requested_at": p.requested_at,
+        }
+        for p in sim.pending_pair_codes()
+    ]
+
+
 def _delivered(sim: Simulator, query: dict[str, Any]) -> Any:
     items = sim.delivered(query.get("phone"))
     summary = {
@@ -131,6 +173,8 @@ GET_ROUTES: dict[str, Handler] = {
     "/stats": _stats,
     "/delivered": _delivered,
     "/bursts": lambda sim, _: [b.as_dict() for b in sim.bursts],
+    "/media": _media,
+    "/pair-codes": _pair_codes,
 }
 
 POST_ROUTES: dict[str, Handler] = {
@@ -146,6 +190,8 @@ POST_ROUTES: dict[str, Handler] = {
     "/fail-next-login": lambda sim, b: sim.fail_next_login(str(b["phone"]), str(b.get("reason", "401"))),
     "/rotate-qr": lambda sim, b: {"sent": sim.rotate_qr(b.get("connection_id"))},
     "/contact-message": _contact_message,
+    "/contact-media": _contact_media,
+    "/enter-pair-code": lambda sim, b: sim.enter_pair_code(str(b["phone"]), str(b["code"])),
     "/receipt": lambda sim, b: {
         "hit": sim.send_receipt(str(b["to"]), str(b["from"]), b["ids"], b.get("type"))
     },

@@ -44,7 +44,9 @@ from .contacts import ContactSide
 from .content import Content
 from .delivery import DeliveryLog
 from .errors import SimulatorError
+from .media import MediaHost
 from .noise import WA_HEADER, HandshakeError, ServerHandshake, ServerIdentity, Transport
+from .paircode import CodePairing, PendingCode
 from .relay import DeviceRelay, encrypted_copies
 from .signal_rx import DecryptError, extract_text
 from .signal_tx import SendingSession
@@ -135,7 +137,7 @@ class QrData:
 # ------------------------------------------------------------------ the simulator
 
 
-class Simulator(ContactSide, DeviceRelay):
+class Simulator(ContactSide, DeviceRelay, CodePairing):
     """A WhatsApp Web server for tests. All control methods must be called from the trio thread.
 
     Sync methods (``scan_qr``, ``stream_error``, ``drop`` ...) queue their frames and return at once;
@@ -172,6 +174,8 @@ class Simulator(ContactSide, DeviceRelay):
         self._handlers: trio.Nursery | None = None
         self._listen_scope: trio.CancelScope | None = None
         self._host = "127.0.0.1"
+        self.media = MediaHost()  # started by serve(); announced by the media_conn IQ
+        self._pair_codes: dict[int, PendingCode] = {}
 
     # -------------------------------------------------------------- serving
 
@@ -190,6 +194,7 @@ class Simulator(ContactSide, DeviceRelay):
         async with trio.open_nursery() as handlers:
             self._handlers = handlers
             self._host = host
+            await handlers.start(self.media.serve)
             self.port = await handlers.start(self._listen, port)
             log.info("simulator listening on %s:%s", host, self.port)
             task_status.started(self.port)
@@ -306,6 +311,7 @@ class Simulator(ContactSide, DeviceRelay):
         self._device_closed(conn)
         if self._pairing_by_noise.get(conn.noise_pub) is conn:
             del self._pairing_by_noise[conn.noise_pub]
+        self._pair_codes.pop(conn.id, None)
         self._record("closed", {"conn": conn.id, "phone": conn.phone})
 
     # -------------------------------------------------------------- login / registration
@@ -425,7 +431,15 @@ class Simulator(ContactSide, DeviceRelay):
             ("encrypt", "get", "key"): self._prekey_bundles,
             ("usync", "get", "usync"): self._usync,
             ("privacy", "get", "privacy"): _privacy_settings,
+            ("w:m", "set", "media_conn"): self._media_conn,
+            ("md", "set", "link_code_companion_reg"): self._link_code_reg,
         }
+
+    def _media_conn(self, conn: Connection, node: Node) -> list[Node]:
+        """Where to upload and download media: the simulator's HTTPS host (all four attributes are
+        required by whatsmeow)."""
+        attrs = {"auth": self.media.auth, "ttl": "3600", "auth_ttl": "3600", "max_buckets": "12"}
+        return [Node("media_conn", attrs, [Node("host", {"hostname": self.media.hostname})])]
 
     def _on_iq_response(self, conn: Connection, node: Node) -> None:
         purpose = conn.pending_iqs.pop(node.attr("id"), None)
@@ -687,13 +701,21 @@ class Simulator(ContactSide, DeviceRelay):
             raise SimulatorError(f"QR ref {data.ref!r} was not issued to that client")
         if conn.phone is not None:
             raise SimulatorError("this QR code was already scanned")
-        account = self.account(phone)
         assert conn.registration is not None
         if conn.registration.identity != data.identity_pub:
             raise SimulatorError("QR identity key does not match the client's registration")
+        self._send_pair_success(conn, self.account(phone), data.identity_pub, data.adv_secret, "scanned")
+
+    def _send_pair_success(
+        self, conn: Connection, account: Account, identity_pub: bytes, adv_secret: bytes, event: str
+    ) -> None:
+        """Pair the connection's client to ``account``: ``pair-success`` with the device identity
+        signed by the account key and MACed with the ADV secret (from the QR, or derived from the
+        pairing-code exchange). The client confirms, then gets a 515 and logs in."""
+        assert conn.registration is not None
         device = account.add_companion(conn.noise_pub, conn.registration)
         conn.phone, conn.device_id = account.phone, device.device_id
-        container = _signed_device_identity(account, data)
+        container = _signed_device_identity(account, identity_pub, adv_secret)
         iq_id = self._server_iq_id(conn, "pair-success")
         pair_success = Node(
             "pair-success",
@@ -717,7 +739,7 @@ class Simulator(ContactSide, DeviceRelay):
                 [pair_success],
             )
         )
-        self._record("scanned", {"conn": conn.id, "phone": account.phone, "device": device.device_id})
+        self._record(event, {"conn": conn.id, "phone": account.phone, "device": device.device_id})
 
     def rotate_qr(self, connection_id: int | None = None) -> int:
         """Send a fresh ``pair-device`` (six new refs) to one or all pairing clients; returns how many.
@@ -812,6 +834,17 @@ class Simulator(ContactSide, DeviceRelay):
         """Answer the phone's next login with ``<failure reason=...>``. 401/403/406 also forget the
         device (the client deletes its store for those)."""
         self._fail_next_login[phone.lstrip("+")] = str(reason)
+
+    def fetch_media(self, message: ReceivedMessage | Content) -> bytes:
+        """The plaintext of a received media message's file, fetched from the media host and
+        decrypted with the message's key, MAC and both hashes checked (``MediaError`` if not;
+        ``KeyError`` if the host never stored that path)."""
+        content = message.content if isinstance(message, ReceivedMessage) else message
+        media = content.media if content is not None else None
+        if content is None or media is None or media.media_key is None:
+            raise SimulatorError("not a decoded media message with a media key")
+        path = media.direct_path or media.url or ""
+        return self.media.fetch(path, media.media_key, content.kind, media.file_sha256, media.file_enc_sha256)
 
     def messages_to(self, phone: str) -> list[ReceivedMessage]:
         return [m for m in self.messages if m.to == phone.lstrip("+")]
@@ -987,14 +1020,15 @@ def _bundle_nodes(
     return nodes
 
 
-def _signed_device_identity(account: Account, qr: QrData) -> bytes:
+def _signed_device_identity(account: Account, identity_pub: bytes, adv_secret: bytes) -> bytes:
     """``ADVSignedDeviceIdentityHMAC`` for pair-success: the phone's account key vouches for the
-    client's identity key, and the HMAC under the QR's ADV secret proves the phone saw the QR."""
+    client's identity key, and the HMAC under the ADV secret proves the phone saw the QR (or that
+    the code was typed)."""
     details = proto.encode(
         [(1, int.from_bytes(os.urandom(4), "big")), (2, int(time.time())), (3, 1)]
     )  # rawID, timestamp, keyIndex
     key = account.account_key
-    signature = key.sign(b"\x06\x00" + details + qr.identity_pub)
+    signature = key.sign(b"\x06\x00" + details + identity_pub)
     signed = proto.encode([(1, details), (2, key.pub), (3, signature)])
-    mac = hmac.new(qr.adv_secret, signed, sha256).digest()
+    mac = hmac.new(adv_secret, signed, sha256).digest()
     return proto.encode([(1, signed), (2, mac)])

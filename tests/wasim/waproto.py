@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import NamedTuple
 
 from . import proto
 
@@ -31,6 +32,29 @@ REVOKE = 0
 MESSAGE_EDIT = 14
 
 CONTEXT_INFO = 17  # the same number in every message type that has one
+
+
+class MediaFields(NamedTuple):
+    """Field numbers of one media message type (None where it has no such field)."""
+
+    url: int
+    mimetype: int
+    sha: int  # fileSHA256
+    length: int  # fileLength
+    key: int  # mediaKey
+    enc: int  # fileEncSHA256
+    path: int  # directPath
+    caption: int | None
+
+
+MEDIA_FIELDS = {
+    "image": MediaFields(1, 2, 4, 5, 8, 9, 11, 3),
+    "video": MediaFields(1, 2, 3, 4, 6, 11, 13, 7),
+    "audio": MediaFields(1, 2, 3, 4, 7, 8, 9, None),
+    "document": MediaFields(1, 2, 4, 5, 7, 9, 10, 20),
+    "sticker": MediaFields(1, 5, 2, 9, 4, 3, 8, None),
+}
+MEDIA_MESSAGE = {"image": IMAGE, "video": VIDEO, "audio": AUDIO, "document": DOCUMENT, "sticker": STICKER}
 
 
 def _message(number: int, body: bytes) -> bytes:
@@ -177,3 +201,39 @@ def edit(chat_jid: str, msg_id: str, new_text: str) -> bytes:
 def revoke(chat_jid: str, msg_id: str) -> bytes:
     """``protocolMessage{key 1, type 2 = REVOKE}``: the sender deletes its message for everyone."""
     return _message(PROTOCOL, proto.encode([(1, _key(chat_jid, msg_id, True)), (2, REVOKE)]))
+
+
+def uploaded_media(
+    kind: str,
+    url: str,
+    direct_path: str,
+    media_key: bytes,
+    file_sha256: bytes,
+    file_enc_sha256: bytes,
+    file_length: int,
+    mimetype: str,
+    caption: str | None = None,
+    file_name: str | None = None,
+    ptt: bool = False,
+) -> bytes:
+    """An image/video/audio/document/sticker message for a file on the media host, with the real
+    key and hashes (so a device can download it); ``kind="voice"`` is audio with ``PTT``."""
+    if kind == "voice":
+        kind, ptt = "audio", True
+    n = MEDIA_FIELDS[kind]
+    fields: list[tuple[int, proto.EncodeValue | None]] = [
+        (n.url, url),
+        (n.mimetype, mimetype),
+        (n.sha, file_sha256),
+        (n.length, file_length),
+        (n.key, media_key),
+        (n.enc, file_enc_sha256),
+        (n.path, direct_path),
+    ]
+    if n.caption is not None:
+        fields.append((n.caption, caption))
+    if kind == "document":
+        fields += [(3, file_name), (8, file_name)]  # title, fileName
+    if kind == "audio" and ptt:
+        fields.append((6, True))
+    return _message(MEDIA_MESSAGE[kind], proto.encode(fields))
