@@ -4,16 +4,29 @@ requests are clean errors that leave the session connected."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.simulator.engine_harness import Device, pair
+from tests.simulator.engine_harness import Device, pair, pool_on
 from tests.simulator.test_engine_events import PHONE, paired
 from tests.wasim import Simulator, waproto
-from waservice.engine import EngineError
-from waservice.engine.content import ContactCard, Edit, Location, Media, Quote, Reaction, Revoke, Text
+from tests.wasim.tls import tls_env
+from waservice.engine import Connected, EngineError, Paired, QrCode
+from waservice.engine.content import (
+    Attachment,
+    ContactCard,
+    Edit,
+    Location,
+    Media,
+    Quote,
+    Reaction,
+    Revoke,
+    Text,
+)
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 
@@ -131,4 +144,116 @@ async def test_typing_reaches_the_other_session(sim: Simulator, patched_dir: Pat
                 lambda a, s=state: a.session_id == "s2" and a.type == "chat.typing" and a.data["state"] == s
             )
             assert typing.data["from"] == PHONE
+        nursery.cancel_scope.cancel()
+
+
+def spool(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+async def test_media_is_uploaded_and_a_contacts_media_downloads(
+    sim: Simulator, patched_dir: Path, tmp_path: Path
+) -> None:
+    """Uploads go to the simulator's HTTPS media host (its CA given to the workers at start); the
+    recipient fetches and decrypts each file, hashes checked."""
+    async with paired(sim, patched_dir, tmp_path, workers=1, env=tls_env()) as (_, device, sink):
+        client = device.client
+        first = await client.send(TO_CAROL, Text(text="a picture follows"))
+        image = os.urandom(300_000) + b"\x00 with NULs \x00"
+        sent = await client.send(
+            TO_CAROL,
+            Media(
+                kind="image",
+                path=spool(tmp_path, "image", image),
+                mimetype="image/jpeg",
+                size=len(image),
+                caption="a cat",
+                reply_to=Quote(id=first.id, sender=ME, text="a picture follows"),
+            ),
+        )
+        message = await sim.wait_message(to=CAROL, id=sent.id, kind="image")
+        assert message.content is not None and message.content.media is not None
+        media = message.content.media
+        assert (media.caption, media.mimetype, media.file_length) == ("a cat", "image/jpeg", len(image))
+        assert media.file_sha256 == hashlib.sha256(image).digest()
+        assert message.content.context is not None and message.content.context.stanza_id == first.id
+        assert sim.fetch_media(message) == image
+
+        pdf = b"%PDF-1.4 a report"
+        sent = await client.send(
+            TO_CAROL,
+            Media(
+                kind="document",
+                path=spool(tmp_path, "pdf", pdf),
+                mimetype="application/pdf",
+                size=len(pdf),
+                file_name="q3 report.pdf",
+            ),
+        )
+        document = await sim.wait_message(to=CAROL, id=sent.id, kind="document")
+        assert document.content is not None and document.content.media is not None
+        assert document.content.media.file_name == document.content.media.title == "q3 report.pdf"
+        assert document.content.media.mimetype == "application/pdf"
+        assert sim.fetch_media(document) == pdf
+
+        for kind, decoded in (
+            ("voice", "audio"),
+            ("audio", "audio"),
+            ("video", "video"),
+            ("sticker", "sticker"),
+        ):
+            data = os.urandom(5000)
+            mimetype = {"voice": "audio/ogg; codecs=opus", "sticker": "image/webp"}.get(
+                kind, f"{decoded}/mp4"
+            )
+            media_content = Media(
+                kind=kind, path=spool(tmp_path, kind, data), mimetype=mimetype, size=len(data)
+            )  # type: ignore[arg-type]
+            sent = await client.send(TO_CAROL, media_content)
+            got = await sim.wait_message(to=CAROL, id=sent.id, kind=decoded)
+            assert got.content is not None and got.content.media is not None
+            assert got.content.media.mimetype == mimetype and got.content.media.ptt is (kind == "voice")
+            assert sim.fetch_media(got) == data
+
+        # A contact's image: the activity keeps what download needs, privately.
+        carol = sim.contact(CAROL)
+        photo = os.urandom(120_000)
+        msg_id = await sim.send_media(PHONE, carol, "image", photo, "image/png", caption="from carol")
+        received = await sink.wait(lambda a: a.key == msg_id)
+        assert received.data["kind"] == "image" and received.attachment is not None
+        out = tmp_path / "downloaded"
+        downloaded = await client.download(
+            Attachment(message=received.attachment, mimetype="image/png"), str(out)
+        )
+        assert (downloaded.path, downloaded.size) == (str(out), len(photo))
+        assert out.read_bytes() == photo
+
+        with pytest.raises(EngineError, match="download failed"):
+            await client.download(Attachment(message=b"\x1a\x00"), str(tmp_path / "nothing"))
+        assert device.connected
+
+
+async def test_a_pairing_code_links_without_a_qr_scan(
+    sim: Simulator, patched_dir: Path, tmp_path: Path
+) -> None:
+    phone = "15550003333"
+    async with pool_on(patched_dir, workers=1) as pool, trio.open_nursery() as nursery:
+        device = Device(pool, "s1", tmp_path / "s1")
+        await nursery.start(device.run)
+        await device.wait(QrCode)
+        code = await device.client.pair_code(phone)
+        assert len(code) == 9 and code[4] == "-", code
+        await sim.wait_pair_code_request(phone)
+        await sim.enter_pair_code(phone, code)
+        await device.wait(Connected)
+        await sim.wait_connected(phone)
+        assert not sim.events("scanned") and sim.events("code_paired")
+        assert device.count(Paired) == 1
+
+        with pytest.raises(EngineError, match="already linked"):
+            await device.client.pair_code(phone)
+        sent = await device.client.send(TO_CAROL, Text(text="linked by code"))
+        assert (await sim.wait_message(to=CAROL, id=sent.id)).text == "linked by code"
         nursery.cancel_scope.cancel()
