@@ -195,6 +195,7 @@ def test_media_keeps_the_private_attachment_download_needs() -> None:
         fileLength=5,
         mimetype="image/jpeg",
         caption="a cat",
+        JPEGThumbnail=b"t" * 20_000,
         contextInfo=ContextInfo(stanzaID="3EB0Q", quotedMessage=Message(conversation="quoted")),
     )
     activity = one(normalizer().activities(from_alice(Message(imageMessage=image)), RECEIVED))
@@ -202,6 +203,7 @@ def test_media_keeps_the_private_attachment_download_needs() -> None:
     kept = Message.FromString(activity.attachment)
     assert kept.imageMessage.mediaKey == b"k" * 32 and kept.imageMessage.directPath == "/v/t62/x?ccb=1"
     assert not kept.imageMessage.HasField("contextInfo")  # the quoted message is not needed
+    assert not kept.imageMessage.HasField("JPEGThumbnail") and len(activity.attachment) < 300
     assert "attachment" not in str(activity.data) and "mediaKey" not in str(activity.data)
     # Unwrapped, like the metadata: a captioned document comes inside a wrapper.
     document = Message(

@@ -159,6 +159,7 @@ class Worker:
             return
         if not attempt.stopping:
             attempt.stopping = True
+            attempt.settled.set()  # a pairing code waiting for the first QR code: not any more
             await trio.to_thread.run_sync(self.go.stop, attempt.uuid, limiter=self._control_threads)
         if attempt.qr_codes == 0 and not attempt.parked:  # a QR loop ignores Stop
             with trio.move_on_after(STOP_WAIT):

@@ -429,7 +429,9 @@ def media_attachment(message: Message) -> bytes | None:
     attachment = Message()
     part = getattr(attachment, field)
     part.CopyFrom(getattr(message, field))
-    part.ClearField("contextInfo")
+    for name in _NOT_FOR_DOWNLOAD:
+        if name in part.DESCRIPTOR.fields_by_name:
+            part.ClearField(name)
     return attachment.SerializeToString()
 
 
@@ -442,6 +444,9 @@ def _unwrapped(message: Message) -> Message:
     return message
 
 
+# Kept in the event log for each media message, so what download does not read is left out: the
+# quoted message and the inline previews (a thumbnail can be tens of KB).
+_NOT_FOR_DOWNLOAD = ("contextInfo", "JPEGThumbnail", "pngThumbnail", "waveform", "streamingSidecar")
 _MEDIA_FIELDS = (
     "imageMessage",
     "videoMessage",
