@@ -118,6 +118,10 @@ async def test_number_check_read_receipt_and_clean_errors(
             await client.check_numbers(["1555 0001"])
         with pytest.raises(EngineError, match="already linked"):
             await client.pair_code(CAROL)
+        with pytest.raises(EngineError, match="not a JID"):
+            await client.send(CAROL, Text(text="no server"))
+        with pytest.raises(EngineError, match="without spaces"):
+            await client.mark_read(TO_CAROL, "", ["a b"])
 
         sent = await client.send(TO_CAROL, Text(text="still here"))
         assert (await sim.wait_message(to=CAROL, id=sent.id)).text == "still here"

@@ -55,6 +55,9 @@ def test_text_and_reply() -> None:
     assert reply.contextInfo.stanzaID == "3EB0Q1"
     assert reply.contextInfo.participant == "15557770000@s.whatsapp.net"  # no device
     assert reply.contextInfo.quotedMessage.conversation == "the question"
+    unknown_author = send(Text(text="?", reply_to=Quote(id="3EB0Q2", sender=""))).extendedTextMessage
+    assert not unknown_author.contextInfo.HasField("participant")
+    assert unknown_author.contextInfo.quotedMessage.conversation == ""
 
 
 def spool(tmp_path: Path, data: bytes) -> str:

@@ -197,7 +197,7 @@ class GoBridge:
         self._stopped.discard(uuid)
 
     def send(self, uuid: str, chat: str, message: Message) -> tuple[str, int]:
-        to = bare(parse_jid(chat)).SerializeToString()
+        to = go_jid(chat)
         body = message.SerializeToString()
         with self.lock.call(exclusive=False):
             raw = gocode.SendMessage(uuid.encode(), to, len(to), body, len(body))
@@ -263,8 +263,8 @@ class GoBridge:
         """A read receipt; `ids` must have no spaces (Go splits the list on them)."""
         if not ids or not all(ids) or any(" " in message_id for message_id in ids):
             raise CallError("message ids must be non-empty and without spaces")
-        chat_jid = bare(parse_jid(chat)).SerializeToString()
-        sender_jid = bare(parse_jid(sender)).SerializeToString()  # "" for none: an empty JID
+        chat_jid = go_jid(chat)
+        sender_jid = go_jid(sender) if sender else bare(parse_jid("")).SerializeToString()  # none
         with self.lock.call(exclusive=False):
             error = gocode.MarkRead(
                 uuid.encode(),
@@ -284,7 +284,7 @@ class GoBridge:
         two-entry tables with both: any other value panics and takes the whole worker down."""
         if state not in (0, 1) or media not in (0, 1):
             raise CallError(f"illegal chat presence {state}/{media}")
-        jid = bare(parse_jid(chat)).SerializeToString()
+        jid = go_jid(chat)
         with self.lock.call(exclusive=False):
             error = gocode.SendChatPresence(uuid.encode(), jid, len(jid), state, media)
         if error := _text(error):
@@ -379,6 +379,14 @@ def _force_active_receipts(uuid: str) -> None:
     Called on the starting thread as whatsmeow dials: the client is in Go's map (the hold there is
     shared, see bridge.py) and no message has been receipted yet."""
     _set_force_active(uuid.encode(), True)
+
+
+def go_jid(text: str) -> bytes:
+    """A JID as Go takes it; user@server or a clear error (whatsmeow would address a stanza to it)."""
+    user, at, server = text.partition("@")
+    if not at or not user or not server:
+        raise CallError(f"not a JID: {text!r}")
+    return bare(parse_jid(text)).SerializeToString()
 
 
 def _text(value: object) -> str:

@@ -20,7 +20,7 @@ from ..credentials import CorruptDatabase, check_database
 from . import HISTORY_MESSAGES_ENV
 from .activity import ActivityWriter
 from .device import Attempt, attempt_uuid
-from .go import CallError, GoBridge
+from .go import CallError, GoBridge, go_jid
 from .normalize import Normalizer, PhoneBook, jid_text
 from .outgoing import BuildError, build
 
@@ -231,6 +231,7 @@ class Worker:
 
     def _send_now(self, attempt: Attempt, chat: str, content: Content) -> tuple[str, int]:
         """On the send's thread: read and upload media, if any, then send."""
+        go_jid(chat)  # a bad chat fails before an upload
         message = build(chat, content, attempt.phone, partial(self.go.upload, attempt.uuid))
         return self.go.send(attempt.uuid, chat, message)
 

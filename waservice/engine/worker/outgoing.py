@@ -131,11 +131,10 @@ def _media(media: Media, upload: Upload) -> Message:
 
 def _quoting(quote: Quote) -> ContextInfo:
     """What WhatsApp clients show above a reply: the quoted id, its author and its text."""
-    return ContextInfo(
-        stanzaID=quote.id,
-        participant=_jid(quote.sender),
-        quotedMessage=Message(conversation=quote.text or ""),
-    )
+    context = ContextInfo(stanzaID=quote.id, quotedMessage=Message(conversation=quote.text or ""))
+    if quote.sender:
+        context.participant = _jid(quote.sender)
+    return context
 
 
 def _reply(part: Any, quote: Quote | None) -> None:
