@@ -22,9 +22,13 @@ from waservice.events.model import Activity, ActivitySink
 
 @contextlib.asynccontextmanager
 async def pool_on(
-    patched_dir: Path, activity: ActivitySink | None = None, **config: object
+    patched_dir: Path,
+    activity: ActivitySink | None = None,
+    env: dict[str, str] | None = None,
+    **config: object,
 ) -> AsyncIterator[WorkerPool]:
-    """Without an `activity` sink, the pool's activity is read and dropped."""
+    """Without an `activity` sink, the pool's activity is read and dropped. `env` is added to the
+    workers' environment (Go reads SSL_CERT_FILE only at start: the media host's test CA)."""
     settings = {"workers": 2, "ping_interval": 1.0, "ping_timeout": 20.0, **config}
     async with contextlib.AsyncExitStack() as stack:
         if activity is None:
@@ -32,7 +36,7 @@ async def pool_on(
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(_drop, dropped)
             stack.callback(nursery.cancel_scope.cancel)
-        env = {"PYTHONPATH": str(patched_dir)}
+        env = {**(env or {}), "PYTHONPATH": str(patched_dir)}
         yield await stack.enter_async_context(open_pool(EngineConfig(**settings), activity, env))  # type: ignore[arg-type]
 
 

@@ -185,6 +185,39 @@ def test_media_is_reported_as_metadata(message: Message, kind: str, media: dict,
     assert data["kind"] == kind and data["media"] == media and data["text"] == text
 
 
+def test_media_keeps_the_private_attachment_download_needs() -> None:
+    image = ImageMessage(
+        URL="https://mmg.example/x",
+        directPath="/v/t62/x?ccb=1",
+        mediaKey=b"k" * 32,
+        fileSHA256=b"s" * 32,
+        fileEncSHA256=b"e" * 32,
+        fileLength=5,
+        mimetype="image/jpeg",
+        caption="a cat",
+        JPEGThumbnail=b"t" * 20_000,
+        contextInfo=ContextInfo(stanzaID="3EB0Q", quotedMessage=Message(conversation="quoted")),
+    )
+    activity = one(normalizer().activities(from_alice(Message(imageMessage=image)), RECEIVED))
+    assert activity.attachment is not None
+    kept = Message.FromString(activity.attachment)
+    assert kept.imageMessage.mediaKey == b"k" * 32 and kept.imageMessage.directPath == "/v/t62/x?ccb=1"
+    assert not kept.imageMessage.HasField("contextInfo")  # the quoted message is not needed
+    assert not kept.imageMessage.HasField("JPEGThumbnail") and len(activity.attachment) < 300
+    assert "attachment" not in str(activity.data) and "mediaKey" not in str(activity.data)
+    # Unwrapped, like the metadata: a captioned document comes inside a wrapper.
+    document = Message(
+        documentWithCaptionMessage=FutureProofMessage(
+            message=Message(documentMessage=DocumentMessage(fileName="q3.pdf", mediaKey=b"d" * 32))
+        )
+    )
+    activity = one(normalizer().activities(from_alice(document, id="3EB0A3"), RECEIVED))
+    assert activity.attachment is not None
+    assert Message.FromString(activity.attachment).documentMessage.mediaKey == b"d" * 32
+    text = one(normalizer().activities(from_alice(Message(conversation="hi"), id="3EB0A4"), RECEIVED))
+    assert text.attachment is None
+
+
 def test_location_and_contact() -> None:
     place = Message(
         locationMessage=LocationMessage(

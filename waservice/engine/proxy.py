@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from .base import (
     SentMessage,
     Stopped,
 )
-from .content import Content
+from .content import Attachment, Content, Downloaded, NumberCheck, TypingState
 from .credentials import db_path
 
 if TYPE_CHECKING:
@@ -127,13 +128,57 @@ class WorkerClient(Client):
             raise EngineError(reply.error or "not sent")
         return SentMessage(id=reply.sent.id, timestamp=reply.sent.timestamp, to=chat)
 
+    async def check_numbers(self, numbers: list[str]) -> list[NumberCheck]:
+        worker, attempt = self._running()
+        reply = await self._ask(
+            worker, lambda req: p.CheckNumbers(req, self.session_id, attempt, numbers), "number check"
+        )
+        if reply.checks is None:
+            raise EngineError("no answer to the number check")
+        return reply.checks
+
+    async def pair_code(self, phone: str) -> str:
+        worker, attempt = self._running()
+        reply = await self._ask(
+            worker, lambda req: p.PairCode(req, self.session_id, attempt, phone), "pair code"
+        )
+        if not reply.code:
+            raise EngineError("no pairing code")
+        return reply.code
+
+    async def mark_read(self, chat: str, sender: str, message_ids: list[str]) -> None:
+        worker, attempt = self._running()
+        await self._ask(
+            worker,
+            lambda req: p.MarkRead(req, self.session_id, attempt, chat, sender, message_ids),
+            "mark read",
+        )
+
+    async def set_typing(self, chat: str, state: TypingState) -> None:
+        worker, attempt = self._running()
+        await self._ask(worker, lambda req: p.Typing(req, self.session_id, attempt, chat, state), "typing")
+
+    async def download(self, attachment: Attachment, path: str) -> Downloaded:
+        worker, attempt = self._running()
+        reply = await self._ask(
+            worker, lambda req: p.Download(req, self.session_id, attempt, attachment, path), "download"
+        )
+        if reply.downloaded is None:
+            raise EngineError("nothing downloaded")
+        return reply.downloaded
+
     async def logout(self) -> None:
         worker, attempt = self._running()
-        reply = await worker.request(
-            lambda req: p.Logout(req, self.session_id, attempt), self.session_id, "logout"
-        )
+        await self._ask(worker, lambda req: p.Logout(req, self.session_id, attempt), "logout")
+
+    async def _ask(
+        self, worker: WorkerProcess, message_for: Callable[[int], p.Request], what: str
+    ) -> p.Reply:
+        """A request to this session's device; the worker's error text becomes an EngineError."""
+        reply = await worker.request(message_for, self.session_id, what)
         if reply.error:
             raise EngineError(reply.error)
+        return reply
 
     async def close(self) -> None:
         """`run()` stops its own attempt on cancellation; only the session's place on its worker is

@@ -52,6 +52,7 @@ class Attempt:
         post: Callable[[p.Message], None],
         normalizer: Normalizer,
         activity: ActivityWriter,
+        soon: Callable[[Callable[[], object]], None],
     ) -> None:
         self.session = session
         self.number = number
@@ -60,7 +61,13 @@ class Attempt:
         self._post = post
         self._normalizer = normalizer
         self._activity = activity
+        self._soon = soon  # runs a function on the trio thread (thread-safe)
         self.qr_codes = 0
+        self.linked = False  # paired (before, or just now): a pairing code makes no sense
+        # Set on the trio thread at the first QR code (the websocket is up: a pairing code can be
+        # asked for), or when the device turns out to be linked, or when the attempt is over.
+        self.settled = trio.Event()
+        self.pair_code_asked = False
         self.stream_error: str | None = None
         self.phone: str | None = None
         self.reported_over = False  # AttemptOver was sent
@@ -74,14 +81,20 @@ class Attempt:
 
     def on_qr(self, code: str) -> None:
         self.qr_codes += 1
-        self._event(p.Qr(code))
+        self._event(p.Qr(code))  # still shown with a pairing code asked for: the user may scan
+        if self.qr_codes == 1:
+            self._soon(self.settled.set)
 
     def on_status(self, status: str) -> None:
         log.debug("session=%s attempt %d: pairing status %r", self.session, self.number, status)
         if status != "success":
             self.parked = True
         if status == "timeout" and self.qr_codes >= QR_CODES_PER_PAIRING:
-            self._event(p.Stopped("QR code expired without being scanned; POST /connect for a new one"))
+            # A pairing code expires with the QR loop; "QR code expired" is what metrics count.
+            typed = " or the pairing code typed" if self.pair_code_asked else ""
+            self._event(
+                p.Stopped(f"QR code expired without being scanned{typed}; POST /connect for a new one")
+            )
         elif status == "timeout":  # whatsmeow says "timeout" for any disconnect while pairing
             self._event(p.Lost(self.stream_error or "connection lost while waiting for the QR scan"))
         elif status.startswith("err") or status == "error":
@@ -95,16 +108,19 @@ class Attempt:
         if code == ME:
             self.phone = event.JID.User or None
             self._normalizer.own_phone = self.phone
+            self._linked()
         elif isinstance(event, OfflineSyncPreviewEv):
             log.info("session=%s: %d messages arrived while offline, coming now", self.session, event.Message)
         elif isinstance(event, OfflineSyncCompletedEv):
             log.info("session=%s: offline messages done (%d)", self.session, event.Count)
         elif isinstance(event, PairStatusEv):
             if event.Status == event.SUCCESS:
+                self._linked()
                 self._event(p.Paired(event.ID.User))
             else:
                 self._event(p.Lost(f"pairing failed: {event.Error}"))
         elif isinstance(event, ConnectedEv):
+            self._linked()
             self._event(p.Connected(self.phone))
         elif isinstance(event, DisconnectedEv):
             self._event(p.Lost(self.stream_error or "connection lost"))
@@ -126,6 +142,11 @@ class Attempt:
             self._event(p.Stopped(f"WhatsApp refused the connection: {reason} {event.Message}".strip()))
         elif isinstance(event, ClientOutdatedEv):
             self._event(p.Stopped("WhatsApp says this client version is outdated"))
+
+    def _linked(self) -> None:
+        if not self.linked:
+            self.linked = True
+            self._soon(self.settled.set)
 
     def _event(self, event: p.DeviceEvent) -> None:
         log.debug("session=%s attempt %d: %r", self.session, self.number, event)

@@ -43,7 +43,19 @@ from neonize.events import (
     TemporaryBanEv,
     UndecryptableMessageEv,
 )
-from neonize.proto.Neonize_pb2 import JID, GetJIDFromStoreReturnFunction, LogEntry, SendMessageReturnFunction
+from neonize.proto.Neonize_pb2 import (
+    JID,
+    DownloadReturnFunction,
+    GetJIDFromStoreReturnFunction,
+    IsOnWhatsAppResponse,
+    IsOnWhatsAppReturnFunction,
+    LogEntry,
+    PairPhoneParams,
+    PairPhoneReturnFunction,
+    SendMessageReturnFunction,
+    UploadResponse,
+    UploadReturnFunction,
+)
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
@@ -97,6 +109,11 @@ DEVICE_PROPS = DeviceProps(os="waservice", platformType=DeviceProps.SAFARI).Seri
 GO_LOG_LEVEL = b"DEBUG"
 # whatsmeow's FrameSocket logs this as it dials, after Neonize() has written its maps (bridge.py).
 DIALING = "Dialing "
+# whatsmeow's ClientType (not DeviceProps' numbering) and the name the phone shows for a pairing
+# code: what WhatsApp Web on Chrome sends (measured on the wire: platform id "1", "Chrome (Linux)").
+PAIR_CLIENT_TYPE = 1  # neonize.utils.enum.ClientType.CHROME
+PAIR_CLIENT_NAME = "Chrome (Linux)"
+READ_RECEIPT = b"read"  # neonize.utils.enum.ReceiptType.READ
 LOOKUP_WAIT = 1.0  # seconds a LID lookup waits for Go's maps before reporting the LID alone
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
 
@@ -116,8 +133,8 @@ class Receiver(Protocol):
         ...
 
 
-class SendError(Exception):
-    pass
+class CallError(Exception):
+    """A Go call failed; its text is Go's error string (safe to show)."""
 
 
 class GoBridge:
@@ -180,14 +197,98 @@ class GoBridge:
         self._stopped.discard(uuid)
 
     def send(self, uuid: str, chat: str, message: Message) -> tuple[str, int]:
-        to = bare(parse_jid(chat)).SerializeToString()
+        to = go_jid(chat)
         body = message.SerializeToString()
         with self.lock.call(exclusive=False):
             raw = gocode.SendMessage(uuid.encode(), to, len(to), body, len(body))
         result = SendMessageReturnFunction.FromString(raw)
         if result.Error:
-            raise SendError(result.Error)
+            raise CallError(result.Error)
         return result.SendResponse.ID, int(result.SendResponse.Timestamp)
+
+    # Each call below reads Go's client map first, then may wait on the network for up to 75 s:
+    # a shared hold, like a send (see bridge.py).
+
+    def upload(self, uuid: str, data: bytes, media_type: int) -> UploadResponse:
+        """Encrypt and upload media bytes (never a path or URL: neonize would open or fetch it)."""
+        with self.lock.call(exclusive=False):
+            raw = gocode.Upload(uuid.encode(), data, len(data), media_type)
+        result = UploadReturnFunction.FromString(raw)
+        if result.Error:
+            raise CallError(f"upload failed: {result.Error}")
+        return result.UploadResponse
+
+    def download(self, uuid: str, message: bytes) -> bytes:
+        """Download and decrypt the media of a serialized waE2E.Message."""
+        with self.lock.call(exclusive=False):
+            raw = gocode.DownloadAny(uuid.encode(), message, len(message))
+        result = DownloadReturnFunction.FromString(raw)
+        if result.Error:
+            raise CallError(f"download failed: {result.Error}")
+        return result.Binary
+
+    def is_on_whatsapp(self, uuid: str, numbers: list[str]) -> list[IsOnWhatsAppResponse]:
+        """`numbers` must be digits: Go splits the list on spaces."""
+        if not all(number.isascii() and number.isdigit() for number in numbers):
+            raise CallError("numbers must be digits with the country code")
+        if not numbers:
+            return []
+        query = " ".join(numbers).encode()
+        with self.lock.call(exclusive=False):
+            raw = gocode.IsOnWhatsApp(uuid.encode(), query, len(query))
+        result = IsOnWhatsAppReturnFunction.FromString(raw)
+        if result.Error:
+            raise CallError(result.Error)
+        return list(result.IsOnWhatsAppResponse)
+
+    def pair_phone(self, uuid: str, phone: str) -> str:
+        """A pairing code for `phone`; call it once the attempt showed its first QR code (the
+        websocket is up)."""
+        if not (phone.isascii() and phone.isdigit()):
+            raise CallError("the phone number must be digits with the country code")
+        params = PairPhoneParams(
+            phone=phone,
+            showPushNotification=True,
+            clientType=PAIR_CLIENT_TYPE,
+            clientDisplayName=PAIR_CLIENT_NAME,
+        ).SerializeToString()
+        with self.lock.call(exclusive=False):
+            raw = gocode.PairPhone(uuid.encode(), params, len(params))
+        result = PairPhoneReturnFunction.FromString(raw)
+        if result.Error:
+            raise CallError(result.Error)
+        return result.Code
+
+    def mark_read(self, uuid: str, chat: str, sender: str, ids: list[str]) -> None:
+        """A read receipt; `ids` must have no spaces (Go splits the list on them)."""
+        if not ids or not all(ids) or any(" " in message_id for message_id in ids):
+            raise CallError("message ids must be non-empty and without spaces")
+        chat_jid = go_jid(chat)
+        sender_jid = go_jid(sender) if sender else bare(parse_jid("")).SerializeToString()  # none
+        with self.lock.call(exclusive=False):
+            error = gocode.MarkRead(
+                uuid.encode(),
+                " ".join(ids).encode(),
+                int(time.time()),
+                chat_jid,
+                len(chat_jid),
+                sender_jid,
+                len(sender_jid),
+                READ_RECEIPT,
+            )
+        if error := _text(error):
+            raise CallError(error)
+
+    def send_chat_presence(self, uuid: str, chat: str, state: int, media: int) -> None:
+        """Typing or recording (state 0, media 0 or 1) or paused (state 1, media 0). Go indexes
+        two-entry tables with both: any other value panics and takes the whole worker down."""
+        if state not in (0, 1) or media not in (0, 1):
+            raise CallError(f"illegal chat presence {state}/{media}")
+        jid = go_jid(chat)
+        with self.lock.call(exclusive=False):
+            error = gocode.SendChatPresence(uuid.encode(), jid, len(jid), state, media)
+        if error := _text(error):
+            raise CallError(error)
 
     def logout(self, uuid: str) -> str:
         with self.lock.call(exclusive=False):
@@ -278,6 +379,14 @@ def _force_active_receipts(uuid: str) -> None:
     Called on the starting thread as whatsmeow dials: the client is in Go's map (the hold there is
     shared, see bridge.py) and no message has been receipted yet."""
     _set_force_active(uuid.encode(), True)
+
+
+def go_jid(text: str) -> bytes:
+    """A JID as Go takes it; user@server or a clear error (whatsmeow would address a stanza to it)."""
+    user, at, server = text.partition("@")
+    if not at or not user or not server:
+        raise CallError(f"not a JID: {text!r}")
+    return bare(parse_jid(text)).SerializeToString()
 
 
 def _text(value: object) -> str:

@@ -6,26 +6,35 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import outcome
 import trio
 
 from .. import protocol as p
+from ..content import Attachment, Content, Downloaded, NumberCheck
 from ..credentials import CorruptDatabase, check_database
 from . import HISTORY_MESSAGES_ENV
 from .activity import ActivityWriter
 from .device import Attempt, attempt_uuid
-from .go import GoBridge, SendError
-from .normalize import Normalizer, PhoneBook
-from .outgoing import build
+from .go import CallError, GoBridge, go_jid
+from .normalize import Normalizer, PhoneBook, jid_text
+from .outgoing import BuildError, build
 
 log = logging.getLogger("waservice.engine.worker")
+T = TypeVar("T")
 
 # After Stop, Neonize() returns within milliseconds, except while whatsmeow shows a QR code.
 STOP_WAIT = 3.0
 OUTBOX = 1000  # events and replies waiting for the socket; the API reads continuously
+# A pairing code needs the websocket up, which the first QR code proves: whatsmeow shows it
+# within a second or two of dialing.
+PAIR_WAIT = 20.0
+# Typing states as whatsmeow's (ChatPresence, ChatPresenceMedia): composing/paused, text/audio.
+CHAT_PRESENCE = {"composing": (0, 0), "recording": (0, 1), "paused": (1, 0)}
 
 
 class Worker:
@@ -38,8 +47,10 @@ class Worker:
         self.history_messages = os.environ.get(HISTORY_MESSAGES_ENV) == "1"
         self.token = trio.lowlevel.current_trio_token()
         self._outbox, self._outgoing = trio.open_memory_channel[p.Message](OUTBOX)
-        # Sends wait up to 75 s each in Go; they get their own threads, apart from start/stop.
+        # Sends (with their uploads) and the other requests wait up to 75 s each on the network in
+        # Go; they get their own threads, apart from start/stop and from each other.
         self._send_threads = trio.CapacityLimiter(256)
+        self._call_threads = trio.CapacityLimiter(64)
         self._control_threads = trio.CapacityLimiter(64)
 
     async def serve(self) -> None:
@@ -62,6 +73,11 @@ class Worker:
         with contextlib.suppress(trio.RunFinishedError):
             self.token.run_sync_soon(self._queue, message)
 
+    def soon(self, fn: Callable[[], object]) -> None:
+        """Thread-safe: run `fn` on the trio thread."""
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(fn)
+
     def _queue(self, message: p.Message) -> None:
         try:
             self._outbox.send_nowait(message)
@@ -74,10 +90,16 @@ class Worker:
                 await self._start(message)
             case p.Stop(session, number):
                 await self._stop(session, number)
-            case p.Send():
-                await self._send(message)
-            case p.Logout(req, session, number):
-                await self._logout(req, session, number)
+            case (
+                p.Send()
+                | p.CheckNumbers()
+                | p.PairCode()
+                | p.MarkRead()
+                | p.Typing()
+                | p.Download()
+                | p.Logout()
+            ):
+                await self._request(message)
             case p.Ping(req):
                 live = sum(1 for a in self.attempts.values() if not a.reported_over)
                 abandoned = sum(1 for a in self.attempts.values() if a.abandoned)
@@ -88,7 +110,9 @@ class Worker:
     # -- attempts -------------------------------------------------------------------------------
 
     async def _start(self, cmd: p.Start) -> None:
-        attempt = Attempt(cmd.session, cmd.attempt, cmd.db, self.post, self._normalizer(cmd), self.activity)
+        attempt = Attempt(
+            cmd.session, cmd.attempt, cmd.db, self.post, self._normalizer(cmd), self.activity, self.soon
+        )
         self.attempts[(cmd.session, cmd.attempt)] = attempt
         try:
             # Validate before Go sees it: goneonize aborts the whole process on a db it cannot use.
@@ -119,6 +143,7 @@ class Worker:
         except BaseException as exc:
             attempt.result = f"engine error: {exc!r}"
         attempt.returned.set()
+        attempt.settled.set()  # a pairing code waiting for the first QR code: there will be none
         self.go.forget(attempt.uuid)
         del self.attempts[(attempt.session, attempt.number)]
         if (over := attempt.over(attempt.result)) is not None:
@@ -134,6 +159,7 @@ class Worker:
             return
         if not attempt.stopping:
             attempt.stopping = True
+            attempt.settled.set()  # a pairing code waiting for the first QR code: not any more
             await trio.to_thread.run_sync(self.go.stop, attempt.uuid, limiter=self._control_threads)
         if attempt.qr_codes == 0 and not attempt.parked:  # a QR loop ignores Stop
             with trio.move_on_after(STOP_WAIT):
@@ -152,26 +178,96 @@ class Worker:
         attempt = self.attempts.get((session, number))
         return None if attempt is None or attempt.reported_over or attempt.stopping else attempt
 
-    async def _send(self, cmd: p.Send) -> None:
+    # -- requests: one Reply each, an error as text (never a traceback) --------------------------
+
+    async def _request(self, cmd: p.Request) -> None:
         attempt = self._live(cmd.session, cmd.attempt)
         if attempt is None:
             self._queue(p.Reply(cmd.req, error="not connected"))
             return
         try:
-            message_id, timestamp = await trio.to_thread.run_sync(
-                self.go.send, attempt.uuid, cmd.chat, build(cmd.content), limiter=self._send_threads
-            )
-        except SendError as exc:
-            self._queue(p.Reply(cmd.req, error=str(exc)))
-        else:
-            self._queue(p.Reply(cmd.req, sent=p.Sent(message_id, timestamp)))
+            reply = await self._answer(attempt, cmd)
+        except (CallError, BuildError) as exc:
+            reply = p.Reply(cmd.req, error=str(exc))
+        except Exception as exc:  # a bug here must not end the worker's other sessions
+            log.exception("session=%s %s failed", cmd.session, type(cmd).__name__)
+            reply = p.Reply(cmd.req, error=f"engine error: {type(exc).__name__}")
+        self._queue(reply)
 
-    async def _logout(self, req: int, session: str, number: int) -> None:
-        attempt = self._live(session, number)
-        error = "not connected"
-        if attempt is not None:
-            error = await trio.to_thread.run_sync(self.go.logout, attempt.uuid, limiter=self._control_threads)
-        self._queue(p.Reply(req, error=error or None))
+    async def _answer(self, attempt: Attempt, cmd: p.Request) -> p.Reply:
+        uuid = attempt.uuid
+        match cmd:
+            case p.Send(req, _, _, chat, content):
+                message_id, timestamp = await self._in_thread(
+                    self._send_now, attempt, chat, content, limiter=self._send_threads
+                )
+                return p.Reply(req, sent=p.Sent(message_id, timestamp))
+            case p.CheckNumbers(req, _, _, numbers):
+                return p.Reply(req, checks=await self._check_numbers(uuid, numbers))
+            case p.PairCode(req, _, _, phone):
+                return p.Reply(req, code=await self._pair_code(attempt, phone))
+            case p.MarkRead(req, _, _, chat, sender, ids):
+                await self._in_thread(self.go.mark_read, uuid, chat, sender, ids)
+                return p.Reply(req)
+            case p.Typing(req, _, _, chat, state):
+                presence = CHAT_PRESENCE.get(state)
+                if presence is None:  # before Go: it panics on values outside its tables
+                    raise CallError(f"unknown typing state {state!r}; use one of {', '.join(CHAT_PRESENCE)}")
+                await self._in_thread(self.go.send_chat_presence, uuid, chat, *presence)
+                return p.Reply(req)
+            case p.Download(req, _, _, attachment, path):
+                downloaded = await self._in_thread(self._download_to, uuid, attachment, path)
+                return p.Reply(req, downloaded=downloaded)
+            case p.Logout(req):
+                if error := await self._in_thread(self.go.logout, uuid, limiter=self._control_threads):
+                    raise CallError(error)
+                return p.Reply(req)
+        raise AssertionError(cmd)
+
+    async def _in_thread(
+        self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter | None = None
+    ) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self._call_threads)
+
+    def _send_now(self, attempt: Attempt, chat: str, content: Content) -> tuple[str, int]:
+        """On the send's thread: read and upload media, if any, then send."""
+        go_jid(chat)  # a bad chat fails before an upload
+        message = build(chat, content, attempt.phone, partial(self.go.upload, attempt.uuid))
+        return self.go.send(attempt.uuid, chat, message)
+
+    async def _check_numbers(self, uuid: str, numbers: list[str]) -> list[NumberCheck]:
+        found = await self._in_thread(self.go.is_on_whatsapp, uuid, numbers)
+        # whatsmeow asks for "+<digits>" and answers with the query beside the account's JID.
+        by_number = {answer.Query.lstrip("+"): answer for answer in found}
+        checks = []
+        for number in numbers:
+            answer = by_number.get(number)
+            on = answer is not None and answer.IsIn
+            checks.append(
+                NumberCheck(number=number, on_whatsapp=on, jid=jid_text(answer.JID) if on else None)
+            )
+        return checks
+
+    async def _pair_code(self, attempt: Attempt, phone: str) -> str:
+        with trio.move_on_after(PAIR_WAIT):
+            await attempt.settled.wait()
+        if attempt.linked:
+            raise CallError("this device is already linked to a phone")
+        if self._live(attempt.session, attempt.number) is not attempt:
+            raise CallError("not connected")
+        if attempt.qr_codes == 0:
+            raise CallError("the device is not waiting to be linked yet; try again")
+        attempt.pair_code_asked = True
+        return await self._in_thread(self.go.pair_phone, attempt.uuid, phone)
+
+    def _download_to(self, uuid: str, attachment: Attachment, path: str) -> Downloaded:
+        data = self.go.download(uuid, attachment.message)
+        try:
+            with open(path, "wb") as out:
+                out.write(data)
+        except OSError as exc:
+            raise CallError(f"cannot write the download: {exc.strerror or exc}") from None
+        return Downloaded(path=path, size=len(data))
 
 
 async def serve(fd: int, activity_fd: int) -> None:

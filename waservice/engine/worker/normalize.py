@@ -204,6 +204,7 @@ class Normalizer:
         when = info.Timestamp / 1000 if info.Timestamp > 0 else received  # milliseconds
         message = event.Message
         data: msgspec.Struct | None = None
+        attachment: bytes | None = None
         if message.HasField("protocolMessage"):
             data = self._protocol(message.protocolMessage, source)
         elif message.HasField("reactionMessage"):
@@ -213,10 +214,12 @@ class Normalizer:
             data = t.MessageReceived(
                 message_id=info.ID, push_name=info.Pushname or None, **content, **self._origin(source)
             )
+            if content["media"] is not None:
+                attachment = media_attachment(message)
         if data is None:
             return []
         kind = _TYPE_OF[type(data)]
-        return [self._activity(kind, when, data, info.ID, received)]
+        return [self._activity(kind, when, data, info.ID, received, attachment)]
 
     def _protocol(self, protocol: ProtocolMessage, source: MessageSource) -> msgspec.Struct | None:
         if not protocol.HasField("type"):  # REVOKE is 0, proto2's default: unset is not a revoke
@@ -342,7 +345,13 @@ class Normalizer:
                 )
 
     def _activity(
-        self, kind: str, when: float, data: msgspec.Struct, key: str | None, received: float
+        self,
+        kind: str,
+        when: float,
+        data: msgspec.Struct,
+        key: str | None,
+        received: float,
+        attachment: bytes | None = None,
     ) -> Activity:
         return Activity(
             session_id=self.session,
@@ -351,6 +360,7 @@ class Normalizer:
             data=msgspec.to_builtins(data),
             key=key,
             received=received,
+            attachment=attachment,
         )
 
 
@@ -362,11 +372,7 @@ _TYPE_OF = {cls: name for name, cls in t.DATA.items()}
 
 def message_content(message: Message) -> dict[str, Any] | None:
     """kind, text, quoted_message_id, media, location, contact of a message; None if it has no content."""
-    for _ in range(4):  # wrappers nest (an ephemeral view-once message): a few levels at most
-        wrapper = next((name for name in _WRAPPERS if message.HasField(name)), None)
-        if wrapper is None:
-            break
-        message = getattr(message, wrapper).message
+    message = _unwrapped(message)
     present = {field.name for field, _ in message.ListFields()}
     if not present - _BOOKKEEPING:
         return None
@@ -411,6 +417,44 @@ def message_content(message: Message) -> dict[str, Any] | None:
     quoted = context.stanzaID if context is not None and context.stanzaID else None
     content["quoted_message_id"] = quoted
     return content
+
+
+def media_attachment(message: Message) -> bytes | None:
+    """A serialized waE2E.Message holding just the message's media part: what whatsmeow's
+    DownloadAny needs (URL, direct path, media key, hashes), without wrappers or quoted messages."""
+    message = _unwrapped(message)
+    field = next((name for name in _MEDIA_FIELDS if message.HasField(name)), None)
+    if field is None:
+        return None
+    attachment = Message()
+    part = getattr(attachment, field)
+    part.CopyFrom(getattr(message, field))
+    for name in _NOT_FOR_DOWNLOAD:
+        if name in part.DESCRIPTOR.fields_by_name:
+            part.ClearField(name)
+    return attachment.SerializeToString()
+
+
+def _unwrapped(message: Message) -> Message:
+    for _ in range(4):  # wrappers nest (an ephemeral view-once message): a few levels at most
+        wrapper = next((name for name in _WRAPPERS if message.HasField(name)), None)
+        if wrapper is None:
+            break
+        message = getattr(message, wrapper).message
+    return message
+
+
+# Kept in the event log for each media message, so what download does not read is left out: the
+# quoted message and the inline previews (a thumbnail can be tens of KB).
+_NOT_FOR_DOWNLOAD = ("contextInfo", "JPEGThumbnail", "pngThumbnail", "waveform", "streamingSidecar")
+_MEDIA_FIELDS = (
+    "imageMessage",
+    "videoMessage",
+    "ptvMessage",
+    "audioMessage",
+    "documentMessage",
+    "stickerMessage",
+)
 
 
 def _media(message: Message) -> tuple[str, Any] | None:
