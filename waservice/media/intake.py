@@ -71,8 +71,9 @@ async def read_multipart(body: AsyncIterable[bytes], boundary: bytes, spool: Spo
     decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
     upload = Upload(fields={})
     reader = _PartReader(upload, spool)
-    ended = False
-    async for chunk in body:
+    chunks = aiter(body)
+    while True:
+        chunk = await anext(chunks, None)  # None: the body has ended
         try:
             decoder.receive_data(chunk)
             event = decoder.next_event()
@@ -82,10 +83,9 @@ async def read_multipart(body: AsyncIterable[bytes], boundary: bytes, spool: Spo
         except ValueError as exc:  # werkzeug's parse errors, and too many parts
             raise InvalidRequest(f"malformed multipart/form-data body: {exc}") from None
         if isinstance(event, Epilogue):
-            ended = True
             break
-    if not ended:
-        raise InvalidRequest("malformed multipart/form-data body: it ends before its last boundary")
+        if chunk is None:
+            raise InvalidRequest("malformed multipart/form-data body: it ends before its last boundary")
     await spool.finish()
     return upload
 
