@@ -40,10 +40,34 @@ async def media(session_id: str, message_id: str) -> Response:
 
 
 def document_media(paths: dict) -> None:
-    """The 200 answer is the file itself, whatever its type (quart-schema documents JSON only)."""
+    """What quart-schema documents as JSON only: GET /media's answer is the file itself, and
+    /send-media also takes a multipart/form-data upload (the JSON fields as parts, plus `file`)."""
+    send = paths.get("/send-media", {}).get("post")
+    content = send and send.get("requestBody", {}).get("content", {})
+    if content and "application/json" in content:
+        schema = content["application/json"]["schema"]
+        fields = {k: _part(v) for k, v in schema.get("properties", {}).items() if k not in ("url", "data")}
+        content["multipart/form-data"] = {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    **fields,
+                    "file": {"type": "string", "format": "binary", "description": "The file."},
+                },
+                "required": [*(r for r in schema.get("required", []) if r in fields), "file"],
+            }
+        }
     operation = paths.get("/media/{session_id}/{message_id}", {}).get("get")
     if operation is not None:
         operation.setdefault("responses", {})[200] = {  # int keys until serialised
             "description": "The file, with its content type and Content-Length.",
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
         }
+
+
+def _part(field: dict) -> dict:
+    """A form part is text or absent, never null: the field's non-null form."""
+    options = [o for o in field.get("anyOf", []) if o.get("type") != "null"]
+    if len(options) != 1:
+        return field
+    return {**options[0], **{k: v for k, v in field.items() if k not in ("anyOf", "default")}}

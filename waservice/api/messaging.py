@@ -108,7 +108,7 @@ async def check_numbers() -> CheckNumbersResponse:
 @checks_form_session
 @document_request(SendMediaRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 413, 415, 502)
+@errors(400, 401, 403, 404, 413, 415, 502, 503)
 async def send_media() -> SendResponse:
     """Send an image, video, audio, voice note, document or sticker.
 
@@ -187,7 +187,7 @@ def _file_name(form: SendMediaRequest, found: str | None) -> str | None:
 @tag(["Messaging"])
 @document_request(SendLocationRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 415, 502)
+@errors(400, 401, 403, 404, 415, 502)
 async def send_location() -> SendResponse:
     """Send a location pin, with an optional name and address."""
     body = await read_body(SendLocationRequest)
@@ -208,7 +208,7 @@ async def send_location() -> SendResponse:
 @tag(["Messaging"])
 @document_request(SendContactRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 415, 502)
+@errors(400, 401, 403, 404, 415, 502)
 async def send_contact() -> SendResponse:
     """Send a contact card (the service builds its vCard)."""
     body = await read_body(SendContactRequest)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from ..errors import MediaTooLarge
+from ..errors import MediaTooLarge, StorageFailed
 
 SPOOL_DIR = ".spool"
 HEAD_BYTES = 64  # kept from the start of each file: enough to recognise its format
@@ -27,7 +27,10 @@ class Spool:
 
     async def create(self, max_bytes: int) -> SpoolFile:
         """A new empty file that refuses to grow past `max_bytes`."""
-        path = await trio.to_thread.run_sync(self._create)
+        try:
+            path = await trio.to_thread.run_sync(self._create)
+        except OSError as exc:
+            raise StorageFailed(f"cannot create a spool file for the media: {exc}") from None
         return SpoolFile(path, max_bytes)
 
     def _create(self) -> Path:
