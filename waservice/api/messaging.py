@@ -103,8 +103,8 @@ async def check_numbers() -> CheckNumbersResponse:
 
 
 @bp.post(MEDIA_PATH)
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @checks_form_session
 @document_request(SendMediaRequest)
 @document_response(SendResponse)
@@ -183,8 +183,8 @@ def _file_name(form: SendMediaRequest, found: str | None) -> str | None:
 
 
 @bp.post("/send-location")
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @document_request(SendLocationRequest)
 @document_response(SendResponse)
 @errors(400, 401, 403, 404, 415, 502)
@@ -204,8 +204,8 @@ async def send_location() -> SendResponse:
 
 
 @bp.post("/send-contact")
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @document_request(SendContactRequest)
 @document_response(SendResponse)
 @errors(400, 401, 403, 404, 415, 502)
@@ -224,8 +224,8 @@ async def send_contact() -> SendResponse:
 
 
 @bp.post("/react")
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @document_request(ReactRequest)
 @document_response(SendResponse)
 @errors(400, 401, 403, 404, 415, 502)
@@ -240,8 +240,8 @@ async def react() -> SendResponse:
 
 
 @bp.post("/edit")
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @document_request(EditRequest)
 @document_response(SendResponse)
 @errors(400, 401, 403, 404, 415, 502)
@@ -254,8 +254,8 @@ async def edit() -> SendResponse:
 
 
 @bp.post("/delete-message")
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @document_request(DeleteMessageRequest)
 @document_response(SendResponse)
 @errors(400, 401, 403, 404, 415, 502)

@@ -225,8 +225,8 @@ async def reset_reconnect() -> ActionResponse:
 
 
 @bp.post("/send")
-@idempotent
 @tag(["Messaging"])
+@idempotent
 @document_request(SendRequest)
 @document_response(SendResponse)
 @errors(400, 401, 403, 404, 415, 502)
