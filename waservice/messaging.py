@@ -110,12 +110,18 @@ class Messaging:
     async def _index_sent(
         self, session: SessionSupervisor, recipient: Recipient, message_id: str, kind: str, text: str | None
     ) -> None:
+        phone = session.info().phone_number
+        if not phone:  # cannot happen once connected; the message went out, so never fail here
+            log.warning(
+                "session=%s sent %s with no phone number known: not indexed", session.session_id, message_id
+            )
+            return
         message = IndexedMessage(
             session_id=session.session_id,
             message_id=message_id,
             chat=recipient.chat,
             chat_jid=recipient.jid,
-            sender_jid=own_jid(session),
+            sender_jid=f"{phone}@s.whatsapp.net",
             from_me=True,
             kind=kind,
             text=text,
@@ -224,8 +230,14 @@ class Messaging:
         return message
 
     async def forget_session(self, session_id: str) -> None:
-        if self.index is not None:
+        """After a delete: its messages go (else retention prunes them; a new session of the same
+        id could meanwhile name the old ones)."""
+        if self.index is None:
+            return
+        try:
             await self.index.forget_session(session_id)
+        except StorageFailed as exc:  # the session is deleted: say so, and let retention finish it
+            log.warning("session=%s deleted, but its indexed messages stay until pruned: %s", session_id, exc)
 
 
 def own_jid(session: SessionSupervisor) -> str:

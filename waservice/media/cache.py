@@ -44,6 +44,7 @@ class MediaCache:
         self.max_age = max_age  # seconds
         self._downloading: dict[str, trio.Lock] = {}
         self._prepared = False
+        self._preparing = trio.Lock()  # the first download clears leftovers; the others wait
 
     def key(self, session_id: str, message_id: str) -> str:
         return hashlib.sha256(f"{session_id}\0{message_id}".encode()).hexdigest()
@@ -57,6 +58,10 @@ class MediaCache:
                 if found is not None:
                     return found
                 cached: CachedFile | None = None
+                async with self._preparing:
+                    if not self._prepared:
+                        await trio.to_thread.run_sync(self._prepare)
+                        self._prepared = True
                 partial = await trio.to_thread.run_sync(self._partial_path, key)
                 try:
                     await download(partial)
@@ -89,12 +94,12 @@ class MediaCache:
             return None
         return CachedFile(file, stat.st_size)
 
+    def _prepare(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for leftover in self.directory.glob(f"*{PARTIAL}"):  # a crash's: never complete
+            leftover.unlink(missing_ok=True)
+
     def _partial_path(self, key: str) -> Path:
-        if not self._prepared:  # leftovers of a crash are never complete: drop them
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for leftover in self.directory.glob(f"*{PARTIAL}"):
-                leftover.unlink(missing_ok=True)
-            self._prepared = True
         path = self.directory / f"{key}.{secrets.token_hex(4)}{PARTIAL}"
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         return path

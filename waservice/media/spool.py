@@ -24,19 +24,21 @@ class Spool:
     def __init__(self, data_dir: Path) -> None:
         self.directory = data_dir / SPOOL_DIR
         self._cleared = False
+        self._clearing = trio.Lock()  # the first create clears, and every other one waits for it
 
     async def create(self, max_bytes: int) -> SpoolFile:
         """A new empty file that refuses to grow past `max_bytes`."""
         try:
+            async with self._clearing:
+                if not self._cleared:  # leftovers of a crash: nothing can still be reading them
+                    await trio.to_thread.run_sync(shutil.rmtree, self.directory, True)
+                    self._cleared = True
             path = await trio.to_thread.run_sync(self._create)
         except OSError as exc:
             raise StorageFailed(f"cannot create a spool file for the media: {exc}") from None
         return SpoolFile(path, max_bytes)
 
     def _create(self) -> Path:
-        if not self._cleared:  # leftovers of a crash: nothing can still be reading them
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self._cleared = True
         self.directory.mkdir(mode=0o700, exist_ok=True)
         path = self.directory / secrets.token_hex(16)
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
