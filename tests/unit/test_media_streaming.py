@@ -67,3 +67,35 @@ async def test_oversized_upload_is_refused_before_the_body_ends(manager, message
     assert not any((manager.store.data_dir / ".spool").iterdir())
     await stream.aclose()
     stop.set()
+
+
+async def test_an_upload_that_trickles_forever_is_cut_at_the_body_timeout(
+    manager, message_index, engine, nursery
+):
+    app = create_app(manager, messages=message_index, media_config=MediaConfig(max_bytes=MAX))
+    app.config["BODY_TIMEOUT"] = 0.5
+    await connected(app.test_client(), engine)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    stop = trio.Event()
+    (bound,) = await nursery.start(functools.partial(serve, app, config, shutdown_trigger=stop.wait))
+    port = int(bound.rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
+    await stream.send_all(
+        f"POST /send-media HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {len(head) + 1000}\r\n\r\n".encode()
+        + head
+    )  # and nothing more
+    answer = b""
+    with trio.fail_after(10):
+        while b"}" not in answer:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408") and b"server.body_timeout" in answer, answer
+    assert not any((manager.store.data_dir / ".spool").iterdir())
+    await stream.aclose()
+    stop.set()

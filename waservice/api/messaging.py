@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+import trio
 from quart import Blueprint, current_app, request
 from quart_schema import document_request, document_response, tag
+from werkzeug.exceptions import RequestTimeout
 
 from ..engine import SentMessage
 from ..engine.content import ContactCard, Location, Media
@@ -108,7 +110,7 @@ async def check_numbers() -> CheckNumbersResponse:
 @checks_form_session
 @document_request(SendMediaRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 404, 413, 415, 502, 503)
+@errors(400, 401, 403, 404, 408, 413, 415, 502, 503)
 async def send_media() -> SendResponse:
     """Send an image, video, audio, voice note, document or sticker.
 
@@ -157,7 +159,15 @@ async def _read_media(spool: SpoolFile) -> tuple[SendMediaRequest, str | None, s
         raise InvalidRequest(
             f"unexpected query parameter '{next(iter(request.args))}': send it as a form part"
         )
-    upload = await read_multipart(request.body, boundary_of(request.content_type or ""), spool)
+    boundary = boundary_of(request.content_type or "")
+    # The same bound as a JSON body's (server.body_timeout): an upload that trickles in forever
+    # would hold its connection and spool file.
+    timeout = current_app.config["BODY_TIMEOUT"]
+    upload = None
+    with trio.move_on_after(timeout):
+        upload = await read_multipart(request.body, boundary, spool)
+    if upload is None:
+        raise RequestTimeout(f"the upload did not arrive within {timeout:g} s (server.body_timeout)")
     form = convert_fields(upload.fields, SendMediaRequest)
     require_access(form.session_id)
     if form.url is not None or form.data is not None:
