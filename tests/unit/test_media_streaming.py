@@ -84,7 +84,8 @@ async def test_an_upload_that_trickles_forever_is_cut_at_the_body_timeout(
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
     await stream.send_all(
-        f"POST /send-media HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"POST /send-media HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
         f"Content-Length: {len(head) + 1000}\r\n\r\n".encode()
         + head
     )  # and nothing more
