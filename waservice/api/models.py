@@ -109,6 +109,8 @@ class SessionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class SendRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The recipient is exactly one of `number` and `chat`."""
+
     message: MessageText
     number: PhoneNumber | None = None
     chat: ChatId | None = None
@@ -194,8 +196,8 @@ Mimetype = Annotated[
 
 
 class SendMediaRequest(_Recipient, kw_only=True):
-    """As JSON with `url` or `data`; or as multipart/form-data with these fields as parts and the
-    file in a part named `file`."""
+    """The recipient is exactly one of `chat` and `number`. The file is exactly one of `url` and
+    `data` in JSON, or, as multipart/form-data, a part named `file` (the other fields as parts)."""
 
     type: MediaType
     caption: Caption | None = None
@@ -215,6 +217,8 @@ class SendMediaRequest(_Recipient, kw_only=True):
 
 
 class SendLocationRequest(_Recipient, kw_only=True):
+    """The recipient is exactly one of `chat` and `number`."""
+
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90, description="Latitude in degrees.", examples=[4.6097])]
     lng: Annotated[
         float, msgspec.Meta(ge=-180, le=180, description="Longitude in degrees.", examples=[-74.0817])
@@ -224,6 +228,8 @@ class SendLocationRequest(_Recipient, kw_only=True):
 
 
 class SendContactRequest(_Recipient, kw_only=True):
+    """The recipient is exactly one of `chat` and `number`."""
+
     name: Annotated[
         str,
         msgspec.Meta(min_length=1, max_length=256, description="The contact's name.", examples=["Ana Gómez"]),
