@@ -66,7 +66,8 @@ def test_sniffing():
      ("172.16.0.1", "private"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
      ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"),
      ("240.0.0.1", "reserved"), ("::ffff:10.0.0.1", "private"), ("100.64.0.1", "not globally reachable"),
-     ("fc00::1", "private"), ("8.8.8.8", None), ("2606:4700::1111", None)],
+     ("fc00::1", "private"), ("8.8.8.8", None), ("2606:4700::1111", None),
+     ("2002:7f00:1::", "loopback"), ("64:ff9b::a00:1", "private"), ("64:ff9b::808:808", "reserved")],
 )  # fmt: skip
 def test_refused_addresses(address, why):
     assert refused(ipaddress.ip_address(address)) == why

@@ -57,10 +57,18 @@ def parse_url(value: str) -> httpx.URL:
     return url
 
 
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def refused(address: Address) -> str | None:
-    """Why this address may not be fetched from, or None if it is a public unicast address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why this address may not be fetched from, or None if it is a public unicast address.
+
+    An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo, NAT64) is judged by that too:
+    the network would deliver it there."""
+    if isinstance(address, ipaddress.IPv6Address):
+        for inner in _embedded_ipv4(address):
+            if why := refused(inner):
+                return why
     for name, flag in (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
@@ -72,6 +80,13 @@ def refused(address: Address) -> str | None:
         if flag:
             return name
     return None if address.is_global else "not globally reachable"
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if any(address in net for net in _NAT64):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [a for a in found if a is not None]
 
 
 async def resolve(host: str, port: int) -> list[Address]:
