@@ -165,3 +165,11 @@ async def test_index_pruned_with_the_retention(event_store):
     await event_store.append([_received("s1", "OLD")])
     assert await event_store.call(index._table.prune, time.time() + 1) == 1
     assert await index.get("s1", "OLD") is None
+
+
+async def test_an_incomplete_message_is_logged_without_an_index_row(event_store):
+    index = await MessageIndex.open(event_store)
+    odd = Activity(session_id="s1", type=MESSAGE_RECEIVED, timestamp=time.time(), data={"text": "no id"})
+    logged = await event_store.append([odd, _received("s1", "FINE")])
+    assert len(logged) == 2  # the log never fails because of the index
+    assert await index.get("s1", "FINE") is not None

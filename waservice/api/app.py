@@ -120,6 +120,7 @@ class _Provider(OpenAPIProvider):
         document_metrics(schema["paths"])
         stream.document_event_stream(schema["paths"])
         media.document_media(schema["paths"])
+        messaging.document_recipients(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:

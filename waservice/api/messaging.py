@@ -48,6 +48,18 @@ MEDIA_PATH = "/send-media"
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
+# Routes whose recipient is exactly one of `number` and `chat`.
+RECIPIENT_PATHS = ("/send", MEDIA_PATH, "/send-location", "/send-contact")
+
+
+def document_recipients(paths: dict) -> None:
+    """The rule msgspec cannot state: exactly one of `number` and `chat` (JSON Schema oneOf)."""
+    for path in RECIPIENT_PATHS:
+        content = paths.get(path, {}).get("post", {}).get("requestBody", {}).get("content", {})
+        for media_type in content.values():
+            media_type["schema"]["oneOf"] = [{"required": ["number"]}, {"required": ["chat"]}]
+
+
 def messaging() -> Messaging:
     return current_app.extensions["waservice.messaging"]
 

@@ -81,9 +81,9 @@ class MessageTable:
     ) -> None:
         now = time.time()
         rows = [
-            _received_row(event, source, now)
+            row
             for event, source in zip(logged, sources, strict=True)
-            if event.type == MESSAGE_RECEIVED
+            if event.type == MESSAGE_RECEIVED and (row := _received_row(event, source, now)) is not None
         ]
         if rows:
             db.executemany(_UPSERT, rows)
@@ -153,20 +153,27 @@ ON CONFLICT (session_id, message_id) DO UPDATE SET
 """
 
 
-def _received_row(event: LoggedEvent, source: Activity, now: float) -> tuple[object, ...]:
+def _received_row(event: LoggedEvent, source: Activity, now: float) -> tuple[object, ...] | None:
+    """The row of a logged message, or None when its data lacks what the index needs: a failure
+    here would fail the append, and the event with it."""
     data = event.data
-    media = data.get("media") or {}
+    message_id, chat_jid, sender = data.get("message_id"), data.get("chat_jid"), data.get("from_jid")
+    if not (isinstance(message_id, str) and isinstance(chat_jid, str) and isinstance(sender, str)):
+        log.warning("session=%s message.received %s not indexed: incomplete data", event.session_id, event.id)
+        return None
+    media = data.get("media")
+    text, chat, kind = data.get("text"), data.get("chat"), data.get("kind")
     return (
         event.session_id,
-        data["message_id"],
-        data.get("chat"),
-        data["chat_jid"],
-        data["from_jid"],
-        int(bool(data.get("from_me"))),
-        data.get("kind") or "unknown",
-        data.get("text"),
+        message_id,
+        chat if isinstance(chat, str) else None,
+        chat_jid,
+        sender,
+        int(data.get("from_me") is True),
+        kind if isinstance(kind, str) else "unknown",
+        text if isinstance(text, str) else None,
         source.attachment,
-        media.get("mimetype") if isinstance(media, dict) else None,
+        media.get("mimetype") if isinstance(media, dict) and isinstance(media.get("mimetype"), str) else None,
         now,
     )
 
