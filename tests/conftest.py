@@ -18,6 +18,7 @@ from waservice.events.recorder import EventRecorder
 from waservice.sessions.machine import ReconnectPolicy
 from waservice.sessions.manager import SessionManager
 from waservice.store import EventStore, SessionStore, open_event_store, open_store
+from waservice.store.messages import MessageIndex
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,15 @@ async def event_store(store: SessionStore) -> AsyncIterator[EventStore]:
 
 
 @pytest.fixture
-async def recorder(event_store: EventStore, nursery: trio.Nursery) -> EventRecorder:
+async def message_index(event_store: EventStore) -> MessageIndex:
+    """The message index beside the log (before the recorder: it indexes every logged message)."""
+    return await MessageIndex.open(event_store)
+
+
+@pytest.fixture
+async def recorder(
+    event_store: EventStore, message_index: MessageIndex, nursery: trio.Nursery
+) -> EventRecorder:
     """The log writer, running: `recorder.sink` and `recorder.record` log, `recorder.hub` follows."""
     recorder = EventRecorder(event_store, EventHub(await event_store.last_id()))
     await nursery.start(recorder.run)
@@ -75,8 +84,8 @@ async def manager(
 
 
 @pytest.fixture
-def app(manager: SessionManager):
-    return create_app(manager)
+def app(manager: SessionManager, message_index: MessageIndex):
+    return create_app(manager, messages=message_index)
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ __all__ = [
     "ConfigError",
     "EngineConfig",
     "EventsConfig",
+    "MediaConfig",
+    "MessagesConfig",
     "MetricsConfig",
     "StreamConfig",
     "load_config",
@@ -170,6 +172,32 @@ class StreamConfig:
 
 
 @attrs.frozen
+class MessagesConfig:
+    """`[messages]`: sending messages."""
+
+    # /send asks WhatsApp whether a number is on it before sending (a request's check_number wins).
+    check_number: bool = False
+
+
+@attrs.frozen
+class MediaConfig:
+    """`[media]`: media sent (POST /send-media) and downloaded (GET /media/...)."""
+
+    # Largest file accepted, however it arrives (upload, base64 or URL); enforced while streaming.
+    max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=attrs.validators.ge(1024))
+    # Seconds a URL fetch may take in all (connect, redirects, body).
+    fetch_timeout: float = attrs.field(default=30.0, validator=_positive)
+    # Redirects followed (each hop checked like the first URL).
+    max_redirects: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    # Fetch URLs on loopback, private, link-local or reserved addresses (off: a request could reach
+    # services on the host's network through the API).
+    allow_private_urls: bool = False
+    # Downloaded media is cached; the oldest files go once the cache passes either bound.
+    cache_max_bytes: int = attrs.field(default=1024 * 1024 * 1024, validator=attrs.validators.ge(0))
+    cache_max_age_hours: float = attrs.field(default=24.0, validator=_positive)
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -181,6 +209,8 @@ class Config:
     webhooks_delivery: WebhookDeliveryConfig = WebhookDeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     stream: StreamConfig = StreamConfig()
+    messages: MessagesConfig = MessagesConfig()
+    media: MediaConfig = MediaConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -218,6 +248,8 @@ def _converter() -> cattrs.Converter:
         EventsConfig,
         MetricsConfig,
         StreamConfig,
+        MessagesConfig,
+        MediaConfig,
         Config,
     )
     for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):

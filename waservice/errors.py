@@ -38,6 +38,14 @@ class UnsupportedMediaType(InvalidRequest):
     """A request body that is not JSON (a browser's form or text/plain post, for one)."""
 
 
+class MediaTooLarge(InvalidRequest):
+    """Media past `media.max_bytes`, found while it streamed in (the rest is not read)."""
+
+
+class UnknownMessage(ServiceError):
+    """No message by that id in the session's message index (never seen, or pruned)."""
+
+
 class NoQrCode(ServiceError):
     """The session shows no QR code right now."""
 

@@ -27,6 +27,7 @@ from .metrics import Metrics
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .store import open_event_store, open_store
+from .store.messages import MessageIndex
 from .store.webhooks import WebhookTables
 from .tcp import quiet_accept_errors, tune_listener
 from .webhooks.service import run_webhooks
@@ -57,8 +58,10 @@ async def serve_forever(
         # Before anything is logged: every append records its webhook deliveries in its transaction.
         webhook_tables = await event_store.call(WebhookTables, event_store.connection)
         event_store.add_outbox(webhook_tables.outbox)
+        messages = await MessageIndex.open(event_store)  # indexes each received message as it is logged
         async with trio.open_nursery() as background:
             background.start_soon(prune_forever, event_store, config.events.retention_days)
+            background.start_soon(messages.prune_forever, config.events.retention_days)
             await background.start(recorder.run)
             webhooks = await background.start(
                 functools.partial(
@@ -91,6 +94,9 @@ async def serve_forever(
                     webhook_service=webhooks,
                     metrics=config.metrics,
                     live=live,
+                    messages=messages,
+                    media_config=config.media,
+                    check_number=config.messages.check_number,
                 )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:

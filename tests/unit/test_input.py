@@ -209,9 +209,10 @@ async def test_openapi_states_the_rules(client):
         return doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
 
     send = body("/send")
-    assert send["additionalProperties"] is False and set(send["required"]) == {"number", "message"}
+    assert send["additionalProperties"] is False and set(send["required"]) == {"message"}
+    assert send["oneOf"] == [{"required": ["number"]}, {"required": ["chat"]}]  # the recipient
     assert send["properties"]["message"]["minLength"] == 1
-    number = send["properties"]["number"]["pattern"]
+    number = next(s for s in send["properties"]["number"]["anyOf"] if s.get("type") == "string")["pattern"]
     session_id = next(s for s in send["properties"]["session_id"]["anyOf"] if s.get("type") == "string")
     assert session_id["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
     assert (session_id["minLength"], session_id["maxLength"]) == (1, 64)

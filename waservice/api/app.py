@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from quart import Response, request
+from quart import Request, Response, request
 from quart_schema import APIKeySecurityScheme, Info, OpenAPIProvider, QuartSchema
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, NotFound
@@ -20,11 +20,17 @@ from werkzeug.routing.converters import BaseConverter
 from werkzeug.security import safe_join
 
 from .. import __version__
-from ..config import MetricsConfig
+from ..config import MediaConfig, MetricsConfig
 from ..errors import ServiceError
+from ..media.cache import MediaCache
+from ..media.fetch import FetchPolicy
+from ..media.intake import base64_size_limit
+from ..media.spool import Spool
+from ..messaging import Messaging
 from ..sessions.manager import SessionManager
+from ..store.messages import MessageIndex
 from ..webhooks.service import WebhookService
-from . import keys, models, routes, stream, webhook_models, webhooks
+from . import keys, media, messaging, models, routes, stream, webhook_models, webhooks
 from .caller import Authenticator
 from .event_schemas import event_components
 from .guards import HostGuard, OriginGuard
@@ -39,6 +45,7 @@ PUBLIC_PATHS = ("/health", "/ready", "/", "/openapi.json", "/favicon.ico")
 RESTORE_FREE_PATHS = ("/metrics", *PUBLIC_PATHS)
 PUBLIC_PREFIXES = ("/static/", "/api-docs")
 MAX_BODY_BYTES = 1024 * 1024
+LARGE_BODY_PATHS = frozenset({messaging.MEDIA_PATH})  # their bodies stream (see _request_class)
 
 # On every response, pages, API and errors alike. The page and Swagger UI load only their own
 # files (no inline script or style, nothing from another origin); QR codes are data: images.
@@ -99,6 +106,7 @@ class _Provider(OpenAPIProvider):
             [
                 models.SendResult,
                 models.SessionView,
+                models.NumberCheckView,
                 keys.KeyView,
                 webhook_models.WebhookView,
                 webhook_models.DeliveryView,
@@ -111,6 +119,8 @@ class _Provider(OpenAPIProvider):
         webhooks.link_routes(schema["paths"])
         document_metrics(schema["paths"])
         stream.document_event_stream(schema["paths"])
+        media.document_media(schema["paths"])
+        messaging.document_recipients(schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,12 +160,20 @@ def create_app(
     webhook_service: WebhookService | None = None,
     metrics: MetricsConfig | None = None,
     live: stream.LiveEvents | None = None,
+    messages: MessageIndex | None = None,
+    media_config: MediaConfig | None = None,
+    check_number: bool = False,
 ) -> QuartTrio:
-    """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events."""
+    """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
+    `messages` (the message index beside the log) lets replies, reactions, edits, deletes, reads
+    and media downloads find the messages they name."""
     metrics = metrics or MetricsConfig()
+    media_config = media_config or MediaConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.request_class = _request_class(app.request_class, media_config.max_bytes)
     app.extensions["waservice.manager"] = manager
+    _add_messaging(app, manager, messages, media_config, check_number)
     QuartSchema(
         app,
         info=Info(title="waservice", version=__version__, description="Multi-session WhatsApp REST API"),
@@ -168,6 +186,8 @@ def create_app(
         openapi_provider_class=_Provider,
     )
     app.register_blueprint(routes.bp)
+    app.register_blueprint(messaging.bp)
+    app.register_blueprint(media.bp)
     if webhook_service is not None:
         app.extensions["waservice.webhooks"] = webhook_service
         app.register_blueprint(webhooks.bp)
@@ -188,6 +208,38 @@ def create_app(
 
         app.register_blueprint(fake_bp)
     return app
+
+
+def _add_messaging(
+    app: QuartTrio,
+    manager: SessionManager,
+    messages: MessageIndex | None,
+    config: MediaConfig,
+    check_number: bool,
+) -> None:
+    data_dir = manager.store.data_dir
+    cache = MediaCache(data_dir, config.cache_max_bytes, config.cache_max_age_hours * 3600)
+    app.extensions["waservice.messaging"] = Messaging(manager, messages, Spool(data_dir), cache, check_number)
+    app.extensions["waservice.fetch_policy"] = FetchPolicy(
+        config.fetch_timeout, config.max_redirects, config.allow_private_urls
+    )
+    app.extensions["waservice.max_media_bytes"] = config.max_bytes
+
+
+def _request_class(base: type[Request], max_media_bytes: int) -> type[Request]:
+    """Requests whose body may be as large as media (base64 in JSON, or a multipart upload) on
+    /send-media; every other route keeps MAX_BODY_BYTES. The multipart upload streams, and its
+    cap is counted as it does (media.max_bytes); this bound only refuses a larger Content-Length
+    before anything is read."""
+    media_body = base64_size_limit(max_media_bytes) + MAX_BODY_BYTES
+
+    class _Request(base):  # type: ignore[misc,valid-type]
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            if path in LARGE_BODY_PATHS:
+                kwargs["max_content_length"] = media_body
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return _Request
 
 
 @functools.lru_cache(maxsize=64)
@@ -265,8 +317,9 @@ def _add_guards(app: QuartTrio, api_key: str, allowed_hosts: Iterable[str]) -> N
         # request on the connection, so hypercorn must close it, and quart-trio's cancellation
         # on http.disconnect can lose that close (the client then waits forever; schemathesis's
         # read timeouts). Reading the body first (bounded by MAX_CONTENT_LENGTH) keeps every
-        # answered connection reusable.
-        await request.get_data(cache=True)
+        # answered connection reusable. Media uploads stream instead, under their own cap.
+        if request.path not in LARGE_BODY_PATHS:
+            await request.get_data(cache=True)
 
     if not api_key:  # with a key, a rebound page cannot read anything anyway
         app.before_request(HostGuard(allowed_hosts).check)

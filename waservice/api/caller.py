@@ -27,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _ADMIN_ONLY = "_waservice_admin_only"
 _FILTERED = "_waservice_filtered_by_caller"
+_OWN_FORM_CHECK = "_waservice_checks_form_session"
 # Blueprints whose every route is the admin's (the fake engine's test controls act on all sessions).
 ADMIN_BLUEPRINTS = frozenset({"fake"})
 
@@ -41,6 +42,19 @@ def filtered_by_caller(view: F) -> F:
     """The route names no session and filters what it shows with `caller().may_act_on`."""
     setattr(view, _FILTERED, True)
     return view
+
+
+def checks_form_session(view: F) -> F:
+    """The route takes multipart/form-data too, whose session_id is a part of the (large, streamed)
+    body: for such a body it calls `require_access` itself once it has read the form."""
+    setattr(view, _OWN_FORM_CHECK, True)
+    return view
+
+
+def require_access(session_id: str) -> None:
+    who = caller()
+    if not who.may_act_on(session_id):
+        raise Forbidden(f"this key acts on session '{who.session_id}' only, not on '{session_id}'")
 
 
 @attrs.frozen
@@ -108,6 +122,8 @@ async def _authorize(who: Caller) -> None:
         raise Forbidden("this route needs the admin API key; a session key cannot use it")
     if getattr(view, _FILTERED, False):
         return
+    if getattr(view, _OWN_FORM_CHECK, False) and request.mimetype == "multipart/form-data":
+        return  # the route checks the form's session_id (a body part) after reading it
     for session_id in await named_sessions():
         if not who.may_act_on(session_id):
             raise Forbidden(f"this key acts on session '{who.session_id}' only, not on '{session_id}'")

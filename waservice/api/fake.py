@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import attrs
@@ -99,6 +100,19 @@ async def fail_logouts():
     return {"success": True, "fail": body.fail}
 
 
+class NotOnWhatsAppRequest(msgspec.Struct, forbid_unknown_fields=True):
+    numbers: list[str]
+
+
+@bp.post("/not-on-whatsapp")
+@hide
+async def not_on_whatsapp():
+    """Number checks answer false for these numbers (digits with country code) from now on."""
+    body = await read_body(NotOnWhatsAppRequest)
+    _engine().not_on_whatsapp = set(body.numbers)
+    return {"success": True, "numbers": sorted(body.numbers)}
+
+
 @bp.get("/sent")
 @hide
 async def sent():
@@ -121,6 +135,8 @@ class IncomingRequest(msgspec.Struct, forbid_unknown_fields=True):
     from_me: bool = False  # written on the account's own phone
     kind: Kind = "text"
     quoted_message_id: str | None = None
+    attachment: str | None = None  # base64: a media message's file, served back by GET /media
+    mimetype: str | None = None
 
 
 class ReceiptRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -164,6 +180,8 @@ async def incoming():
         from_me=body.from_me,
         kind=body.kind,
         quoted_message_id=body.quoted_message_id,
+        attachment=None if body.attachment is None else base64.b64decode(body.attachment),
+        mimetype=body.mimetype,
     )
     return _reported(activity)
 

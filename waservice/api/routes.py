@@ -14,9 +14,11 @@ from quart_schema import document_querystring, document_request, document_respon
 
 from ..engine.content import Text
 from ..errors import InvalidRequest, NoQrCode
+from ..messaging import Messaging
 from ..sessions.manager import SessionManager
 from ..sessions.supervisor import SessionInfo
 from .caller import admin_only, caller, filtered_by_caller
+from .idempotency import idempotent
 from .limits import limit_new_session
 from .models import (
     ActionResponse,
@@ -35,7 +37,7 @@ from .models import (
     StatusResponse,
 )
 from .qr import qr_images
-from .validation import message_text, phone_number, query_session_id, read_body
+from .validation import message_text, query_session_id, read_body, recipient
 
 bp = Blueprint("api", __name__)
 A = TypeVar("A")
@@ -147,6 +149,7 @@ async def delete_session(session_id: str) -> DeleteResponse:
     A paired session that is not connected is connected briefly to unlink it; `unlinked: false` with
     a `warning` says when that was not possible (then remove it on the phone)."""
     result = await manager().delete(session_id)
+    await current_app.extensions["waservice.messaging"].forget_session(session_id)
     return DeleteResponse(
         message="Session deleted successfully", unlinked=result.unlinked, warning=result.warning
     )
@@ -223,17 +226,24 @@ async def reset_reconnect() -> ActionResponse:
 
 @bp.post("/send")
 @tag(["Messaging"])
+@idempotent
 @document_request(SendRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 415, 502)
+@errors(400, 401, 403, 404, 415, 502)
 async def send() -> SendResponse:
-    """Send a text message; 2xx only once WhatsApp acknowledged it."""
+    """Send a text message, optionally as a reply (`reply_to`); 2xx only once WhatsApp acknowledged it.
+
+    With `check_number` (default: the messages.check_number setting), a number that is not on
+    WhatsApp is a 400 and nothing is sent."""
     body = await read_body(SendRequest)
-    number, text = phone_number(body.number), message_text(body.message)
-    with manager().metrics.timing_send():
-        sent = await manager().send(body.session_id, f"{number}@s.whatsapp.net", Text(text=text))
+    to, text = recipient(body.number, body.chat), message_text(body.message)
+    messaging: Messaging = current_app.extensions["waservice.messaging"]
+    if messaging.check_number if body.check_number is None else body.check_number:
+        await messaging.require_on_whatsapp(body.session_id, to)
+    content = Text(text=text, reply_to=await messaging.quote(body.session_id, body.reply_to))
+    sent = await messaging.send(body.session_id, to, content, kind="text", text=text)
     return SendResponse(
         session_id=body.session_id,
         message="Message sent successfully",
-        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=number),
+        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=sent.to),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import (
     Forbidden,
     InvalidRequest,
+    MediaTooLarge,
     NoQrCode,
     RequestFailed,
     SendFailed,
@@ -13,6 +14,7 @@ from ..errors import (
     TooManySessions,
     TooManyStreams,
     Unauthorized,
+    UnknownMessage,
     UnknownWebhook,
     UnsupportedMediaType,
 )
@@ -30,6 +32,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     TooManySessions: 429,
     StorageFailed: 503,
     UnknownWebhook: 404,
+    UnknownMessage: 404,
+    MediaTooLarge: 413,
     TooManyStreams: 503,
 }
 

@@ -18,12 +18,14 @@ from quart import request
 
 from ..errors import InvalidRequest, UnsupportedMediaType
 from ..ids import DEFAULT_SESSION, validate_session_id
+from ..messaging import Recipient
 from .models import MAX_MESSAGE_UTF16_UNITS
 
 T = TypeVar("T", bound=msgspec.Struct)
 
 _NUMBER_FORMATTING = re.compile(r"[\s().-]")
 _PHONE_NUMBER = re.compile(r"[1-9][0-9]{6,14}")  # E.164 without '+': at most 15 digits
+_JID = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?@(?:s\.whatsapp\.net|g\.us|lid)")
 # A \uD800-\uDFFF escape not paired high+low (an odd run of backslashes makes it an escape).
 _LONE_SURROGATE = re.compile(
     rb"(?<!\\)(?:\\\\)*\\u(?:d[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|d[c-f][0-9a-f]{2})", re.IGNORECASE
@@ -54,6 +56,14 @@ async def read_body(model: type[T]) -> T:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except RecursionError:  # only reachable through values the model skips
         raise InvalidRequest("request body is nested too deeply") from None
+
+
+def convert_fields(fields: dict[str, str], model: type[T]) -> T:
+    """Form fields (multipart parts, all strings) into `model`, with read_body's error messages."""
+    try:
+        return msgspec.convert(fields, model, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(_describe(exc, msgspec.json.encode(fields), model)) from None
 
 
 def _malformed(exc: msgspec.DecodeError, raw: bytes) -> str:
@@ -104,6 +114,31 @@ def phone_number(value: str) -> str:
     if problem := _number_problem(digits):
         raise InvalidRequest(f"invalid number: {problem}")
     return digits
+
+
+def recipient(number: str | None, chat: str | None) -> Recipient:
+    """A chat as requests name it: `number` (the seed's field), or `chat`, a phone number or a JID."""
+    if number is not None:
+        digits = phone_number(number)
+        return Recipient(jid=f"{digits}@s.whatsapp.net", to=digits)
+    if chat is None:
+        raise InvalidRequest("give exactly one of `chat` and `number`")
+    if "@" in chat:
+        if not _JID.fullmatch(chat):
+            raise InvalidRequest(
+                "chat must be a phone number with country code or a JID: <digits>@s.whatsapp.net, "
+                "<digits>@lid or a group's <id>@g.us"
+            )
+        return Recipient(jid=chat, to=chat)
+    digits = _checked("chat", chat)
+    return Recipient(jid=f"{digits}@s.whatsapp.net", to=digits)
+
+
+def _checked(field: str, value: str) -> str:
+    try:
+        return phone_number(value)
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message.replace("number must be", f"{field} must be a JID or", 1)) from None
 
 
 def _number_problem(digits: str) -> str | None:
@@ -172,4 +207,6 @@ FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
     "session_id": validate_session_id,
     "number": phone_number,
     "message": message_text,
+    "chat": lambda value: recipient(None, value),
+    "phone": phone_number,
 }

@@ -10,6 +10,7 @@ while the client is connected.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -38,7 +39,7 @@ from .base import (
     SentMessage,
     Stopped,
 )
-from .content import Content, Text
+from .content import Attachment, Content, Downloaded, Media, NumberCheck, Text, TypingState
 
 DEVICE_FILE = "fake-device.json"
 SENT_KEPT = 1000
@@ -53,6 +54,8 @@ class RecordedMessage:
     id: str
     chat: str = ""  # the JID sent to
     content: Content | None = None
+    media_sha256: str | None = None  # a Media's bytes, read from its spool file at send time
+    media_size: int | None = None
 
 
 @attrs.define(eq=False)
@@ -75,10 +78,14 @@ class FakeClient:
         self.sent: deque[RecordedMessage] = deque(maxlen=SENT_KEPT)  # bounded: benchmarks send a lot
         self.runs = 0  # how many times run() was entered: counts connection attempts
         self.logouts = 0
+        self.downloads = 0
         self._qr_serial = 0
         self._script: trio.MemorySendChannel[EngineEvent | _End] | None = None
         self._wire: trio.Nursery | None = None  # sends waiting for their ack live here
         self._pending: set[_PendingSend] = set()
+        self.reads: list[tuple[str, str, list[str]]] = []  # (chat, sender, ids) per mark_read
+        self.typing_states: list[tuple[str, str]] = []  # (chat, state) per set_typing
+        self.pair_codes: list[str] = []  # the phone numbers pairing codes were asked for
 
     # -- Client interface -------------------------------------------------------------------
 
@@ -119,8 +126,18 @@ class FakeClient:
         if self.engine.fail_sends:
             raise EngineError("server did not acknowledge the message (fake engine)")
         text = content.text if isinstance(content, Text) else None
+        digest = size = None
+        if isinstance(content, Media):  # read now: the API deletes the spool file after the send
+            data = await trio.Path(content.path).read_bytes()
+            digest, size = hashlib.sha256(data).hexdigest(), len(data)
         message = RecordedMessage(
-            to=chat.split("@")[0], text=text, id=f"FAKE{next(_ids):012d}", chat=chat, content=content
+            to=chat.split("@")[0],
+            text=text,
+            id=f"FAKE{next(_ids):012d}",
+            chat=chat,
+            content=content,
+            media_sha256=digest,
+            media_size=size,
         )
         if self.engine.ack_delay:
             await self._wait_for_ack(message)
@@ -151,6 +168,45 @@ class FakeClient:
                 pending.message.id,
             )
         pending.acked.set()
+
+    async def check_numbers(self, numbers: list[str]) -> list[NumberCheck]:
+        await trio.sleep(0)
+        self._require_connection()
+        found = [(n, n not in self.engine.not_on_whatsapp) for n in numbers]
+        return [NumberCheck(number=n, on_whatsapp=on, jid=_jid(n) if on else None) for n, on in found]
+
+    async def pair_code(self, phone: str) -> str:
+        await trio.sleep(0)
+        self._require_connection()
+        if self._qr_serial == 0:
+            raise EngineError("no QR code is showing (fake engine)")
+        self.pair_codes.append(phone)
+        return f"FAKE-{len(self.pair_codes):04d}"
+
+    async def mark_read(self, chat: str, sender: str, message_ids: list[str]) -> None:
+        await trio.sleep(0)
+        self._require_connection()
+        self.reads.append((chat, sender, list(message_ids)))
+
+    async def set_typing(self, chat: str, state: TypingState) -> None:
+        await trio.sleep(0)
+        self._require_connection()
+        if state not in ("composing", "recording", "paused"):  # the real engine would crash
+            raise AssertionError(f"typing state {state!r} reached the engine")
+        self.typing_states.append((chat, state))
+
+    async def download(self, attachment: Attachment, path: str) -> Downloaded:
+        """The fake's attachment *is* the file: `incoming(..., attachment=bytes)` sent it."""
+        self._require_connection()
+        if self.engine.fail_downloads:
+            raise EngineError("media download failed: 404 from the media host (fake engine)")
+        await trio.Path(path).write_bytes(attachment.message)
+        self.downloads += 1
+        return Downloaded(path=path, size=len(attachment.message))
+
+    def _require_connection(self) -> None:
+        if self._wire is None:
+            raise EngineError("not connected")
 
     async def logout(self) -> None:
         await trio.sleep(self.engine.logout_delay)
@@ -224,8 +280,12 @@ class FakeClient:
         from_me: bool = False,
         kind: t.Kind = "text",
         quoted_message_id: str | None = None,
+        attachment: bytes | None = None,
+        mimetype: str | None = None,
     ) -> Activity:
-        """A message from `sender` (a phone number), in their chat or in `group` (a group id)."""
+        """A message from `sender` (a phone number), in their chat or in `group` (a group id).
+
+        `attachment`: a media message's file (GET /media serves it back through `download`)."""
         chat, chat_jid = (f"{group}@g.us", f"{group}@g.us") if group else (sender, _jid(sender))
         data = t.MessageReceived(
             message_id=message_id or f"FAKEIN{next(_ids):012d}",
@@ -239,8 +299,13 @@ class FakeClient:
             kind=kind,
             text=text,
             quoted_message_id=quoted_message_id,
+            media=None
+            if attachment is None
+            else t.Media(
+                mimetype=mimetype, size=len(attachment), sha256=hashlib.sha256(attachment).hexdigest()
+            ),
         )
-        return await self.report(m.MESSAGE_RECEIVED, data, key=data.message_id)
+        return await self.report(m.MESSAGE_RECEIVED, data, key=data.message_id, attachment=attachment)
 
     async def receipt(
         self, message_id: str, status: t.AckStatus = "delivered", sender: str | None = None
@@ -276,7 +341,12 @@ class FakeClient:
         return await self.report(m.CHAT_TYPING, data)
 
     async def report(
-        self, type: str, data: msgspec.Struct, key: str | None = None, timestamp: float | None = None
+        self,
+        type: str,
+        data: msgspec.Struct,
+        key: str | None = None,
+        timestamp: float | None = None,
+        attachment: bytes | None = None,
     ) -> Activity:
         """Any activity (a reaction, an edit, a call...), its data one of events/types.py's Structs."""
         if self._script is None:
@@ -289,6 +359,7 @@ class FakeClient:
             data=msgspec.to_builtins(data),
             key=key,
             received=now,
+            attachment=attachment,
         )
         await self.engine.activity.send(activity)
         return activity
@@ -323,6 +394,8 @@ class FakeEngine:
         self.logout_delay = 0.0  # seconds a logout takes
         self.fail_logouts = False
         self.stop_delay = 0.0  # seconds a connection takes to stop cleanly
+        self.not_on_whatsapp: set[str] = set()  # numbers a number check answers false for
+        self.fail_downloads = False
 
     def client(self, session_id: str, directory: Path) -> FakeClient:
         client = FakeClient(self, session_id, directory)

@@ -36,7 +36,7 @@ from ..engine import (
     Stopped,
 )
 from ..engine.content import Content
-from ..errors import RequestFailed, SendFailed, SendOutcomeUnknown, SessionNotConnected
+from ..errors import InvalidRequest, RequestFailed, SendFailed, SendOutcomeUnknown, SessionNotConnected
 from ..events.model import SESSION_QR, SESSION_STATUS, Activity
 from ..events.types import SessionQr, SessionStatus
 from ..metrics import Metrics
@@ -65,6 +65,10 @@ SEND_TIMEOUT = 75.0  # whatsmeow itself gives up waiting for the server's ack af
 CALL_TIMEOUT = 75.0  # whatsmeow's own limit on an answer to a request (an IQ)
 EVENT_BUFFER = 64  # a flood (history sync) slows the engine down instead of growing memory
 CLOSE_TIMEOUT = 5.0  # releasing a client at the very end; the connection has stopped by then
+# Once a pairing code was given, the end of the QR window ends the code too: the reason says both.
+PAIR_CODE_EXPIRED = (
+    "pairing code and QR code expired without being used; POST /pair-code or /connect for new ones"
+)
 
 
 @attrs.frozen
@@ -113,6 +117,7 @@ class SessionSupervisor:
         self._client: Client = engine.client(session_id, self.directory)
         self._nursery: trio.Nursery | None = None
         self._generation = 0  # events from an older connection are stale
+        self._pairing_generation = -1  # the connection that handed out a pairing code
         self._connection: trio.CancelScope | None = None
         self._device_idle = _set_event()  # no connection runs and no credential work is pending
         self._changed = trio.Event()  # set and replaced on every state change
@@ -213,6 +218,23 @@ class SessionSupervisor:
                 raise RequestFailed(f"{what} failed: {exc}") from None
         raise RequestFailed(f"{what} failed: no answer from WhatsApp within {CALL_TIMEOUT:.0f} s")
 
+    async def pair_code(self, phone: str) -> str:
+        """A pairing code for `phone`, while the session shows a QR code (the QR stays valid)."""
+        if self.machine.state is not State.QR_READY:
+            raise InvalidRequest(
+                f"session '{self.session_id}' shows no QR code (state: {self.machine.state.value}); "
+                "a pairing code replaces scanning one"
+            )
+        generation = self._generation
+        with trio.move_on_after(CALL_TIMEOUT):
+            try:
+                code = await self._client.pair_code(phone)
+            except EngineError as exc:
+                raise RequestFailed(f"pairing code failed: {exc}") from None
+            self._pairing_generation = generation
+            return code
+        raise RequestFailed(f"pairing code failed: no answer from WhatsApp within {CALL_TIMEOUT:.0f} s")
+
     def _connected_client(self) -> Client:
         state = self.machine.state
         if state is not State.CONNECTED:
@@ -287,6 +309,8 @@ class SessionSupervisor:
             case LoggedOut(reason):
                 return m.logged_out(reason)
             case Stopped(reason):
+                if self._pairing_generation == self._generation and "qr code expired" in reason.lower():
+                    reason = PAIR_CODE_EXPIRED
                 return m.stopped(reason)
             case Replaced(reason):
                 return m.replaced(reason)
