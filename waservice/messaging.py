@@ -61,19 +61,19 @@ class Messaging:
 
     async def pair_code(self, session_id: str, phone: str) -> str:
         session = await self.manager.connect(session_id)
+        state = State.CONNECTING
         with trio.move_on_after(PAIR_WAIT):
             state = await session.wait_for(
                 lambda s: s in (State.QR_READY, State.CONNECTED) or s not in ACTIVE
             )
-            if state is State.CONNECTED:
-                raise InvalidRequest(
-                    f"session '{session_id}' is already linked and connected; nothing to pair"
-                )
-            if state is not State.QR_READY:
-                why = session.machine.last_error or f"the session is {state.value}"
-                raise RequestFailed(f"pairing code failed: {why}")
-            return await session.pair_code(phone)
-        raise RequestFailed(f"pairing code failed: WhatsApp offered no pairing within {PAIR_WAIT:.0f} s")
+        if state is State.CONNECTED:
+            raise InvalidRequest(f"session '{session_id}' is already linked and connected; nothing to pair")
+        if state is State.CONNECTING:
+            raise RequestFailed(f"pairing code failed: WhatsApp offered no pairing within {PAIR_WAIT:.0f} s")
+        if state is not State.QR_READY:
+            why = session.machine.last_error or f"the session is {state.value}"
+            raise RequestFailed(f"pairing code failed: {why}")
+        return await session.pair_code(phone)
 
     async def check_numbers(self, session_id: str, numbers: list[str]) -> list[NumberCheck]:
         session = self.manager.get(session_id)
@@ -110,6 +110,8 @@ class Messaging:
     async def _index_sent(
         self, session: SessionSupervisor, recipient: Recipient, message_id: str, kind: str, text: str | None
     ) -> None:
+        if self.index is None:
+            return
         phone = session.info().phone_number
         if not phone:  # cannot happen once connected; the message went out, so never fail here
             log.warning(
@@ -126,8 +128,6 @@ class Messaging:
             kind=kind,
             text=text,
         )
-        if self.index is None:
-            return
         try:
             await self.index.add(message)
         except StorageFailed as exc:  # the message went out: failing the request would invite a resend

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,12 @@ PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(50_000)
 PDF = b"%PDF-1.7\n" + os.urandom(20_000)
 
 
-@pytest.fixture
-async def api(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Api]:
-    """The service, started with the media host's CA in its environment (Go reads it at exec)."""
+@asynccontextmanager
+async def running(patched_dir: Path, tmp_path: Path, config_text: str = "") -> AsyncIterator[Api]:
+    """The service, started with the media host's CA in its environment (Go reads it at exec;
+    the URL fetch trusts it through SSL_CERT_FILE too)."""
     config = tmp_path / "config.toml"
-    config.write_text(FAST_RECONNECT)
+    config.write_text(FAST_RECONNECT + config_text)
     service = ServiceProcess(tmp_path / "data", env=tls_env(), config=config, pythonpath=patched_dir)
     await trio.to_thread.run_sync(service.start)
     api = Api(service)
@@ -44,6 +46,12 @@ async def api(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Api]:
         code = await trio.to_thread.run_sync(service.stop)
         assert code == 0, service.log()[-3000:]
         assert "Traceback" not in service.log(), service.log()[-6000:]
+
+
+@pytest.fixture
+async def api(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Api]:
+    async with running(patched_dir, tmp_path) as api:
+        yield api
 
 
 async def linked_by_code(api: Api, sim: Simulator) -> None:
@@ -174,3 +182,18 @@ async def test_bad_requests_leave_the_session_connected(api: Api, sim: Simulator
     assert (await api.status("s1"))["state"] == "connected"
     fine = await sent_id(await api.post("/send", session_id="s1", chat=CAROL, message="still here"))
     assert (await sim.wait_message(to=CAROL, id=fine)).text == "still here"
+
+
+async def test_media_from_an_https_url(sim: Simulator, patched_dir: Path, tmp_path: Path) -> None:
+    """The service fetches the file itself over verified TLS (the simulator's HTTPS host, which is
+    on loopback: allowed here by media.allow_private_urls), then uploads it as a document."""
+    async with running(patched_dir, tmp_path, "\n[media]\nallow_private_urls = true\n") as api:
+        await linked_by_code(api, sim)
+        sim.contact(CAROL)
+        stored = sim.media.store(PDF, "document")
+        url = sim.media.url(stored)  # https://127.0.0.1:<port>/<object>.enc?...
+        fetched = await api.post("/send-media", session_id="s1", chat=CAROL, type="document", url=url)
+        got = await sim.wait_message(to=CAROL, id=await sent_id(fetched), kind="document")
+        assert sim.fetch_media(got) == PDF
+        media = got.content.media
+        assert (media.file_name, media.mimetype) == (f"{stored.object_id}.enc", "application/pdf")

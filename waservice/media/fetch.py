@@ -11,8 +11,10 @@ streams into a spool file under the size cap, and the whole fetch has one deadli
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 
 import attrs
 import httpx
@@ -121,8 +123,9 @@ async def fetch_into(url_text: str, spool: SpoolFile, policy: FetchPolicy) -> Fe
     """GET the URL into `spool`; raises BadUrl (400) or MediaTooLarge (413)."""
     url = parse_url(url_text)
     with trio.move_on_after(policy.timeout):
+        # trust_env off: a proxy from the environment would resolve the name itself (unchecked).
         async with httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=policy.timeout
+            follow_redirects=False, trust_env=False, timeout=policy.timeout, verify=_tls_context()
         ) as client:
             for _ in range(policy.max_redirects + 1):
                 address = await checked_address(url, policy)
@@ -140,6 +143,13 @@ async def fetch_into(url_text: str, spool: SpoolFile, policy: FetchPolicy) -> Fe
                     await response.aclose()
             raise BadUrl(f"too many redirects (more than {policy.max_redirects}, media.max_redirects)")
     raise BadUrl(f"fetching the url took longer than {policy.timeout:g} s (media.fetch_timeout)")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's roots: SSL_CERT_FILE or SSL_CERT_DIR when set (a private CA), else certifi's. The
+    client itself runs without trust_env, which would read these but also the proxy variables."""
+    return httpx.create_ssl_context(trust_env=True)
 
 
 def _default_port(url: httpx.URL) -> int:
