@@ -25,6 +25,7 @@ __all__ = [
     "EngineConfig",
     "EventsConfig",
     "MetricsConfig",
+    "SendingConfig",
     "StreamConfig",
     "load_config",
 ]
@@ -170,6 +171,19 @@ class StreamConfig:
 
 
 @attrs.frozen
+class SendingConfig:
+    """`[sending]`: each session's send queue (sessions/sendqueue.py)."""
+
+    # Seconds from the end of one send to the start of the next, plus a random extra up to jitter.
+    min_interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    jitter: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    # Show "composing" before each text, 50 ms per character up to 5 s, then send it.
+    typing: bool = False
+    # Messages a session may have queued; one more answers 429 with Retry-After.
+    queue_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -181,6 +195,7 @@ class Config:
     webhooks_delivery: WebhookDeliveryConfig = WebhookDeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     stream: StreamConfig = StreamConfig()
+    sending: SendingConfig = SendingConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -218,6 +233,7 @@ def _converter() -> cattrs.Converter:
         EventsConfig,
         MetricsConfig,
         StreamConfig,
+        SendingConfig,
         Config,
     )
     for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):

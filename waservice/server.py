@@ -26,6 +26,7 @@ from .hypercorn_close import close_without_send_eof
 from .metrics import Metrics
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
+from .sessions.sendqueue import Pacing
 from .store import open_event_store, open_store
 from .store.webhooks import WebhookTables
 from .tcp import quiet_accept_errors, tune_listener
@@ -46,6 +47,7 @@ async def serve_forever(
     """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly."""
     _fix_server_libraries()
     r = config.reconnect
+    sending = config.sending
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
@@ -81,6 +83,8 @@ async def serve_forever(
                     max_sessions=config.sessions.max,
                     record=recorder.record,
                     metrics=metrics,
+                    pacing=Pacing(sending.min_interval, sending.jitter, sending.typing),
+                    queue_size=sending.queue_size,
                 )
                 live = LiveEvents(event_store, hub, config.stream)
                 metrics.level("waservice_sse_subscribers", "Open GET /events streams", lambda: live.open)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ from werkzeug.security import safe_join
 
 from .. import __version__
 from ..config import MetricsConfig
-from ..errors import ServiceError
+from ..errors import SendQueueFull, ServiceError
 from ..sessions.manager import SessionManager
 from ..webhooks.service import WebhookService
 from . import keys, models, routes, stream, webhook_models, webhooks
@@ -244,7 +245,10 @@ def _error(message: str, status: int) -> tuple[dict, int]:
 def _add_errors(app: QuartTrio) -> None:
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError):
-        return _error(error.message, status_for(error))
+        body, status = _error(error.message, status_for(error))
+        if isinstance(error, SendQueueFull):  # when a slot is likely to free up
+            return body, status, {"Retry-After": str(math.ceil(error.retry_after))}
+        return body, status
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException):

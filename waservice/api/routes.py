@@ -71,6 +71,7 @@ def _view(info: SessionInfo) -> SessionView:
         reconnect_attempts=info.reconnect_attempts,
         last_error=info.last_error,
         state_changed_at=iso_seconds(info.state_changed_at),
+        queue_depth=info.queue_depth,
     )
 
 

@@ -8,6 +8,7 @@ from ..errors import (
     NoQrCode,
     RequestFailed,
     SendFailed,
+    SendQueueFull,
     ServiceError,
     StorageFailed,
     TooManySessions,
@@ -28,6 +29,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     SendFailed: 502,
     RequestFailed: 502,
     TooManySessions: 429,
+    SendQueueFull: 429,  # with Retry-After (api/app.py)
     StorageFailed: 503,
     UnknownWebhook: 404,
     TooManyStreams: 503,
