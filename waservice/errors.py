@@ -89,3 +89,11 @@ class StorageFailed(ServiceError):
 
 class UnknownWebhook(ServiceError):
     """No webhook by that id."""
+
+
+class IdempotencyKeyInUse(ServiceError):
+    """The Idempotency-Key's first request is still running (409)."""
+
+
+class IdempotencyKeyReused(ServiceError):
+    """The Idempotency-Key was used for a different request (422)."""

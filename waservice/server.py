@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 
 from .api.app import create_app
 from .api.asgi import ServerSafeSend
+from .api.idempotency import IdempotencyKeys
 from .api.limits import install_create_limit
 from .api.stream import LiveEvents
 from .config import Config
@@ -59,8 +60,10 @@ async def serve_forever(
         # Before anything is logged: every append records its webhook deliveries in its transaction.
         webhook_tables = await event_store.call(WebhookTables, event_store.connection)
         event_store.add_outbox(webhook_tables.outbox)
+        idempotency = await IdempotencyKeys.open(event_store)
         async with trio.open_nursery() as background:
             background.start_soon(prune_forever, event_store, config.events.retention_days)
+            background.start_soon(idempotency.prune_forever)
             await background.start(recorder.run)
             webhooks = await background.start(
                 functools.partial(
@@ -95,6 +98,7 @@ async def serve_forever(
                     webhook_service=webhooks,
                     metrics=config.metrics,
                     live=live,
+                    idempotency=idempotency,
                 )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:

@@ -29,6 +29,7 @@ from . import keys, models, routes, stream, webhook_models, webhooks
 from .caller import Authenticator
 from .event_schemas import event_components
 from .guards import HostGuard, OriginGuard
+from .idempotency import IdempotencyKeys, document_idempotency, install_idempotency
 from .ops import document_metrics, install_ops
 from .status import status_for
 
@@ -112,6 +113,7 @@ class _Provider(OpenAPIProvider):
         webhooks.link_routes(schema["paths"])
         document_metrics(schema["paths"])
         stream.document_event_stream(schema["paths"])
+        document_idempotency(self._app, schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -151,8 +153,10 @@ def create_app(
     webhook_service: WebhookService | None = None,
     metrics: MetricsConfig | None = None,
     live: stream.LiveEvents | None = None,
+    idempotency: IdempotencyKeys | None = None,
 ) -> QuartTrio:
-    """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events."""
+    """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
+    `idempotency` makes the send routes honour Idempotency-Key (else the header is ignored)."""
     metrics = metrics or MetricsConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -168,6 +172,8 @@ def create_app(
         security=[{"ApiKey": []}],
         openapi_provider_class=_Provider,
     )
+    if idempotency is not None:
+        install_idempotency(app, idempotency)
     app.register_blueprint(routes.bp)
     if webhook_service is not None:
         app.extensions["waservice.webhooks"] = webhook_service

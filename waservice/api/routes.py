@@ -17,6 +17,7 @@ from ..errors import InvalidRequest, NoQrCode
 from ..sessions.manager import SessionManager
 from ..sessions.supervisor import SessionInfo
 from .caller import admin_only, caller, filtered_by_caller
+from .idempotency import idempotent
 from .limits import limit_new_session
 from .models import (
     ActionResponse,
@@ -224,11 +225,15 @@ async def reset_reconnect() -> ActionResponse:
 
 @bp.post("/send")
 @tag(["Messaging"])
+@idempotent
 @document_request(SendRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 415, 502)
+@errors(400, 401, 403, 415, 429, 502)
 async def send() -> SendResponse:
-    """Send a text message; 2xx only once WhatsApp acknowledged it."""
+    """Send a text message; 2xx only once WhatsApp acknowledged it.
+
+    Messages of a session go out in order through its send queue (paced if `[sending]` says so);
+    a full queue answers 429 with Retry-After."""
     body = await read_body(SendRequest)
     number, text = phone_number(body.number), message_text(body.message)
     with manager().metrics.timing_send():

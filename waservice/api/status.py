@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..errors import (
     Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     InvalidRequest,
     NoQrCode,
     RequestFailed,
@@ -29,7 +31,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     SendFailed: 502,
     RequestFailed: 502,
     TooManySessions: 429,
-    SendQueueFull: 429,  # with Retry-After (api/app.py)
+    SendQueueFull: 429,
+    IdempotencyKeyInUse: 409,
+    IdempotencyKeyReused: 422,  # with Retry-After (api/app.py)
     StorageFailed: 503,
     UnknownWebhook: 404,
     TooManyStreams: 503,
