@@ -3,6 +3,7 @@ answered and not sent twice; a new message gets a new key. Chromium against the 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -54,3 +55,84 @@ def test_a_lost_answer_retried_sends_once(page, service):
     assert [m["text"] for m in service.ok("GET", "/_fake/sent?session_id=pwk")["messages"]] == [
         "sent once"
     ] * 2
+
+
+def _connected_card(page, service, session_id: str, phone: str):
+    open_page(page, service)
+    create_in_page(page, session_id)
+    c = card(page, session_id)
+    expect(c).to_have_attribute("data-state", "qr_ready")
+    service.ok("POST", "/_fake/scan", {"session_id": session_id, "phone": phone})
+    expect(c).to_have_attribute("data-state", "connected")
+    return c
+
+
+def _answer_sent(route, requests: list) -> None:
+    """Stand in for the server's send route: note the request, answer as it would."""
+    request = route.request
+    requests.append((request.headers, request.post_data_buffer or b""))
+    body = '{"success": true, "session_id": "x", "message": "Message sent successfully",'
+    body += ' "result": {"id": "STUB1", "timestamp": 1, "to": "15551234567"}}'
+    route.fulfill(status=200, content_type="application/json", body=body)
+
+
+def test_reply_to_a_shown_message(page, service):
+    c = _connected_card(page, service, "pwr", "15550003333")
+    service.ok(
+        "POST",
+        "/_fake/incoming",
+        {"session_id": "pwr", "from": "15551234567", "text": "ping", "message_id": "IN1"},
+    )
+    item = c.locator(".recent-item").first
+    expect(item.locator(".recent-text")).to_have_text("ping")
+    item.get_by_role("button", name=re.compile("^Reply to")).click()
+    form = c.locator("form.send-form")
+    expect(form.locator(".send-reply")).to_contain_text("Replying to +15551234567: ping")
+    expect(form.get_by_label("Number")).to_have_value("15551234567")
+    expect(form.get_by_label("Message")).to_be_focused()
+
+    requests: list = []
+    page.route(re.compile(r".*/send$"), lambda route: _answer_sent(route, requests))
+    form.get_by_label("Message").fill("pong")
+    form.get_by_role("button", name="Send").click()
+    expect(c.locator(".send-result")).to_have_attribute("data-kind", "success")
+    ((headers, body),) = requests
+    assert json.loads(body) == {
+        "session_id": "pwr",
+        "number": "15551234567",
+        "message": "pong",
+        "reply_to": "IN1",
+    }
+    assert headers.get("idempotency-key", "").startswith("web-")
+    expect(form.locator(".send-reply")).to_be_hidden()  # the next message is no reply
+
+    # Cancelling a reply drops it.
+    item.get_by_role("button", name=re.compile("^Reply to")).click()
+    form.get_by_role("button", name="Cancel reply").click()
+    expect(form.locator(".send-reply")).to_be_hidden()
+
+
+def test_send_a_file_as_multipart(page, service):
+    c = _connected_card(page, service, "pwf", "15550004444")
+    requests: list = []
+    page.route(re.compile(r".*/send-media$"), lambda route: _answer_sent(route, requests))
+    form = c.locator("form.send-form")
+    form.get_by_label("Number").fill("12025550147")
+    form.get_by_label("Message").fill("a caption")
+    form.get_by_label("Attachment").set_input_files(
+        files=[{"name": "dot.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nfake"}]
+    )
+    form.get_by_role("button", name="Send").click()
+    expect(c.locator(".send-result")).to_have_attribute("data-kind", "success")
+    ((headers, body),) = requests
+    assert headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert headers.get("idempotency-key", "").startswith("web-")
+    for name, value in [
+        ("session_id", "pwf"),
+        ("number", "12025550147"),
+        ("type", "image"),
+        ("caption", "a caption"),
+    ]:
+        assert f'name="{name}"\r\n\r\n{value}\r\n'.encode() in body, (name, body[:400])
+    assert b'name="file"; filename="dot.png"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\nfake' in body
+    assert form.get_by_label("Attachment").evaluate("el => el.files.length") == 0  # sent: cleared
