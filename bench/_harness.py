@@ -263,11 +263,19 @@ class ServiceSystem(System):
     name = "service"
 
     def __init__(
-        self, data_dir: Path, pythonpath: Path, poll: float = 0.1, api_key: str | None = None
+        self,
+        data_dir: Path,
+        pythonpath: Path,
+        poll: float = 0.1,
+        api_key: str | None = None,
+        source: Path = ROOT,
     ) -> None:
+        """`source`: the checkout whose waservice runs (another revision, for a baseline)."""
         config = data_dir.parent / "bench-config.toml"
         config.write_text(SERVICE_CONFIG)
-        self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath, api_key=api_key)
+        self.service = ServiceProcess(
+            data_dir, config=config, pythonpath=pythonpath, api_key=api_key, source=source
+        )
         self.headers = {"X-API-Key": api_key} if api_key else {}
         self.board = Board()
         self.poll = poll

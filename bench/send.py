@@ -1,15 +1,20 @@
-"""Send throughput: POST /send on waservice (real neonize engine) against raw neonize send_message.
+"""Send throughput: POST /send on waservice (real neonize engine) against raw neonize send_message,
+and against waservice at another revision (``--baseline``, e.g. the commit before a change).
 
-The WhatsApp simulator (tests/wasim) runs in its own process. For each system, pair the largest
-session count first, then for 1, 10 and 100 connected sessions: every session sends to its own
-simulated contact from ``--loops`` concurrent sender loops (a minimal keep-alive HTTP/1.1 client per
-loop for the service, threads calling ``send_message`` for raw neonize, one process), a warm-up and
-then a fixed measured window. Every 2xx (or returned id) must show up at the simulator, decrypted to
-the text sent.
+Every /send goes through its session's send queue (pacing off, the default). The WhatsApp
+simulator (tests/wasim) runs in its own process. For each system, pair the largest session count
+first, then for 1, 10 and 100 connected sessions: every session sends to its own simulated contact
+from ``--loops`` concurrent sender loops (a minimal keep-alive HTTP/1.1 client per loop for the
+service, threads calling ``send_message`` for raw neonize, one process), a warm-up and then a fixed
+measured window. Every 2xx (or returned id) must show up at the simulator, decrypted to the text
+sent.
 
     python bench/send.py [--sessions 1,10,100] [--duration 15] [--warmup 3] [--loops 1] [--skip-raw]
+                         [--baseline REV]
 
-Target: aggregate send >= 300 messages/s for the service.
+Targets: aggregate send >= 300 messages/s for the service; with ``--baseline``, no more than 5 %
+below the baseline's rate (the send queue must cost nothing with pacing off). The baseline runs
+from a temporary ``git worktree`` of REV, after the service, against its own simulator.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +36,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
+    ROOT,
     RawSystem,
     ServiceSystem,
     SimulatorProcess,
@@ -47,6 +54,7 @@ from _harness import (
 )
 
 TARGET_RATE = 300.0
+BASELINE_RATIO = 0.95  # the service may be at most 5 % below the baseline
 
 
 def own_cpu() -> float:
@@ -217,14 +225,21 @@ async def raw_case(
     }
 
 
-async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict[int, dict[str, Any]]:
+async def run_system(
+    kind: str, args: Any, workdir: Path, patched: Path, source: Path | None = None
+) -> dict[int, dict[str, Any]]:
+    """kind: "service", "raw" or "baseline" (the service from the checkout `source`)."""
     most = max(args.sessions)
     ids = [f"s{i:05d}" for i in range(most)]
-    phones = [phone_for("1555" if kind == "service" else "1777", i) for i in range(most)]
+    phones = [phone_for("1777" if kind == "raw" else "1555", i) for i in range(most)]
     contacts = {sid: f"1202555{i:04d}" for i, sid in enumerate(ids)}  # valid numbers: /send checks them
     data_dir = workdir / kind / "data"
     data_dir.parent.mkdir(parents=True)
-    system = ServiceSystem(data_dir, patched) if kind == "service" else RawSystem(data_dir, patched)
+    system: ServiceSystem | RawSystem
+    if kind == "raw":
+        system = RawSystem(data_dir, patched)
+    else:
+        system = ServiceSystem(data_dir, patched, source=source or ROOT)
     results: dict[int, dict[str, Any]] = {}
     async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
         try:
@@ -235,7 +250,7 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
             system.pause_polling()  # the poller would compete with the senders
             await trio.sleep(3)
             for count in args.sessions:
-                case = service_case if kind == "service" else raw_case
+                case = raw_case if kind == "raw" else service_case
                 result = await case(system, sim, ids[:count], contacts, args)  # type: ignore[arg-type]
                 results[count] = result
                 log(
@@ -296,14 +311,58 @@ def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, di
         )
 
 
+def print_baseline(
+    args: Any, service: dict[int, dict[str, Any]], baseline: dict[int, dict[str, Any]]
+) -> None:
+    print(f"\nPOST /send through the send queue (pacing off) vs waservice at {args.baseline}, same run")
+    print(
+        f"{'sessions':>8} | {'queue msg/s':>11} {'p99 ms':>7} | {'baseline msg/s':>14} {'p99 ms':>7} | ratio"
+    )
+    for count in args.sessions:
+        s, b = service.get(count, {}), baseline.get(count, {})
+        print(
+            f"{count:>8} | {fmt(s.get('rate'), 0):>11} {fmt(s.get('p99'), 1):>7} | "
+            f"{fmt(b.get('rate'), 0):>14} {fmt(b.get('p99'), 1):>7} | {ratio(s.get('rate'), b.get('rate'))}"
+        )
+    for count in args.sessions:
+        s, b = service.get(count), baseline.get(count)
+        if s and b and b["rate"]:
+            verdict = "met" if s["rate"] >= BASELINE_RATIO * b["rate"] else "MISSED"
+            print(
+                f"{count} sessions: {s['rate'] / b['rate']:.1%} of the baseline "
+                f"(target >= {BASELINE_RATIO:.0%}): {verdict}"
+            )
+
+
+def checkout(revision: str, where: Path) -> Path:
+    """A detached worktree of `revision` (removed by `remove_checkout`)."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), revision],
+        check=True,
+        capture_output=True,
+    )
+    return where
+
+
+def remove_checkout(where: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], capture_output=True)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     patched = args.patched_dir
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
     service: dict[int, dict[str, Any]] = {}
     raw: dict[int, dict[str, Any]] = {}
+    baseline: dict[int, dict[str, Any]] = {}
     try:
         if not args.skip_service:
             service = await run_system("service", args, workdir, patched)
+        if args.baseline:
+            source = checkout(args.baseline, workdir / "baseline-src")
+            try:
+                baseline = await run_system("baseline", args, workdir, patched, source)
+            finally:
+                remove_checkout(source)
         if not args.skip_raw:
             raw = await run_system("raw", args, workdir, patched)
     finally:
@@ -312,6 +371,8 @@ async def main_async(args: argparse.Namespace) -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print_table(args, service, raw)
+    if baseline:
+        print_baseline(args, service, baseline)
 
 
 def main() -> None:
@@ -322,6 +383,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per case")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each window")
     parser.add_argument("--loops", type=int, default=1, help="concurrent sender loops per session")
+    parser.add_argument(
+        "--baseline", default=None, metavar="REV", help="also run waservice at this git revision, to compare"
+    )
     add_common_arguments(parser, timeout=600)
     run_benchmark(main_async, parser.parse_args())
 
