@@ -269,12 +269,14 @@ class ServiceSystem(System):
         poll: float = 0.1,
         api_key: str | None = None,
         source: Path = ROOT,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """`source`: the checkout whose waservice runs (another revision, for a baseline)."""
+        """`source`: the checkout whose waservice runs (another revision, for a baseline); `env`:
+        settings its process starts with (the simulator's CA for media, say)."""
         config = data_dir.parent / "bench-config.toml"
         config.write_text(SERVICE_CONFIG)
         self.service = ServiceProcess(
-            data_dir, config=config, pythonpath=pythonpath, api_key=api_key, source=source
+            data_dir, env=env, config=config, pythonpath=pythonpath, api_key=api_key, source=source
         )
         self.headers = {"X-API-Key": api_key} if api_key else {}
         self.board = Board()
