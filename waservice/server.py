@@ -89,6 +89,11 @@ async def serve_forever(
                     pacing=Pacing(sending.min_interval, sending.jitter, sending.typing),
                     queue_size=sending.queue_size,
                 )
+                metrics.level(
+                    "waservice_send_queue_depth",
+                    "Messages in the sessions' send queues: waiting, or being sent",
+                    lambda: sum(s.queue_depth for s in manager.sessions()),
+                )
                 live = LiveEvents(event_store, hub, config.stream)
                 metrics.level("waservice_sse_subscribers", "Open GET /events streams", lambda: live.open)
                 app = create_app(

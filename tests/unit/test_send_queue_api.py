@@ -42,3 +42,4 @@ async def test_depth_and_a_full_queue(engine, store, recorder, nursery):
     assert response.status_code == 429 and response.headers["Retry-After"] == "3"
     assert "sending.queue_size is 2" in (await response.get_json())["error"]
     assert engine.clients["s1"].pending_sends == 1  # one at a time: the second waits its turn
+    assert manager.metrics.registry.get_sample_value("waservice_sends_total", {"outcome": "queue_full"}) == 1
