@@ -29,11 +29,14 @@ class Engine:
 
     send_time: float = 0.0
     fail: set[str] = attrs.Factory(set)
+    offline: set[str] = attrs.Factory(set)  # these find the session disconnected at their turn
     log: list[tuple[float, str, str]] = attrs.Factory(list)  # (time, what, text)
     sends_started: trio.Event = attrs.Factory(trio.Event)
 
     async def deliver(self, chat: str, content: Content) -> SentMessage:
         text = content.text if isinstance(content, Text) else type(content).__name__
+        if text in self.offline:
+            raise SessionNotConnected("session 's1' is not connected (state: connecting)")
         self.log.append((trio.current_time(), "send", text))
         self.sends_started.set()
         await trio.sleep(self.send_time)
@@ -157,6 +160,14 @@ async def test_a_failed_send_is_paced_too_and_the_next_goes_on(nursery, autojump
     outcomes = await submit_all(queue, ["a", "b"])
     assert isinstance(outcomes["a"], SendFailed) and outcomes["b"].id == "id-b"  # type: ignore[attr-defined]
     assert engine.sends() == [(0.0, "a"), (3.0, "b")]
+
+
+async def test_a_message_that_finds_the_session_disconnected_fails_at_once(nursery, autojump_clock):
+    engine = Engine(send_time=1.0, offline={"b", "c"})
+    queue = await start(nursery, engine, Pacing(min_interval=2.0))
+    outcomes = await submit_all(queue, ["a", "b", "c", "d"])
+    assert isinstance(outcomes["b"], SessionNotConnected) and isinstance(outcomes["c"], SessionNotConnected)
+    assert engine.sends() == [(0.0, "a"), (3.0, "d")]  # b and c reached nothing: no gap after them
 
 
 async def test_typing_before_a_text_only(nursery, autojump_clock):

@@ -262,7 +262,8 @@ class SendQueue:
             log.exception("session=%s send failed unexpectedly", self.session_id)
             error = ServiceError(f"message not sent: internal error ({type(exc).__name__})")
         finally:
-            self.pacer.sent(trio.current_time())
+            if not isinstance(error, SessionNotConnected):  # else nothing reached WhatsApp
+                self.pacer.sent(trio.current_time())
             self._current = None
             job.finish(result, error)
 
