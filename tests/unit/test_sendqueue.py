@@ -115,7 +115,6 @@ def test_typing_time_is_per_character_and_capped():
     assert pacing.typing_time(text("x" * 10_000)) == TYPING_MAX
     assert pacing.typing_time(Location(lat=1, lng=2)) == 0
     assert Pacing().typing_time(text("hello")) == 0
-    assert Pacing().off and not Pacing(jitter=1).off and not Pacing(typing=True).off
 
 
 async def test_in_order_one_at_a_time(nursery, autojump_clock):

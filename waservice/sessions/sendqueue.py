@@ -53,10 +53,6 @@ class Pacing:
     jitter: float = 0.0  # plus a random extra in [0, jitter)
     typing: bool = False  # show "composing" before a text, for typing_time(text)
 
-    @property
-    def off(self) -> bool:
-        return self.min_interval <= 0 and self.jitter <= 0 and not self.typing
-
     def typing_time(self, content: Content) -> float:
         if not self.typing or not isinstance(content, Text):
             return 0.0
