@@ -125,6 +125,8 @@ class SimulatorProcess:
         self.proc: subprocess.Popen | None = None
         self.control_url = ""
         self.http: httpx.AsyncClient | None = None
+        # What a neonize process must start with to trust the simulator's media host (its own CA).
+        self.tls_env: dict[str, str] = {}
 
     async def start(self, timeout: float = 30) -> SimulatorProcess:
         with self.log_path.open("ab") as log_file:
@@ -142,6 +144,7 @@ class SimulatorProcess:
                 raise BenchError(f"the simulator exited at start-up:\n{self.log_tail()}")
             ports = json.loads(line)
             self.control_url = f"http://127.0.0.1:{ports['control_port']}"
+            self.tls_env = ports.get("tls_env", {})
             self.http = httpx.AsyncClient(base_url=self.control_url, timeout=120)
             return self
         raise BenchError(f"the simulator did not report its ports within {timeout} s:\n{self.log_tail()}")

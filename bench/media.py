@@ -29,6 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
+    BenchError,
     ServiceSystem,
     SimulatorProcess,
     add_common_arguments,
@@ -142,17 +143,17 @@ async def measure(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from tests.wasim.tls import tls_env  # the simulator's test CA (with its media host)
-
     workdir = Path(tempfile.mkdtemp(prefix="bench-media-"))
     ids = [f"m{i:03d}" for i in range(args.sessions)]
     phones = [phone_for("1555", i) for i in range(args.sessions)]
     contacts = {sid: f"1202555{i:04d}" for i, sid in enumerate(ids)}
     data_dir = workdir / "service" / "data"
     data_dir.parent.mkdir(parents=True)
-    service = ServiceSystem(data_dir, args.patched_dir, env=tls_env(workdir))
     try:
         async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
+            if not sim.tls_env:
+                raise BenchError("the simulator has no media host (it reported no tls_env)")
+            service = ServiceSystem(data_dir, args.patched_dir, env=sim.tls_env)  # trusts its CA
             try:
                 await service.start(nursery)
                 seconds = await pair_all(service, sim, ids, phones, args.concurrency, args.timeout)
