@@ -3,6 +3,8 @@ remembered and what is not, a client that goes away mid-send, and a restart."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,10 +13,12 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+from quart import Blueprint, current_app, request
 
 from tests.unit.calls import call, wait_state
 from waservice.api.app import create_app
-from waservice.api.idempotency import IdempotencyKeys
+from waservice.api.idempotency import UPFRONT_MAX, IdempotencyKeys, _BoundaryStripper, idempotent
+from waservice.engine.content import Text
 from waservice.engine.fake import FakeEngine
 from waservice.events.hub import EventHub
 from waservice.events.recorder import EventRecorder
@@ -25,12 +29,43 @@ from waservice.store.idempotency import IdempotencyTable, StoredAnswer
 
 BODY = {"session_id": "s1", "number": "12025550143", "message": "hello"}
 
+# A route that streams its body, as a media upload does: the key is checked when it sends.
+upload_bp = Blueprint("upload", __name__)
+
+
+@upload_bp.post("/upload")
+@idempotent
+async def upload():
+    digest, size = hashlib.sha256(), 0
+    async for chunk in request.body:
+        digest.update(chunk)
+        size += len(chunk)
+    manager = current_app.extensions["waservice.manager"]
+    text = f"{size} bytes {digest.hexdigest()[:8]}"
+    sent = await manager.send(request.args["session_id"], "12025550143@s.whatsapp.net", Text(text=text))
+    return {"id": sent.id, "text": text}
+
+
+def multipart(boundary: str, payload: bytes) -> bytes:
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'.encode()
+    return head + payload + f"\r\n--{boundary}--\r\n".encode()
+
+
+async def upload_with(svc, key: str, boundary: str, payload: bytes, session_id: str = "s1"):
+    response = await svc.client.post(
+        f"/upload?session_id={session_id}",
+        data=multipart(boundary, payload),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Idempotency-Key": key},
+    )
+    return response.status_code, await response.get_json(), response.headers
+
 
 @attrs.frozen
 class Service:
     client: object
     engine: FakeEngine
     keys: IdempotencyKeys
+    app: object
 
 
 @asynccontextmanager
@@ -44,7 +79,10 @@ async def service(data: Path, engine: FakeEngine | None = None) -> AsyncIterator
             SessionManager(engine, store, ReconnectPolicy(), record=recorder.record).run
         )
         keys = await IdempotencyKeys.open(events)
-        yield Service(create_app(manager, idempotency=keys).test_client(), engine, keys)
+        app = create_app(manager, idempotency=keys)
+        app.register_blueprint(upload_bp)
+        app.config["MAX_CONTENT_LENGTH"] = 8 * UPFRONT_MAX  # the upload route's bodies
+        yield Service(app.test_client(), engine, keys, app)
         await manager.stop(trio.current_time() + 5)
         nursery.cancel_scope.cancel()
 
@@ -196,3 +234,30 @@ async def test_expired_answers_are_ignored_and_pruned(event_store):
     assert await event_store.call(table.get, *slot, now - 50) is None  # older than the TTL
     assert await event_store.call(table.prune, now - 50) == 1
     assert await event_store.call(table.get, *slot, now - 200) is None
+
+
+async def test_a_streamed_body_is_checked_when_it_sends(svc):
+    payload = random.Random(1).randbytes(2 * UPFRONT_MAX)  # past UPFRONT_MAX: not read up front
+    first = await upload_with(svc, "k-up", "boundary-one", payload)
+    assert first[0] == 200
+    again = await upload_with(svc, "k-up", "another-boundary", payload)  # a browser's new boundary
+    assert again[:2] == first[:2] and again[2]["Idempotent-Replayed"] == "true"
+    assert sent(svc) == [first[1]["text"]]
+    other = await upload_with(svc, "k-up", "boundary-one", payload[:-1] + b"x")
+    assert other[0] == 422 and sent(svc) == [first[1]["text"]]
+    await connected(svc, "s2")
+    elsewhere = await upload_with(svc, "k-up", "boundary-one", payload, session_id="s2")
+    assert elsewhere[0] == 200 and sent(svc, "s2") == [first[1]["text"]]  # keys are per session
+
+
+def test_the_boundary_stripper_does_not_depend_on_chunks():
+    rng = random.Random(7)
+    boundary = b"--XyZ-boundary"
+    data = b"".join(rng.choice([boundary, rng.randbytes(rng.randrange(1, 40))]) for _ in range(300))
+    for _ in range(50):
+        stripper, out, at = _BoundaryStripper(boundary), [], 0
+        while at < len(data):
+            step = rng.randrange(1, 60)
+            out.append(stripper.feed(data[at : at + step]))
+            at += step
+        assert b"".join(out) + stripper.tail == data.replace(boundary, b"")

@@ -17,10 +17,10 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 import trio
 from quart import Quart, Response, current_app, request
 
@@ -31,7 +31,7 @@ from ..errors import (
     ServiceError,
     StorageFailed,
 )
-from ..sessions.sendqueue import finish_once_handed_over
+from ..sessions.sendqueue import checked_before_queueing, finish_once_handed_over
 from ..store import EventStore
 from ..store.idempotency import IdempotencyTable, StoredAnswer
 from .caller import caller, named_sessions
@@ -48,6 +48,7 @@ PRUNE_INTERVAL = 3600.0
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
 _NOT_REMEMBERED = {408, 409, 429}  # the client may retry these (and any 5xx)
 _IDEMPOTENT = "_waservice_idempotent"
+UPFRONT_MAX = 1024 * 1024  # bodies up to this size are read before the route runs
 
 
 Slot = tuple[str, str, str]  # (caller scope, session, key)
@@ -66,9 +67,8 @@ class IdempotencyKeys:
     async def open(cls, store: EventStore, ttl: float = TTL) -> IdempotencyKeys:
         return cls(store, await store.call(IdempotencyTable, store.connection), ttl)
 
-    @asynccontextmanager
-    async def claim(self, slot: Slot, fingerprint: bytes) -> AsyncIterator[StoredAnswer | None]:
-        """Hold the key while the request runs; yields the stored answer if there is one.
+    async def claim(self, slot: Slot, fingerprint: bytes) -> StoredAnswer | None:
+        """Hold the key for a request (until `release`); the answer stored for it, if any.
 
         Raises IdempotencyKeyInUse or IdempotencyKeyReused rather than run a second request."""
         running = self._in_flight.get(slot)
@@ -83,9 +83,13 @@ class IdempotencyKeys:
             stored = await self._store.call(self._table.get, *slot, time.time() - self.ttl)
             if stored is not None and stored.fingerprint != fingerprint:
                 raise _reused()
-            yield stored
-        finally:
+        except BaseException:
             del self._in_flight[slot]
+            raise
+        return stored
+
+    def release(self, slot: Slot) -> None:
+        self._in_flight.pop(slot, None)
 
     async def remember(self, slot: Slot, answer: StoredAnswer) -> None:
         try:
@@ -116,8 +120,44 @@ def install_idempotency(app: Quart, keys: IdempotencyKeys) -> None:
     app.extensions[EXTENSION] = keys
 
 
+@attrs.define
+class _Keyed:
+    """One request's key: claimed once its session and body are known, released when it ends."""
+
+    keys: IdempotencyKeys
+    scope: str  # who asks
+    key: str
+    slot: Slot | None = None
+    fingerprint: bytes = b""
+
+    async def claim(self, session: str, body_digest: bytes) -> StoredAnswer | None:
+        fingerprint = _fingerprint(session, body_digest)
+        slot = (self.scope, session, self.key)
+        stored = await self.keys.claim(slot, fingerprint)
+        self.slot, self.fingerprint = slot, fingerprint
+        return stored
+
+    async def remember(self, status: int, body: bytes) -> None:
+        if self.slot is not None:
+            await self.keys.remember(self.slot, StoredAnswer(self.fingerprint, status, body, time.time()))
+
+    def release(self) -> None:
+        if self.slot is not None:
+            self.keys.release(self.slot)
+
+
+class _Replay(Exception):  # a signal, not an error: the stored answer is the answer
+    def __init__(self, stored: StoredAnswer) -> None:
+        super().__init__("answered from the Idempotency-Key")
+        self.stored = stored
+
+
 def idempotent(route: F) -> F:
-    """Decorate every route that sends a message (under the route decorators, above the docs)."""
+    """Decorate every route that sends a message (under the route decorators, above the docs).
+
+    A body up to UPFRONT_MAX bytes is read first and the key checked before the route runs. A
+    larger one (a media upload, which the route streams to disk) is hashed as the route reads
+    it, and the key checked when the route sends, with the session that sends."""
 
     @functools.wraps(route)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -127,22 +167,41 @@ def idempotent(route: F) -> F:
             return await route(*args, **kwargs)
         if not _VALID_KEY.fullmatch(key):
             raise InvalidRequest(f"{HEADER} must be 1-255 printable ASCII characters")
-        sessions = ",".join(sorted(await named_sessions()))
         who = caller()
-        slot = ("admin" if who.is_admin else f"key:{who.key_id}", sessions, key)
-        fingerprint = await _fingerprint(sessions)
-        async with keys.claim(slot, fingerprint) as stored:
-            if stored is not None:
-                return _replay(stored)
-            return await _run_and_remember(keys, slot, fingerprint, route(*args, **kwargs))
+        keyed = _Keyed(keys, "admin" if who.is_admin else f"key:{who.key_id}", key)
+        try:
+            if request.content_length is not None and request.content_length <= UPFRONT_MAX:
+                sessions = ",".join(sorted(await named_sessions()))
+                body = _without_boundary(await request.get_data(cache=True, as_text=False))
+                stored = await keyed.claim(sessions, hashlib.sha256(body).digest())
+                if stored is not None:
+                    return _replay(stored)
+                return await _run_and_remember(keyed, route(*args, **kwargs))
+            return await _streamed(keyed, route(*args, **kwargs))
+        finally:
+            keyed.release()
 
     setattr(wrapper, _IDEMPOTENT, True)
     return wrapper  # type: ignore[return-value]
 
 
-async def _run_and_remember(
-    keys: IdempotencyKeys, slot: Slot, fingerprint: bytes, running: Awaitable[Any]
-) -> Response:
+async def _streamed(keyed: _Keyed, running: Awaitable[Any]) -> Response:
+    body = _HashingBody(request.body, _boundary())
+    request.body = body  # the route reads through it
+
+    async def at_send(session_id: str) -> None:
+        stored = await keyed.claim(session_id, body.digest())
+        if stored is not None:
+            raise _Replay(stored)
+
+    with checked_before_queueing(at_send):
+        try:
+            return await _run_and_remember(keyed, running)
+        except _Replay as replay:
+            return _replay(replay.stored)
+
+
+async def _run_and_remember(keyed: _Keyed, running: Awaitable[Any]) -> Response:
     # Once a message is handed over, the request finishes even if its client goes away: the
     # answer must be remembered, or a retry would send the message again.
     with finish_once_handed_over() as handover:
@@ -151,13 +210,15 @@ async def _run_and_remember(
         except ServiceError as error:
             status = status_for(error)
             if _remembered(status, handover.happened):
-                body = current_app.json.dumps({"success": False, "error": error.message}).encode()
-                await keys.remember(slot, StoredAnswer(fingerprint, status, body, time.time()))
+                await keyed.remember(status, current_app.json.dumps(_error_body(error)).encode())
             raise
         if _remembered(response.status_code, handover.happened):
-            body = await response.get_data(as_text=False)
-            await keys.remember(slot, StoredAnswer(fingerprint, response.status_code, body, time.time()))
+            await keyed.remember(response.status_code, await response.get_data(as_text=False))
         return response
+
+
+def _error_body(error: ServiceError) -> dict[str, Any]:
+    return {"success": False, "error": error.message}
 
 
 def _remembered(status: int, handed_over: bool) -> bool:
@@ -172,16 +233,78 @@ def _replay(stored: StoredAnswer) -> Response:
     return response
 
 
-async def _fingerprint(sessions: str) -> bytes:
-    body = await request.get_data(cache=True, as_text=False)
-    boundary = request.mimetype_params.get("boundary") if request.mimetype == "multipart/form-data" else None
-    if boundary:  # a browser picks a new one for each submission of the same form
-        body = body.replace(boundary.encode("latin-1"), b"")
+def _fingerprint(session: str, body_digest: bytes) -> bytes:
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.path.encode(), sessions.encode(), body):
+    for part in (request.method.encode(), request.path.encode(), session.encode(), body_digest):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.digest()
+
+
+def _boundary() -> bytes | None:
+    """A multipart body's boundary: a browser picks a new one for each submission of a form, so
+    the fingerprint leaves it out."""
+    boundary = request.mimetype_params.get("boundary") if request.mimetype == "multipart/form-data" else None
+    return boundary.encode("latin-1") if boundary else None
+
+
+def _without_boundary(body: bytes) -> bytes:
+    boundary = _boundary()
+    return body.replace(boundary, b"") if boundary else body
+
+
+class _BoundaryStripper:
+    """`data.replace(boundary, b"")` over a stream, whatever its chunks: the last len(boundary) - 1
+    bytes wait for the next chunk, since a boundary may start in them."""
+
+    def __init__(self, boundary: bytes | None) -> None:
+        self._boundary = boundary or b""
+        self._keep = max(0, len(self._boundary) - 1)
+        self.tail = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.tail + chunk
+        if self._boundary:
+            data = data.replace(self._boundary, b"")
+        cut = max(0, len(data) - self._keep)
+        out, self.tail = data[:cut], data[cut:]
+        return out
+
+
+class _HashingBody:
+    """The request body as the route reads it (iterated or awaited), hashed on the way."""
+
+    def __init__(self, body: Any, boundary: bytes | None) -> None:
+        self._body = body
+        self._hash = hashlib.sha256()
+        self._stripper = _BoundaryStripper(boundary)
+        self._awaited: Any = None
+
+    def __aiter__(self) -> _HashingBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._body.__anext__()
+        self._hash.update(self._stripper.feed(bytes(chunk)))
+        return chunk
+
+    def __await__(self) -> Any:
+        return self._whole().__await__()
+
+    async def _whole(self) -> Any:
+        if self._awaited is None:
+            self._awaited = await self._body
+            self._hash.update(self._stripper.feed(bytes(self._awaited)))
+        return self._awaited
+
+    def __getattr__(self, name: str) -> Any:  # clear() and the like
+        return getattr(self._body, name)
+
+    def digest(self) -> bytes:
+        """The body read so far, boundaries left out."""
+        final = self._hash.copy()
+        final.update(self._stripper.tail)
+        return final.digest()
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------

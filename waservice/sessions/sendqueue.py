@@ -11,7 +11,9 @@ to show "composing" before a text. `SendQueue` does the waiting and the calling.
 A message is *handed over* when its send to the engine starts. Before that a caller that gives up
 takes it out of the queue and nothing is sent. From then on it completes whatever the caller does,
 and `finish_once_handed_over` lets the request around it finish too (so an Idempotency-Key records
-its outcome even if the HTTP client went away).
+its outcome even if the HTTP client went away). `checked_before_queueing` runs a check of the
+request's just before its message is queued (an Idempotency-Key whose body was streamed to the
+route is known only then).
 """
 
 from __future__ import annotations
@@ -138,6 +140,27 @@ def finish_once_handed_over() -> Iterator[Handover]:
             yield handover
         finally:
             _handover.reset(token)
+
+
+QueueingCheck = Callable[[str], Awaitable[None]]  # given the session id; raises to refuse
+_before_queueing: ContextVar[list[QueueingCheck] | None] = ContextVar("waservice_queueing", default=None)
+
+
+@contextmanager
+def checked_before_queueing(check: QueueingCheck) -> Iterator[None]:
+    """Inside the body, the first message sent runs `check` (once) before it is queued."""
+    token = _before_queueing.set([check])
+    try:
+        yield
+    finally:
+        _before_queueing.reset(token)
+
+
+async def before_queueing(session_id: str) -> None:
+    """Run the request's check, if it has one left (a session calls this first in its send)."""
+    pending = _before_queueing.get()
+    if pending:
+        await pending.pop()(session_id)
 
 
 # -- the queue ----------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from .machine import (
     State,
     StopClient,
 )
-from .sendqueue import DEFAULT_QUEUE_SIZE, Pacing, SendQueue
+from .sendqueue import DEFAULT_QUEUE_SIZE, Pacing, SendQueue, before_queueing
 
 log = logging.getLogger("waservice.session")
 T = TypeVar("T")
@@ -197,6 +197,7 @@ class SessionSupervisor:
     async def send(self, chat: str, content: Content) -> SentMessage:
         """Send through the session's queue (in order, paced); returns once WhatsApp acknowledged
         the message. Raises SendQueueFull when the queue is full."""
+        await before_queueing(self.session_id)  # an Idempotency-Key may answer instead
         self._connected_client()  # fail at once rather than queue for a session that cannot send
         return await self._queue.submit(chat, content)
 
