@@ -205,8 +205,8 @@ class SendQueue:
         except trio.Cancelled:
             if self._take_back(job):
                 raise
-            # Handed over in the same instant the caller gave up: it completes, and so does the
-            # caller (the cancellation is raised again at its next checkpoint outside a shield).
+            # The engine has it: it completes, and the caller waits for the outcome so that its
+            # request can record it (the cancellation is raised again at its next checkpoint).
             with trio.CancelScope(shield=True):
                 await job.done.wait()
         return job.outcome()
