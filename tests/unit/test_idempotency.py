@@ -261,3 +261,17 @@ def test_the_boundary_stripper_does_not_depend_on_chunks():
             out.append(stripper.feed(data[at : at + step]))
             at += step
         assert b"".join(out) + stripper.tail == data.replace(boundary, b"")
+
+
+async def test_openapi_documents_the_header_on_send_routes(svc):
+    document = await (await svc.client.get("/openapi.json")).get_json()
+    send = document["paths"]["/send"]["post"]
+    (header,) = [p for p in send["parameters"] if p["name"] == "Idempotency-Key"]
+    assert header["in"] == "header" and header["schema"]["maxLength"] == 255
+    assert {"409", "422", "429"} <= set(send["responses"])
+    upload = document["paths"]["/upload"]["post"]  # any route marked idempotent
+    assert upload["responses"]["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
+    assert not any(
+        p.get("name") == "Idempotency-Key"
+        for p in document["paths"]["/connect"]["post"].get("parameters", [])
+    )

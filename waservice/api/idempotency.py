@@ -323,7 +323,8 @@ _PARAMETER = {
 
 
 def document_idempotency(app: Quart, paths: dict[str, Any]) -> None:
-    """The header parameter, and its 409 and 422, on every route marked idempotent."""
+    """The header parameter, and its 409 and 422, on every route marked idempotent; and, since
+    each of them sends through a session's queue, the 429 of a full one."""
     for rule in app.url_map.iter_rules():
         view = app.view_functions.get(rule.endpoint)
         if view is None or not getattr(view, _IDEMPOTENT, False):
@@ -338,3 +339,9 @@ def document_idempotency(app: Quart, paths: dict[str, Any]) -> None:
             error = next((r for c, r in responses.items() if str(c).startswith("4")), None)
             for code, what in ((409, "The key's first request is still running"), (422, "Key reused")):
                 responses.setdefault(code, {**(error or {}), "description": what})
+            if not any(str(code) == "429" for code in responses):
+                responses[429] = {
+                    **(error or {}),
+                    "description": "The session's send queue is full; retry after Retry-After seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                }
