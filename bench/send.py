@@ -14,7 +14,8 @@ sent.
 
 Targets: aggregate send >= 300 messages/s for the service; with ``--baseline``, no more than 5 %
 below the baseline's rate (the send queue must cost nothing with pacing off). The baseline runs
-from a temporary ``git worktree`` of REV, after the service, against its own simulator.
+from a temporary ``git worktree`` of REV against its own simulator, both systems paired at once and
+measured in alternating windows (``--rounds``, median), since this machine's load drifts.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +47,7 @@ from _harness import (
     add_common_arguments,
     cpu_percent,
     fmt,
+    lease_patched_neonize,
     log,
     pair_all,
     percentile,
@@ -225,10 +230,34 @@ async def raw_case(
     }
 
 
-async def run_system(
-    kind: str, args: Any, workdir: Path, patched: Path, source: Path | None = None
-) -> dict[int, dict[str, Any]]:
-    """kind: "service", "raw" or "baseline" (the service from the checkout `source`)."""
+@attrs.frozen
+class Paired:
+    kind: str
+    system: ServiceSystem | RawSystem
+    sim: SimulatorProcess
+    ids: list[str]
+    contacts: dict[str, str]
+
+    async def measure(self, args: Any, count: int) -> dict[str, Any]:
+        case = raw_case if self.kind == "raw" else service_case
+        result = await case(self.system, self.sim, self.ids[:count], self.contacts, args)  # type: ignore[arg-type]
+        log(
+            f"{self.kind} {count:>3} sessions: {result['rate']:.0f} msg/s, p50 {result['p50']:.1f} ms, "
+            f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, {result['missing']} missing, "
+            f"errors {result['errors']}, CPU {self.kind} {result['cpu_sut']:.0f} % "
+            f"sim {result['cpu_sim']:.0f} %"
+            + (f" load {result['cpu_load']:.0f} %" if result["cpu_load"] is not None else "")
+        )
+        self.system.check_alive()
+        return result
+
+
+@asynccontextmanager
+async def paired(
+    kind: str, args: Any, workdir: Path, patched: Path, sim_port: int, source: Path | None = None
+) -> AsyncIterator[Paired]:
+    """kind: "service", "raw" or "baseline" (the service from the checkout `source`), with its own
+    simulator on `sim_port` (the port the `patched` neonize copy dials), every session paired."""
     most = max(args.sessions)
     ids = [f"s{i:05d}" for i in range(most)]
     phones = [phone_for("1777" if kind == "raw" else "1555", i) for i in range(most)]
@@ -240,8 +269,7 @@ async def run_system(
         system = RawSystem(data_dir, patched)
     else:
         system = ServiceSystem(data_dir, patched, source=source or ROOT)
-    results: dict[int, dict[str, Any]] = {}
-    async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
+    async with simulator(sim_port, workdir) as sim, trio.open_nursery() as nursery:
         try:
             await system.start(nursery)
             log(f"{kind}: pid {system.pid}, simulator pid {sim.pid}; pairing {most} sessions")
@@ -249,19 +277,7 @@ async def run_system(
             log(f"{kind}: {most} connected in {seconds:.1f} s")
             system.pause_polling()  # the poller would compete with the senders
             await trio.sleep(3)
-            for count in args.sessions:
-                case = raw_case if kind == "raw" else service_case
-                result = await case(system, sim, ids[:count], contacts, args)  # type: ignore[arg-type]
-                results[count] = result
-                log(
-                    f"{kind} {count:>3} sessions: {result['rate']:.0f} msg/s, p50 {result['p50']:.1f} ms, "
-                    f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, "
-                    f"{result['missing']} missing, "
-                    f"errors {result['errors']}, CPU {kind} {result['cpu_sut']:.0f} % "
-                    f"sim {result['cpu_sim']:.0f} %"
-                    + (f" load {result['cpu_load']:.0f} %" if result["cpu_load"] is not None else "")
-                )
-                system.check_alive()
+            yield Paired(kind, system, sim, ids, contacts)
         except BaseException:
             log(f"{kind} log tail:\n{system.log_tail()}\nsimulator log tail:\n{sim.log_tail()}")
             raise
@@ -269,7 +285,44 @@ async def run_system(
             with trio.CancelScope(shield=True):
                 await system.stop()
             nursery.cancel_scope.cancel()
-    return results
+
+
+async def run_system(kind: str, args: Any, workdir: Path) -> dict[int, dict[str, Any]]:
+    async with paired(kind, args, workdir, args.patched_dir, args.sim_port) as system:
+        return {count: await system.measure(args, count) for count in args.sessions}
+
+
+async def run_against_baseline(
+    args: Any, workdir: Path
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The service and the baseline, both paired (each with its own simulator), measured in
+    alternating windows (ABBA...), so that the machine's changing load falls on both alike; each
+    system's result is its median window."""
+    rounds: dict[str, dict[int, list[dict[str, Any]]]] = {"service": {}, "baseline": {}}
+    source = checkout(args.baseline, workdir / "baseline-src")
+    try:
+        with lease_patched_neonize() as other:  # a second simulator needs its own port
+            async with (
+                paired("service", args, workdir, args.patched_dir, args.sim_port) as service,
+                paired("baseline", args, workdir, other.path, other.port, source) as baseline,
+            ):
+                for count in args.sessions:
+                    for n in range(args.rounds):
+                        order = (service, baseline) if n % 2 == 0 else (baseline, service)
+                        for system in order:
+                            rounds[system.kind].setdefault(count, []).append(
+                                await system.measure(args, count)
+                            )
+    finally:
+        remove_checkout(source)
+    median = {
+        kind: {
+            count: sorted(results, key=lambda r: r["rate"])[len(results) // 2]
+            for count, results in by.items()
+        }
+        for kind, by in rounds.items()
+    }
+    return median["service"], median["baseline"]
 
 
 def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, dict[str, Any]]) -> None:
@@ -349,22 +402,17 @@ def remove_checkout(where: Path) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    patched = args.patched_dir
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
     service: dict[int, dict[str, Any]] = {}
     raw: dict[int, dict[str, Any]] = {}
     baseline: dict[int, dict[str, Any]] = {}
     try:
-        if not args.skip_service:
-            service = await run_system("service", args, workdir, patched)
         if args.baseline:
-            source = checkout(args.baseline, workdir / "baseline-src")
-            try:
-                baseline = await run_system("baseline", args, workdir, patched, source)
-            finally:
-                remove_checkout(source)
+            service, baseline = await run_against_baseline(args, workdir)
+        elif not args.skip_service:
+            service = await run_system("service", args, workdir)
         if not args.skip_raw:
-            raw = await run_system("raw", args, workdir, patched)
+            raw = await run_system("raw", args, workdir)
     finally:
         if args.keep:
             log(f"kept {workdir}")
@@ -385,6 +433,9 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=1, help="concurrent sender loops per session")
     parser.add_argument(
         "--baseline", default=None, metavar="REV", help="also run waservice at this git revision, to compare"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="with --baseline: alternating windows per system (median)"
     )
     add_common_arguments(parser, timeout=600)
     run_benchmark(main_async, parser.parse_args())
