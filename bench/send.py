@@ -264,12 +264,13 @@ async def paired(
     contacts = {sid: f"1202555{i:04d}" for i, sid in enumerate(ids)}  # valid numbers: /send checks them
     data_dir = workdir / kind / "data"
     data_dir.parent.mkdir(parents=True)
-    system: ServiceSystem | RawSystem
-    if kind == "raw":
-        system = RawSystem(data_dir, patched)
-    else:
-        system = ServiceSystem(data_dir, patched, source=source or ROOT)
     async with simulator(sim_port, workdir) as sim, trio.open_nursery() as nursery:
+        # Made once the simulator listens: a service port picked earlier could become its control port.
+        system: ServiceSystem | RawSystem
+        if kind == "raw":
+            system = RawSystem(data_dir, patched)
+        else:
+            system = ServiceSystem(data_dir, patched, source=source or ROOT)
         try:
             await system.start(nursery)
             log(f"{kind}: pid {system.pid}, simulator pid {sim.pid}; pairing {most} sessions")
