@@ -239,7 +239,8 @@ class SendQueue:
             while not self._waiting:
                 self._work = trio.Event()
                 await self._work.wait()
-            await trio.sleep_until(self.pacer.ready_at)  # at once when pacing is off
+            if self.pacer.ready_at > trio.current_time():  # never when pacing is off
+                await trio.sleep_until(self.pacer.ready_at)
             if self._waiting:  # its caller may have given up meanwhile
                 job = self._waiting.popleft()
                 self._current = job
