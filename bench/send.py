@@ -15,7 +15,8 @@ sent.
 Targets: aggregate send >= 300 messages/s for the service; with ``--baseline``, no more than 5 %
 below the baseline's rate (the send queue must cost nothing with pacing off). The baseline runs
 from a temporary ``git worktree`` of REV against its own simulator, both systems paired at once and
-measured in alternating windows (``--rounds``, median), since this machine's load drifts.
+measured in adjacent windows, alternating which goes first; the verdict is the median of the
+rounds' ratios (``--rounds``), since this machine's load drifts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -293,13 +295,11 @@ async def run_system(kind: str, args: Any, workdir: Path) -> dict[int, dict[str,
         return {count: await system.measure(args, count) for count in args.sessions}
 
 
-async def run_against_baseline(
-    args: Any, workdir: Path
-) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+async def run_against_baseline(args: Any, workdir: Path) -> dict[int, list[tuple[dict, dict]]]:
     """The service and the baseline, both paired (each with its own simulator), measured in
-    alternating windows (ABBA...), so that the machine's changing load falls on both alike; each
-    system's result is its median window."""
-    rounds: dict[str, dict[int, list[dict[str, Any]]]] = {"service": {}, "baseline": {}}
+    alternating windows (ABBA...), so that the machine's changing load falls on both alike.
+    Returns, per session count, one (service, baseline) pair of adjacent windows per round."""
+    rounds: dict[int, list[tuple[dict, dict]]] = {}
     source = checkout(args.baseline, workdir / "baseline-src")
     try:
         with lease_patched_neonize() as other:  # a second simulator needs its own port
@@ -309,21 +309,15 @@ async def run_against_baseline(
             ):
                 for count in args.sessions:
                     for n in range(args.rounds):
-                        order = (service, baseline) if n % 2 == 0 else (baseline, service)
-                        for system in order:
-                            rounds[system.kind].setdefault(count, []).append(
-                                await system.measure(args, count)
-                            )
+                        if n % 2 == 0:
+                            pair = (await service.measure(args, count), await baseline.measure(args, count))
+                        else:
+                            b = await baseline.measure(args, count)
+                            pair = (await service.measure(args, count), b)
+                        rounds.setdefault(count, []).append(pair)
     finally:
         remove_checkout(source)
-    median = {
-        kind: {
-            count: sorted(results, key=lambda r: r["rate"])[len(results) // 2]
-            for count, results in by.items()
-        }
-        for kind, by in rounds.items()
-    }
-    return median["service"], median["baseline"]
+    return rounds
 
 
 def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, dict[str, Any]]) -> None:
@@ -365,27 +359,22 @@ def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, di
         )
 
 
-def print_baseline(
-    args: Any, service: dict[int, dict[str, Any]], baseline: dict[int, dict[str, Any]]
-) -> None:
-    print(f"\nPOST /send through the send queue (pacing off) vs waservice at {args.baseline}, same run")
+def print_baseline(args: Any, rounds: dict[int, list[tuple[dict, dict]]]) -> None:
     print(
-        f"{'sessions':>8} | {'queue msg/s':>11} {'p99 ms':>7} | {'baseline msg/s':>14} {'p99 ms':>7} | ratio"
+        f"\nPOST /send through the send queue (pacing off) vs waservice at {args.baseline}: "
+        f"{args.rounds} rounds of adjacent {args.duration:g} s windows, alternating which goes first"
     )
-    for count in args.sessions:
-        s, b = service.get(count, {}), baseline.get(count, {})
+    print(f"{'sessions':>8} | {'queue msg/s':>11} | {'baseline msg/s':>14} | ratio (median) | per round")
+    for count, pairs in rounds.items():
+        ratios = [s["rate"] / b["rate"] for s, b in pairs if b["rate"]]
+        per_round = ", ".join(f"{s['rate']:.0f}/{b['rate']:.0f}" for s, b in pairs)
+        middle = statistics.median(ratios) if ratios else float("nan")
         print(
-            f"{count:>8} | {fmt(s.get('rate'), 0):>11} {fmt(s.get('p99'), 1):>7} | "
-            f"{fmt(b.get('rate'), 0):>14} {fmt(b.get('p99'), 1):>7} | {ratio(s.get('rate'), b.get('rate'))}"
+            f"{count:>8} | {statistics.median(s['rate'] for s, _ in pairs):>11.0f} | "
+            f"{statistics.median(b['rate'] for _, b in pairs):>14.0f} | {middle:>14.3f} | {per_round}"
         )
-    for count in args.sessions:
-        s, b = service.get(count), baseline.get(count)
-        if s and b and b["rate"]:
-            verdict = "met" if s["rate"] >= BASELINE_RATIO * b["rate"] else "MISSED"
-            print(
-                f"{count} sessions: {s['rate'] / b['rate']:.1%} of the baseline "
-                f"(target >= {BASELINE_RATIO:.0%}): {verdict}"
-            )
+        verdict = "met" if middle >= BASELINE_RATIO else "MISSED"
+        print(f"{count} sessions: {middle:.1%} of the baseline (target >= {BASELINE_RATIO:.0%}): {verdict}")
 
 
 def checkout(revision: str, where: Path) -> Path:
@@ -406,10 +395,11 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
     service: dict[int, dict[str, Any]] = {}
     raw: dict[int, dict[str, Any]] = {}
-    baseline: dict[int, dict[str, Any]] = {}
+    rounds: dict[int, list[tuple[dict, dict]]] = {}
     try:
         if args.baseline:
-            service, baseline = await run_against_baseline(args, workdir)
+            rounds = await run_against_baseline(args, workdir)
+            service = {count: pairs[-1][0] for count, pairs in rounds.items()}  # its last window
         elif not args.skip_service:
             service = await run_system("service", args, workdir)
         if not args.skip_raw:
@@ -420,8 +410,8 @@ async def main_async(args: argparse.Namespace) -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print_table(args, service, raw)
-    if baseline:
-        print_baseline(args, service, baseline)
+    if rounds:
+        print_baseline(args, rounds)
 
 
 def main() -> None:
@@ -436,7 +426,10 @@ def main() -> None:
         "--baseline", default=None, metavar="REV", help="also run waservice at this git revision, to compare"
     )
     parser.add_argument(
-        "--rounds", type=int, default=4, help="with --baseline: alternating windows per system (median)"
+        "--rounds",
+        type=int,
+        default=6,
+        help="with --baseline: pairs of adjacent windows (the median ratio counts)",
     )
     add_common_arguments(parser, timeout=600)
     run_benchmark(main_async, parser.parse_args())
