@@ -250,6 +250,15 @@ async def test_a_streamed_body_is_checked_when_it_sends(svc):
     assert elsewhere[0] == 200 and sent(svc, "s2") == [first[1]["text"]]  # keys are per session
 
 
+async def test_a_small_form_is_checked_when_it_sends_with_its_session(svc):
+    await connected(svc, "s2")
+    payload = b"small upload"
+    first = await upload_with(svc, "k-form", "b-1", payload)
+    assert first[0] == 200 and (await upload_with(svc, "k-form", "b-2", payload))[2]["Idempotent-Replayed"]
+    assert (await upload_with(svc, "k-form", "b-1", payload, session_id="s2"))[0] == 200
+    assert sent(svc) == sent(svc, "s2") == [first[1]["text"]]
+
+
 def test_the_boundary_stripper_does_not_depend_on_chunks():
     rng = random.Random(7)
     boundary = b"--XyZ-boundary"

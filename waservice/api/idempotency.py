@@ -155,9 +155,9 @@ class _Replay(Exception):  # a signal, not an error: the stored answer is the an
 def idempotent(route: F) -> F:
     """Decorate every route that sends a message (under the route decorators, above the docs).
 
-    A body up to UPFRONT_MAX bytes is read first and the key checked before the route runs. A
-    larger one (a media upload, which the route streams to disk) is hashed as the route reads
-    it, and the key checked when the route sends, with the session that sends."""
+    A JSON body up to UPFRONT_MAX bytes is read first and the key checked before the route runs.
+    A larger one, or a form (a media upload, which the route streams to disk), is hashed as the
+    route reads it, and the key checked when the route sends, with the session that sends."""
 
     @functools.wraps(route)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -170,7 +170,7 @@ def idempotent(route: F) -> F:
         who = caller()
         keyed = _Keyed(keys, "admin" if who.is_admin else f"key:{who.key_id}", key)
         try:
-            if request.content_length is not None and request.content_length <= UPFRONT_MAX:
+            if _read_up_front():
                 sessions = ",".join(sorted(await named_sessions()))
                 body = _without_boundary(await request.get_data(cache=True, as_text=False))
                 stored = await keyed.claim(sessions, hashlib.sha256(body).digest())
@@ -183,6 +183,13 @@ def idempotent(route: F) -> F:
 
     setattr(wrapper, _IDEMPOTENT, True)
     return wrapper  # type: ignore[return-value]
+
+
+def _read_up_front() -> bool:
+    """A small JSON body names its session: check the key before the route runs. A form names it
+    in a part, and a large body is the route's to stream: check when the route sends."""
+    small = request.content_length is not None and request.content_length <= UPFRONT_MAX
+    return small and request.mimetype != "multipart/form-data"
 
 
 async def _streamed(keyed: _Keyed, running: Awaitable[Any]) -> Response:
