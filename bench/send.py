@@ -399,7 +399,10 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         if args.baseline:
             rounds = await run_against_baseline(args, workdir)
-            service = {count: pairs[-1][0] for count, pairs in rounds.items()}  # its last window
+            service = {  # for the main table: the service's median window
+                count: sorted((s for s, _ in pairs), key=lambda r: r["rate"])[len(pairs) // 2]
+                for count, pairs in rounds.items()
+            }
         elif not args.skip_service:
             service = await run_system("service", args, workdir)
         if not args.skip_raw:
