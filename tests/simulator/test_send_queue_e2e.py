@@ -84,3 +84,20 @@ async def test_the_same_key_twice_and_after_a_restart_sends_once(
         (first.json()["result"]["id"], "once only"),
         (fresh.json()["result"]["id"], "once only"),
     ]
+
+
+async def test_typing_shows_composing_for_the_text_then_sends_it(
+    sim: Simulator, start_service: StartService
+) -> None:
+    """Needs the engine's set_typing and the simulator's device_chatstate record (wt-engine, wt-sim)."""
+    api = await start_service(extra_config="[sending]\ntyping = true\n")
+    await api.pair(sim, "s1", PHONE)
+    text = "typed for a second, more or less"  # 32 characters: 1.6 s of composing
+    response = await send(api, text)
+    assert response.status_code == 200, response.text
+    (composing,) = [
+        e for e in sim.events("device_chatstate") if e["phone"] == PHONE and e["state"] == "composing"
+    ]
+    (message,) = [m for m in sim.messages_to(CONTACT) if m.text == text]
+    assert composing["to"] == CONTACT
+    assert 1.6 <= message.received_at - composing["t"] < 1.6 + 5, (composing, message.received_at)
