@@ -7,6 +7,7 @@ const FAST_REFRESH_MS = 1500;   // while a session is "connecting"
 const OFFLINE_RETRY_MS = 3000;  // while the server is unreachable
 const QR_POLL_MS = 2500;        // while a session is "qr_ready"
 const REQUEST_TIMEOUT_MS = 15000;
+const UPLOAD_TIMEOUT_MS = 120000; // a file upload (up to 64 MiB) may take longer on a slow link
 const KEY_STORAGE = "waservice.apiKey";
 // The live stream (GET /events): while it is up the page does not poll; it reconnects after these
 // delays (ms, then the last one again), resuming from the last event id it saw.
@@ -58,14 +59,14 @@ class NetworkError extends Error {}
 
 // `body` is sent as JSON; `form` (a FormData) as multipart/form-data, with the boundary the
 // browser picks. `headers` adds to the defaults (an Idempotency-Key, say).
-async function api(path, { method = "GET", body, form, headers: extra = {} } = {}) {
+async function api(path, { method = "GET", body, form, headers: extra = {}, timeout = REQUEST_TIMEOUT_MS } = {}) {
   const headers = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const key = getKey();
   if (key) headers["X-API-Key"] = key;
 
   const ctrl = new AbortController();
-  const timer = setTimeout(() => ctrl.abort(), REQUEST_TIMEOUT_MS);
+  const timer = setTimeout(() => ctrl.abort(), timeout);
   let res;
   try {
     res = await fetch(path, {
@@ -697,7 +698,7 @@ class Card {
         if (message.trim()) form.append("caption", message);
         if (replyTo) form.append("reply_to", replyTo);
         form.append("file", file, file.name);
-        r = await api("send-media", { method: "POST", form, headers });
+        r = await api("send-media", { method: "POST", form, headers, timeout: UPLOAD_TIMEOUT_MS });
       } else {
         const body = { session_id: this.id, ...to, message };
         if (replyTo) body.reply_to = replyTo;
