@@ -125,6 +125,8 @@ class SimulatorProcess:
         self.proc: subprocess.Popen | None = None
         self.control_url = ""
         self.http: httpx.AsyncClient | None = None
+        # What a neonize process must start with to trust the simulator's media host (its own CA).
+        self.tls_env: dict[str, str] = {}
 
     async def start(self, timeout: float = 30) -> SimulatorProcess:
         with self.log_path.open("ab") as log_file:
@@ -142,6 +144,7 @@ class SimulatorProcess:
                 raise BenchError(f"the simulator exited at start-up:\n{self.log_tail()}")
             ports = json.loads(line)
             self.control_url = f"http://127.0.0.1:{ports['control_port']}"
+            self.tls_env = ports.get("tls_env", {})
             self.http = httpx.AsyncClient(base_url=self.control_url, timeout=120)
             return self
         raise BenchError(f"the simulator did not report its ports within {timeout} s:\n{self.log_tail()}")
@@ -263,11 +266,21 @@ class ServiceSystem(System):
     name = "service"
 
     def __init__(
-        self, data_dir: Path, pythonpath: Path, poll: float = 0.1, api_key: str | None = None
+        self,
+        data_dir: Path,
+        pythonpath: Path,
+        poll: float = 0.1,
+        api_key: str | None = None,
+        source: Path = ROOT,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`source`: the checkout whose waservice runs (another revision, for a baseline); `env`:
+        settings its process starts with (the simulator's CA for media, say)."""
         config = data_dir.parent / "bench-config.toml"
         config.write_text(SERVICE_CONFIG)
-        self.service = ServiceProcess(data_dir, config=config, pythonpath=pythonpath, api_key=api_key)
+        self.service = ServiceProcess(
+            data_dir, env=env, config=config, pythonpath=pythonpath, api_key=api_key, source=source
+        )
         self.headers = {"X-API-Key": api_key} if api_key else {}
         self.board = Board()
         self.poll = poll

@@ -1,15 +1,22 @@
-"""Send throughput: POST /send on waservice (real neonize engine) against raw neonize send_message.
+"""Send throughput: POST /send on waservice (real neonize engine) against raw neonize send_message,
+and against waservice at another revision (``--baseline``, e.g. the commit before a change).
 
-The WhatsApp simulator (tests/wasim) runs in its own process. For each system, pair the largest
-session count first, then for 1, 10 and 100 connected sessions: every session sends to its own
-simulated contact from ``--loops`` concurrent sender loops (a minimal keep-alive HTTP/1.1 client per
-loop for the service, threads calling ``send_message`` for raw neonize, one process), a warm-up and
-then a fixed measured window. Every 2xx (or returned id) must show up at the simulator, decrypted to
-the text sent.
+Every /send goes through its session's send queue (pacing off, the default). The WhatsApp
+simulator (tests/wasim) runs in its own process. For each system, pair the largest session count
+first, then for 1, 10 and 100 connected sessions: every session sends to its own simulated contact
+from ``--loops`` concurrent sender loops (a minimal keep-alive HTTP/1.1 client per loop for the
+service, threads calling ``send_message`` for raw neonize, one process), a warm-up and then a fixed
+measured window. Every 2xx (or returned id) must show up at the simulator, decrypted to the text
+sent.
 
     python bench/send.py [--sessions 1,10,100] [--duration 15] [--warmup 3] [--loops 1] [--skip-raw]
+                         [--baseline REV]
 
-Target: aggregate send >= 300 messages/s for the service.
+Targets: aggregate send >= 300 messages/s for the service; with ``--baseline``, no more than 5 %
+below the baseline's rate (the send queue must cost nothing with pacing off). The baseline runs
+from a temporary ``git worktree`` of REV against its own simulator, both systems paired at once and
+measured in adjacent windows, alternating which goes first; the verdict is the median of the
+rounds' ratios (``--rounds``), since this machine's load drifts.
 """
 
 from __future__ import annotations
@@ -18,24 +25,31 @@ import argparse
 import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
+    ROOT,
     RawSystem,
     ServiceSystem,
     SimulatorProcess,
     add_common_arguments,
     cpu_percent,
     fmt,
+    lease_patched_neonize,
     log,
     pair_all,
     percentile,
@@ -47,6 +61,7 @@ from _harness import (
 )
 
 TARGET_RATE = 300.0
+BASELINE_RATIO = 0.95  # the service may be at most 5 % below the baseline
 
 
 def own_cpu() -> float:
@@ -217,16 +232,47 @@ async def raw_case(
     }
 
 
-async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict[int, dict[str, Any]]:
+@attrs.frozen
+class Paired:
+    kind: str
+    system: ServiceSystem | RawSystem
+    sim: SimulatorProcess
+    ids: list[str]
+    contacts: dict[str, str]
+
+    async def measure(self, args: Any, count: int) -> dict[str, Any]:
+        case = raw_case if self.kind == "raw" else service_case
+        result = await case(self.system, self.sim, self.ids[:count], self.contacts, args)  # type: ignore[arg-type]
+        log(
+            f"{self.kind} {count:>3} sessions: {result['rate']:.0f} msg/s, p50 {result['p50']:.1f} ms, "
+            f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, {result['missing']} missing, "
+            f"errors {result['errors']}, CPU {self.kind} {result['cpu_sut']:.0f} % "
+            f"sim {result['cpu_sim']:.0f} %"
+            + (f" load {result['cpu_load']:.0f} %" if result["cpu_load"] is not None else "")
+        )
+        self.system.check_alive()
+        return result
+
+
+@asynccontextmanager
+async def paired(
+    kind: str, args: Any, workdir: Path, patched: Path, sim_port: int, source: Path | None = None
+) -> AsyncIterator[Paired]:
+    """kind: "service", "raw" or "baseline" (the service from the checkout `source`), with its own
+    simulator on `sim_port` (the port the `patched` neonize copy dials), every session paired."""
     most = max(args.sessions)
     ids = [f"s{i:05d}" for i in range(most)]
-    phones = [phone_for("1555" if kind == "service" else "1777", i) for i in range(most)]
+    phones = [phone_for("1777" if kind == "raw" else "1555", i) for i in range(most)]
     contacts = {sid: f"1202555{i:04d}" for i, sid in enumerate(ids)}  # valid numbers: /send checks them
     data_dir = workdir / kind / "data"
     data_dir.parent.mkdir(parents=True)
-    system = ServiceSystem(data_dir, patched) if kind == "service" else RawSystem(data_dir, patched)
-    results: dict[int, dict[str, Any]] = {}
-    async with simulator(args.sim_port, workdir) as sim, trio.open_nursery() as nursery:
+    async with simulator(sim_port, workdir) as sim, trio.open_nursery() as nursery:
+        # Made once the simulator listens: a service port picked earlier could become its control port.
+        system: ServiceSystem | RawSystem
+        if kind == "raw":
+            system = RawSystem(data_dir, patched)
+        else:
+            system = ServiceSystem(data_dir, patched, source=source or ROOT)
         try:
             await system.start(nursery)
             log(f"{kind}: pid {system.pid}, simulator pid {sim.pid}; pairing {most} sessions")
@@ -234,19 +280,7 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
             log(f"{kind}: {most} connected in {seconds:.1f} s")
             system.pause_polling()  # the poller would compete with the senders
             await trio.sleep(3)
-            for count in args.sessions:
-                case = service_case if kind == "service" else raw_case
-                result = await case(system, sim, ids[:count], contacts, args)  # type: ignore[arg-type]
-                results[count] = result
-                log(
-                    f"{kind} {count:>3} sessions: {result['rate']:.0f} msg/s, p50 {result['p50']:.1f} ms, "
-                    f"p99 {result['p99']:.1f} ms, {result['accepted']} accepted, "
-                    f"{result['missing']} missing, "
-                    f"errors {result['errors']}, CPU {kind} {result['cpu_sut']:.0f} % "
-                    f"sim {result['cpu_sim']:.0f} %"
-                    + (f" load {result['cpu_load']:.0f} %" if result["cpu_load"] is not None else "")
-                )
-                system.check_alive()
+            yield Paired(kind, system, sim, ids, contacts)
         except BaseException:
             log(f"{kind} log tail:\n{system.log_tail()}\nsimulator log tail:\n{sim.log_tail()}")
             raise
@@ -254,7 +288,36 @@ async def run_system(kind: str, args: Any, workdir: Path, patched: Path) -> dict
             with trio.CancelScope(shield=True):
                 await system.stop()
             nursery.cancel_scope.cancel()
-    return results
+
+
+async def run_system(kind: str, args: Any, workdir: Path) -> dict[int, dict[str, Any]]:
+    async with paired(kind, args, workdir, args.patched_dir, args.sim_port) as system:
+        return {count: await system.measure(args, count) for count in args.sessions}
+
+
+async def run_against_baseline(args: Any, workdir: Path) -> dict[int, list[tuple[dict, dict]]]:
+    """The service and the baseline, both paired (each with its own simulator), measured in
+    alternating windows (ABBA...), so that the machine's changing load falls on both alike.
+    Returns, per session count, one (service, baseline) pair of adjacent windows per round."""
+    rounds: dict[int, list[tuple[dict, dict]]] = {}
+    source = checkout(args.baseline, workdir / "baseline-src")
+    try:
+        with lease_patched_neonize() as other:  # a second simulator needs its own port
+            async with (
+                paired("service", args, workdir, args.patched_dir, args.sim_port) as service,
+                paired("baseline", args, workdir, other.path, other.port, source) as baseline,
+            ):
+                for count in args.sessions:
+                    for n in range(args.rounds):
+                        if n % 2 == 0:
+                            pair = (await service.measure(args, count), await baseline.measure(args, count))
+                        else:
+                            b = await baseline.measure(args, count)
+                            pair = (await service.measure(args, count), b)
+                        rounds.setdefault(count, []).append(pair)
+    finally:
+        remove_checkout(source)
+    return rounds
 
 
 def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, dict[str, Any]]) -> None:
@@ -296,22 +359,62 @@ def print_table(args: Any, service: dict[int, dict[str, Any]], raw: dict[int, di
         )
 
 
+def print_baseline(args: Any, rounds: dict[int, list[tuple[dict, dict]]]) -> None:
+    print(
+        f"\nPOST /send through the send queue (pacing off) vs waservice at {args.baseline}: "
+        f"{args.rounds} rounds of adjacent {args.duration:g} s windows, alternating which goes first"
+    )
+    print(f"{'sessions':>8} | {'queue msg/s':>11} | {'baseline msg/s':>14} | ratio (median) | per round")
+    for count, pairs in rounds.items():
+        ratios = [s["rate"] / b["rate"] for s, b in pairs if b["rate"]]
+        per_round = ", ".join(f"{s['rate']:.0f}/{b['rate']:.0f}" for s, b in pairs)
+        middle = statistics.median(ratios) if ratios else float("nan")
+        print(
+            f"{count:>8} | {statistics.median(s['rate'] for s, _ in pairs):>11.0f} | "
+            f"{statistics.median(b['rate'] for _, b in pairs):>14.0f} | {middle:>14.3f} | {per_round}"
+        )
+        verdict = "met" if middle >= BASELINE_RATIO else "MISSED"
+        print(f"{count} sessions: {middle:.1%} of the baseline (target >= {BASELINE_RATIO:.0%}): {verdict}")
+
+
+def checkout(revision: str, where: Path) -> Path:
+    """A detached worktree of `revision` (removed by `remove_checkout`)."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), revision],
+        check=True,
+        capture_output=True,
+    )
+    return where
+
+
+def remove_checkout(where: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], capture_output=True)
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    patched = args.patched_dir
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
     service: dict[int, dict[str, Any]] = {}
     raw: dict[int, dict[str, Any]] = {}
+    rounds: dict[int, list[tuple[dict, dict]]] = {}
     try:
-        if not args.skip_service:
-            service = await run_system("service", args, workdir, patched)
+        if args.baseline:
+            rounds = await run_against_baseline(args, workdir)
+            service = {  # for the main table: the service's median window
+                count: sorted((s for s, _ in pairs), key=lambda r: r["rate"])[len(pairs) // 2]
+                for count, pairs in rounds.items()
+            }
+        elif not args.skip_service:
+            service = await run_system("service", args, workdir)
         if not args.skip_raw:
-            raw = await run_system("raw", args, workdir, patched)
+            raw = await run_system("raw", args, workdir)
     finally:
         if args.keep:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print_table(args, service, raw)
+    if rounds:
+        print_baseline(args, rounds)
 
 
 def main() -> None:
@@ -322,6 +425,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15, help="measured seconds per case")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each window")
     parser.add_argument("--loops", type=int, default=1, help="concurrent sender loops per session")
+    parser.add_argument(
+        "--baseline", default=None, metavar="REV", help="also run waservice at this git revision, to compare"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="with --baseline: pairs of adjacent windows (the median ratio counts)",
+    )
     add_common_arguments(parser, timeout=600)
     run_benchmark(main_async, parser.parse_args())
 

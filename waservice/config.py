@@ -27,6 +27,7 @@ __all__ = [
     "MediaConfig",
     "MessagesConfig",
     "MetricsConfig",
+    "SendingConfig",
     "StreamConfig",
     "load_config",
 ]
@@ -198,6 +199,19 @@ class MediaConfig:
 
 
 @attrs.frozen
+class SendingConfig:
+    """`[sending]`: each session's send queue (sessions/sendqueue.py)."""
+
+    # Seconds from the end of one send to the start of the next, plus a random extra up to jitter.
+    min_interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    jitter: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    # Show "composing" before each text, 50 ms per character up to 5 s, then send it.
+    typing: bool = False
+    # Messages a session may have queued; one more answers 429 with Retry-After.
+    queue_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -211,6 +225,7 @@ class Config:
     stream: StreamConfig = StreamConfig()
     messages: MessagesConfig = MessagesConfig()
     media: MediaConfig = MediaConfig()
+    sending: SendingConfig = SendingConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -250,6 +265,7 @@ def _converter() -> cattrs.Converter:
         StreamConfig,
         MessagesConfig,
         MediaConfig,
+        SendingConfig,
         Config,
     )
     for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):

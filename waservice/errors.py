@@ -75,6 +75,14 @@ class SendOutcomeUnknown(SendFailed):
     """No acknowledgement before the deadline: the message may or may not have been delivered."""
 
 
+class SendQueueFull(ServiceError):
+    """The session's send queue holds `sending.queue_size` messages: retry after `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TooManySessions(ServiceError):
     """`sessions.max` sessions exist already; a new one needs a delete first."""
 
@@ -89,3 +97,11 @@ class StorageFailed(ServiceError):
 
 class UnknownWebhook(ServiceError):
     """No webhook by that id."""
+
+
+class IdempotencyKeyInUse(ServiceError):
+    """The Idempotency-Key's first request is still running (409)."""
+
+
+class IdempotencyKeyReused(ServiceError):
+    """The Idempotency-Key was used for a different request (422)."""

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import SendFailed, SendOutcomeUnknown, ServiceError, SessionNotConnected
+from .errors import SendFailed, SendOutcomeUnknown, SendQueueFull, ServiceError, SessionNotConnected
 
 __all__ = ["REASON_CLASSES", "Metrics", "reason_class", "restart_cause"]
 
@@ -107,6 +107,8 @@ def send_outcome(error: ServiceError) -> str | None:
     """How a send ended, from its error; None if it never reached a session (e.g. unknown id)."""
     if isinstance(error, SessionNotConnected):
         return "not_connected"
+    if isinstance(error, SendQueueFull):
+        return "queue_full"
     if isinstance(error, SendOutcomeUnknown):
         return "outcome_unknown"
     return "failed" if isinstance(error, SendFailed) else None
@@ -212,7 +214,7 @@ class Metrics:
             outcome = send_outcome(exc)
             if outcome is not None:
                 self.sends.labels(outcome).inc()
-                if outcome != "not_connected":  # it never reached WhatsApp
+                if outcome not in ("not_connected", "queue_full"):  # it never reached WhatsApp
                     self.send_seconds.observe(time.perf_counter() - start)
             raise
         self.sends.labels("accepted").inc()

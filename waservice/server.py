@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 
 from .api.app import create_app
 from .api.asgi import ServerSafeSend
+from .api.idempotency import IdempotencyKeys
 from .api.limits import install_create_limit
 from .api.stream import LiveEvents
 from .config import Config
@@ -26,6 +27,7 @@ from .hypercorn_close import close_without_send_eof
 from .metrics import Metrics
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
+from .sessions.sendqueue import Pacing
 from .store import open_event_store, open_store
 from .store.messages import MessageIndex
 from .store.webhooks import WebhookTables
@@ -47,6 +49,7 @@ async def serve_forever(
     """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly."""
     _fix_server_libraries()
     r = config.reconnect
+    sending = config.sending
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
@@ -59,9 +62,11 @@ async def serve_forever(
         webhook_tables = await event_store.call(WebhookTables, event_store.connection)
         event_store.add_outbox(webhook_tables.outbox)
         messages = await MessageIndex.open(event_store)  # indexes each received message as it is logged
+        idempotency = await IdempotencyKeys.open(event_store)
         async with trio.open_nursery() as background:
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             background.start_soon(messages.prune_forever, config.events.retention_days)
+            background.start_soon(idempotency.prune_forever)
             await background.start(recorder.run)
             webhooks = await background.start(
                 functools.partial(
@@ -84,6 +89,13 @@ async def serve_forever(
                     max_sessions=config.sessions.max,
                     record=recorder.record,
                     metrics=metrics,
+                    pacing=Pacing(sending.min_interval, sending.jitter, sending.typing),
+                    queue_size=sending.queue_size,
+                )
+                metrics.level(
+                    "waservice_send_queue_depth",
+                    "Messages in the sessions' send queues: waiting, or being sent",
+                    lambda: sum(s.queue_depth for s in manager.sessions()),
                 )
                 live = LiveEvents(event_store, hub, config.stream)
                 metrics.level("waservice_sse_subscribers", "Open GET /events streams", lambda: live.open)
@@ -97,6 +109,7 @@ async def serve_forever(
                     messages=messages,
                     media_config=config.media,
                     check_number=config.messages.check_number,
+                    idempotency=idempotency,
                 )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:

@@ -7,6 +7,7 @@ const FAST_REFRESH_MS = 1500;   // while a session is "connecting"
 const OFFLINE_RETRY_MS = 3000;  // while the server is unreachable
 const QR_POLL_MS = 2500;        // while a session is "qr_ready"
 const REQUEST_TIMEOUT_MS = 15000;
+const UPLOAD_TIMEOUT_MS = 120000; // a file upload (up to 64 MiB) may take longer on a slow link
 const KEY_STORAGE = "waservice.apiKey";
 // The live stream (GET /events): while it is up the page does not poll; it reconnects after these
 // delays (ms, then the last one again), resuming from the last event id it saw.
@@ -56,20 +57,22 @@ class ApiError extends Error {
 }
 class NetworkError extends Error {}
 
-async function api(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json" };
+// `body` is sent as JSON; `form` (a FormData) as multipart/form-data, with the boundary the
+// browser picks. `headers` adds to the defaults (an Idempotency-Key, say).
+async function api(path, { method = "GET", body, form, headers: extra = {}, timeout = REQUEST_TIMEOUT_MS } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const key = getKey();
   if (key) headers["X-API-Key"] = key;
 
   const ctrl = new AbortController();
-  const timer = setTimeout(() => ctrl.abort(), REQUEST_TIMEOUT_MS);
+  const timer = setTimeout(() => ctrl.abort(), timeout);
   let res;
   try {
     res = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: form !== undefined ? form : body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
       credentials: "same-origin",
       signal: ctrl.signal,
@@ -108,6 +111,22 @@ async function api(path, { method = "GET", body } = {}) {
 }
 
 const q = (id) => encodeURIComponent(id);
+
+// One Idempotency-Key per message, kept while that message is retried: a send whose answer was
+// lost (a timeout, a dropped connection) and is sent again is answered, not sent twice.
+// crypto.getRandomValues works on plain http too (randomUUID needs a secure context).
+function newIdempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+// Answers after which the same message may be sent again under the same key.
+const RETRYABLE_STATUS = new Set([408, 409, 429, 500, 502, 503, 504]);
+
+// The media type /send-media takes, from a file's mimetype.
+function mediaType(mimetype) {
+  const kind = (mimetype || "").split("/")[0];
+  return ["image", "video", "audio"].includes(kind) ? kind : "document";
+}
 
 // ------------------------------------------------------------ live region --
 
@@ -371,14 +390,25 @@ class Card {
     this.qrActive = false; // showing the QR (its image is fetched on each session.qr, or polled)
     this.sendForm = $(".send-form", el);
     this.sendResult = $(".send-result", el);
+    this.replyBox = $(".send-reply", el);
+    this.replyText = $(".send-reply-text", el);
+    this.replyTo = null; // { id, chat } of the message the next send quotes
+    this.pendingSend = null; // { signature, key }: the message being sent or to retry, and its key
 
     // Unique ids for the send form's label/input pairs.
     const numId = `send-number-${n}`;
     const textId = `send-text-${n}`;
+    const fileId = `send-file-${n}`;
     $(".send-number-label", el).htmlFor = numId;
     $(".send-number", el).id = numId;
     $(".send-text-label", el).htmlFor = textId;
     $(".send-text", el).id = textId;
+    $(".send-file-label", el).htmlFor = fileId;
+    $(".send-file", el).id = fileId;
+    $(".send-reply-cancel", el).addEventListener("click", () => {
+      this.setReply(null);
+      $(".send-text", el).focus();
+    });
     this.sendForm.addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.send();
@@ -600,12 +630,38 @@ class Card {
     }
   }
 
+  setReply(ev) {
+    if (!ev) {
+      this.replyTo = null;
+      this.replyBox.hidden = true;
+      this.replyText.textContent = "";
+      return;
+    }
+    const d = ev.data || {};
+    this.replyTo = { id: d.message_id, chat: d.chat || d.chat_jid };
+    this.replyText.textContent = `Replying to ${messageSender(d)}: ${messageText(d)}`;
+    this.replyBox.hidden = false;
+  }
+
+  reply(ev) {
+    if (this.sendForm.hidden) {
+      this.message("Connect the session to reply.", "error");
+      return;
+    }
+    this.setReply(ev);
+    const chat = this.replyTo.chat;
+    if (chat) $(".send-number", this.el).value = chat;
+    $(".send-text", this.el).focus();
+  }
+
   async send() {
     const numberEl = $(".send-number", this.el);
     const textEl = $(".send-text", this.el);
+    const fileEl = $(".send-file", this.el);
     const btn = $(".send-btn", this.el);
     const number = numberEl.value.replace(/[\s()-]/g, "");
     const message = textEl.value;
+    const file = fileEl.files && fileEl.files[0];
     const show = (text, kind) => {
       this.sendResult.textContent = text;
       this.sendResult.dataset.kind = kind;
@@ -617,22 +673,51 @@ class Card {
       numberEl.focus();
       return;
     }
-    if (!message.trim()) {
+    if (!file && !message.trim()) {
       show("Enter a message.", "error");
       textEl.focus();
       return;
     }
+    const replyTo = this.replyTo && this.replyTo.id;
+    // The same message sent again (after a timeout, say) keeps its key; any change makes a new one.
+    const signature = JSON.stringify([number, message, replyTo, file ? [file.name, file.size, file.lastModified] : null]);
+    if (!this.pendingSend || this.pendingSend.signature !== signature) {
+      this.pendingSend = { signature, key: newIdempotencyKey() };
+    }
+    const headers = { "Idempotency-Key": this.pendingSend.key };
+    const to = number.includes("@") ? { chat: number } : { number };
     btn.disabled = true;
     btn.setAttribute("aria-busy", "true");
     try {
-      const r = await api("send", {
-        method: "POST",
-        body: { session_id: this.id, number, message },
-      });
+      let r;
+      if (file) {
+        const form = new FormData();
+        form.append("session_id", this.id);
+        for (const [name, value] of Object.entries(to)) form.append(name, value);
+        form.append("type", mediaType(file.type));
+        if (message.trim()) form.append("caption", message);
+        if (replyTo) form.append("reply_to", replyTo);
+        form.append("file", file, file.name);
+        r = await api("send-media", { method: "POST", form, headers, timeout: UPLOAD_TIMEOUT_MS });
+      } else {
+        const body = { session_id: this.id, ...to, message };
+        if (replyTo) body.reply_to = replyTo;
+        r = await api("send", { method: "POST", body, headers });
+      }
+      this.pendingSend = null;
+      this.setReply(null);
+      fileEl.value = "";
       const id = r.result && r.result.id;
       show(id ? `Sent ✓ — message id ${id}` : r.message || "Message sent.", "success");
     } catch (err) {
-      show(err.message, "error");
+      const retryable = err instanceof NetworkError || RETRYABLE_STATUS.has(err.status);
+      if (retryable) {
+        // Keep the key: sending the same message again cannot send it twice.
+        show(`${err.message} Press Send again to retry: it will not be sent twice.`, "error");
+      } else {
+        this.pendingSend = null;
+        show(err.message, "error");
+      }
     } finally {
       btn.disabled = false;
       btn.removeAttribute("aria-busy");
@@ -642,7 +727,7 @@ class Card {
   // ----- recent messages -----
   renderRecent() {
     const list = recentMessages.get(this.id) || [];
-    const items = list.map((ev) => messageItem(ev));
+    const items = list.map((ev) => messageItem(ev, () => this.reply(ev)));
     this.recentList.replaceChildren(...items);
     this.recentEmpty.hidden = list.length > 0;
   }
@@ -1027,7 +1112,7 @@ function messageText(d) {
   return `[${label}]`;
 }
 
-function messageItem(ev) {
+function messageItem(ev, onReply) {
   const d = ev.data || {};
   const li = document.createElement("li");
   li.className = "recent-item";
@@ -1047,6 +1132,15 @@ function messageItem(ev) {
   text.className = "recent-text";
   text.textContent = messageText(d);
   li.append(head, text);
+  if (d.message_id) {
+    const reply = document.createElement("button");
+    reply.type = "button";
+    reply.className = "btn btn-ghost btn-small recent-reply";
+    reply.textContent = "Reply";
+    reply.setAttribute("aria-label", `Reply to ${messageSender(d)}: ${messageText(d)}`.slice(0, 200));
+    reply.addEventListener("click", onReply);
+    li.append(reply);
+  }
   return li;
 }
 

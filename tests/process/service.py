@@ -35,7 +35,8 @@ class ServiceProcess:
 
     ``env`` adds service settings (e.g. ``WASERVICE_ENGINE=fake``); ``pythonpath`` goes first on its
     path (a patched neonize copy). ``stop()`` then ``start()`` restarts it on the same port and data.
-    ``WASERVICE_PYTHON`` chooses the interpreter (default: the one running the tests).
+    ``WASERVICE_PYTHON`` chooses the interpreter (default: the one running the tests). ``source`` is
+    the checkout whose waservice runs (default: this one; a benchmark's baseline runs another).
     """
 
     def __init__(
@@ -46,8 +47,10 @@ class ServiceProcess:
         pythonpath: Path | None = None,
         api_key: str | None = None,
         log_path: Path | None = None,
+        source: Path = REPO,
     ) -> None:
         self.data_dir = data_dir
+        self.source = source
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -68,7 +71,7 @@ class ServiceProcess:
         }
         if self.api_key:
             env["WASERVICE_API_KEY"] = self.api_key
-        paths = [self._pythonpath, REPO, os.environ.get("PYTHONPATH")]
+        paths = [self._pythonpath, self.source, os.environ.get("PYTHONPATH")]
         env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths if p)
         args = [os.environ.get("WASERVICE_PYTHON") or sys.executable, "-m", "waservice"]
         if self._config is not None:
@@ -77,7 +80,12 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             # Go prints banners on fd 1; the logs are on stderr.
             self.proc = subprocess.Popen(
-                args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+                args,
+                cwd=self.source,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -73,8 +73,13 @@ async def start_service(patched_dir: Path, tmp_path: Path) -> AsyncIterator[Star
     config = tmp_path / "config.toml"
     config.write_text(SERVICE_CONFIG)
 
-    async def start(data: str = "data") -> Api:
-        service = ServiceProcess(tmp_path / data, config=config, pythonpath=patched_dir)
+    async def start(data: str = "data", extra_config: str = "") -> Api:
+        """`extra_config`: TOML sections added to the tests' configuration (e.g. `[sending]`)."""
+        path = config
+        if extra_config:
+            path = tmp_path / f"config-{len(services)}.toml"
+            path.write_text(SERVICE_CONFIG + "\n" + extra_config)
+        service = ServiceProcess(tmp_path / data, config=path, pythonpath=patched_dir)
         services.append(service)
         await trio.to_thread.run_sync(service.start)
         return Api(service)

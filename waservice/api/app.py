@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -27,6 +28,8 @@ from ..media.fetch import FetchPolicy
 from ..media.intake import base64_size_limit
 from ..media.spool import Spool
 from ..messaging import Messaging
+from ..config import MetricsConfig
+from ..errors import SendQueueFull, ServiceError
 from ..sessions.manager import SessionManager
 from ..store.messages import MessageIndex
 from ..webhooks.service import WebhookService
@@ -34,6 +37,7 @@ from . import keys, media, messaging, models, routes, stream, webhook_models, we
 from .caller import Authenticator
 from .event_schemas import event_components
 from .guards import HostGuard, OriginGuard
+from .idempotency import IdempotencyKeys, document_idempotency, install_idempotency
 from .ops import document_metrics, install_ops
 from .status import status_for
 
@@ -121,6 +125,7 @@ class _Provider(OpenAPIProvider):
         stream.document_event_stream(schema["paths"])
         media.document_media(schema["paths"])
         messaging.document_recipients(schema["paths"])
+        document_idempotency(self._app, schema["paths"])
         return schema
 
     def build_request_body(self, model: type, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,10 +168,12 @@ def create_app(
     messages: MessageIndex | None = None,
     media_config: MediaConfig | None = None,
     check_number: bool = False,
+    idempotency: IdempotencyKeys | None = None,
 ) -> QuartTrio:
     """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
     `messages` (the message index beside the log) lets replies, reactions, edits, deletes, reads
-    and media downloads find the messages they name."""
+    and media downloads find the messages they name; `idempotency` makes the send routes honour
+    Idempotency-Key (else the header is ignored)."""
     metrics = metrics or MetricsConfig()
     media_config = media_config or MediaConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
@@ -185,6 +192,8 @@ def create_app(
         security=[{"ApiKey": []}],
         openapi_provider_class=_Provider,
     )
+    if idempotency is not None:
+        install_idempotency(app, idempotency)
     app.register_blueprint(routes.bp)
     app.register_blueprint(messaging.bp)
     app.register_blueprint(media.bp)
@@ -296,7 +305,10 @@ def _error(message: str, status: int) -> tuple[dict, int]:
 def _add_errors(app: QuartTrio) -> None:
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError):
-        return _error(error.message, status_for(error))
+        body, status = _error(error.message, status_for(error))
+        if isinstance(error, SendQueueFull):  # when a slot is likely to free up
+            return body, status, {"Retry-After": str(math.ceil(error.retry_after))}
+        return body, status
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException):

@@ -306,6 +306,7 @@ class SessionView:
     reconnect_attempts: int
     last_error: str | None
     state_changed_at: str  # ISO 8601, UTC
+    queue_depth: int = 0  # messages in the session's send queue: waiting, or being sent
 
 
 @attrs.define

@@ -73,6 +73,7 @@ def _view(info: SessionInfo) -> SessionView:
         reconnect_attempts=info.reconnect_attempts,
         last_error=info.last_error,
         state_changed_at=iso_seconds(info.state_changed_at),
+        queue_depth=info.queue_depth,
     )
 
 
@@ -229,12 +230,13 @@ async def reset_reconnect() -> ActionResponse:
 @idempotent
 @document_request(SendRequest)
 @document_response(SendResponse)
-@errors(400, 401, 403, 404, 415, 502)
+@errors(400, 401, 403, 404, 415, 429, 502)
 async def send() -> SendResponse:
     """Send a text message, optionally as a reply (`reply_to`); 2xx only once WhatsApp acknowledged it.
 
     With `check_number` (default: the messages.check_number setting), a number that is not on
-    WhatsApp is a 400 and nothing is sent."""
+    WhatsApp is a 400 and nothing is sent. Messages of a session go out in order through its send
+    queue (paced if `[sending]` says so); a full queue answers 429 with Retry-After."""
     body = await read_body(SendRequest)
     to, text = recipient(body.number, body.chat), message_text(body.message)
     messaging: Messaging = current_app.extensions["waservice.messaging"]

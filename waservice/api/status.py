@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from ..errors import (
     Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     InvalidRequest,
     MediaTooLarge,
     NoQrCode,
     RequestFailed,
     SendFailed,
+    SendQueueFull,
     ServiceError,
     StorageFailed,
     TooManySessions,
@@ -30,6 +33,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     SendFailed: 502,
     RequestFailed: 502,
     TooManySessions: 429,
+    SendQueueFull: 429,
+    IdempotencyKeyInUse: 409,
+    IdempotencyKeyReused: 422,  # with Retry-After (api/app.py)
     StorageFailed: 503,
     UnknownWebhook: 404,
     UnknownMessage: 404,

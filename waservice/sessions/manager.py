@@ -30,6 +30,7 @@ from ..metrics import Metrics
 from ..store import SessionStore
 from .locks import KeyedLock
 from .machine import ReconnectPolicy
+from .sendqueue import DEFAULT_QUEUE_SIZE, Pacing
 from .supervisor import SessionSupervisor, UnlinkResult
 
 log = logging.getLogger("waservice.sessions")
@@ -56,8 +57,12 @@ class SessionManager:
         unlink_timeout: float = UNLINK_TIMEOUT,
         record: Callable[[Activity], None] | None = None,
         metrics: Metrics | None = None,
+        pacing: Pacing | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         self.engine = engine
+        self.pacing = pacing or Pacing()  # every session's send queue
+        self.queue_size = queue_size
         self.store = store
         self.policy = policy
         self.max_sessions = max_sessions
@@ -115,6 +120,8 @@ class SessionManager:
             down_reason=down_reason,
             record=self.record,
             metrics=self.metrics,
+            pacing=self.pacing,
+            queue_size=self.queue_size,
         )
         await self._require_nursery().start(session.supervise)
         self._sessions[session_id] = session

@@ -35,7 +35,7 @@ from ..engine import (
     SentMessage,
     Stopped,
 )
-from ..engine.content import Content
+from ..engine.content import Content, TypingState
 from ..errors import InvalidRequest, RequestFailed, SendFailed, SendOutcomeUnknown, SessionNotConnected
 from ..events.model import SESSION_QR, SESSION_STATUS, Activity
 from ..events.types import SessionQr, SessionStatus
@@ -54,6 +54,7 @@ from .machine import (
     State,
     StopClient,
 )
+from .sendqueue import DEFAULT_QUEUE_SIZE, Pacing, SendQueue, before_queueing
 
 log = logging.getLogger("waservice.session")
 T = TypeVar("T")
@@ -80,6 +81,7 @@ class SessionInfo:
     reconnect_attempts: int
     last_error: str | None
     state_changed_at: float  # unix time
+    queue_depth: int = 0  # messages accepted for sending and not yet finished
 
     @property
     def has_qr(self) -> bool:
@@ -103,6 +105,8 @@ class SessionSupervisor:
         down_reason: str | None = None,
         record: Callable[[Activity], None] | None = None,
         metrics: Metrics | None = None,
+        pacing: Pacing | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         self.session_id = session_id
         self._metrics = metrics or Metrics()
@@ -126,6 +130,7 @@ class SessionSupervisor:
         self._finished = trio.Event()
         self._autoconnect: tuple[bool, str | None] = (True, None)
         self._autoconnect_lock = trio.Lock()
+        self._queue = SendQueue(session_id, pacing or Pacing(), queue_size)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class SessionSupervisor:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    nursery.start_soon(self._queue.run, self._deliver, self._show_typing)
                     task_status.started()
                     await trio.sleep_forever()
         finally:
@@ -164,6 +170,7 @@ class SessionSupervisor:
             reconnect_attempts=m.reconnect_attempts,
             last_error=m.last_error,
             state_changed_at=self.state_changed_at,
+            queue_depth=self._queue.depth,
         )
 
     async def wait_for(self, done: Callable[[State], bool]) -> State:
@@ -193,7 +200,19 @@ class SessionSupervisor:
             await self._store.set_autoconnect(self.session_id, *self._autoconnect)
 
     async def send(self, chat: str, content: Content) -> SentMessage:
-        """Send through the connected client; returns once WhatsApp acknowledged the message."""
+        """Send through the session's queue (in order, paced); returns once WhatsApp acknowledged
+        the message. Raises SendQueueFull when the queue is full."""
+        await before_queueing(self.session_id)  # an Idempotency-Key may answer instead
+        self._connected_client()  # fail at once rather than queue for a session that cannot send
+        return await self._queue.submit(chat, content)
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages accepted for sending and not yet finished."""
+        return self._queue.depth
+
+    async def _deliver(self, chat: str, content: Content) -> SentMessage:
+        """One send, as the queue hands it over: the session must still be connected."""
         client = self._connected_client()
         with trio.move_on_after(SEND_TIMEOUT):
             try:
@@ -205,6 +224,9 @@ class SessionSupervisor:
         raise SendOutcomeUnknown(
             f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s: {UNKNOWN_OUTCOME}"
         )
+
+    async def _show_typing(self, chat: str, state: TypingState) -> None:
+        await self._connected_client().set_typing(chat, state)
 
     async def call(self, what: str, request: Callable[[Client], Awaitable[T]]) -> T:
         """Any other request to the connected client (check numbers, mark read, typing, download).
