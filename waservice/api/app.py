@@ -22,14 +22,12 @@ from werkzeug.security import safe_join
 
 from .. import __version__
 from ..config import MediaConfig, MetricsConfig
-from ..errors import ServiceError
+from ..errors import SendQueueFull, ServiceError
 from ..media.cache import MediaCache
 from ..media.fetch import FetchPolicy
 from ..media.intake import base64_size_limit
 from ..media.spool import Spool
 from ..messaging import Messaging
-from ..config import MetricsConfig
-from ..errors import SendQueueFull, ServiceError
 from ..sessions.manager import SessionManager
 from ..store.messages import MessageIndex
 from ..webhooks.service import WebhookService
