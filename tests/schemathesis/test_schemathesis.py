@@ -15,6 +15,7 @@ import trio
 
 from tests.process.service import ServiceProcess
 from tests.wasim import Simulator
+from tests.wasim.tls import tls_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.trio]
 
@@ -63,7 +64,8 @@ async def test_fake_engine(tmp_path: Path) -> None:
 async def test_real_engine_on_the_simulator(sim: Simulator, patched_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[reconnect]\ninitial_delay = 0.4\nmax_delay = 2.0\n")
-    service = ServiceProcess(tmp_path / "data", config=config, pythonpath=patched_dir)
+    # The simulator's media host has its own CA: uploads fail (502) unless Go trusts it at start.
+    service = ServiceProcess(tmp_path / "data", env=tls_env(), config=config, pythonpath=patched_dir)
     await trio.to_thread.run_sync(service.start)
     try:
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
