@@ -116,6 +116,8 @@ async def serve_forever(
                     nursery.start_soon(_wait_for_signal, stop)
                     # Open event streams end at the signal: they would hold hypercorn's drain.
                     nursery.start_soon(live.close_when, stop.event)
+                    # Keyed sends that would finish after their client left must not hold it up either.
+                    nursery.start_soon(idempotency.finishing.release_when, stop.event)
                     # Serving starts while the sessions are restored: /ready says so, other routes wait.
                     nursery.start_soon(manager.run)
                     await serve(

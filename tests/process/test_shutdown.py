@@ -45,7 +45,11 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_with_1000_sessions_and_a_stalled_send_exits_within_the_grace(tmp_path: Path):
+@pytest.mark.parametrize("key", [None, "stalled-1"], ids=["plain", "idempotency-key"])
+def test_sigterm_with_1000_sessions_and_a_stalled_send_exits_within_the_grace(
+    tmp_path: Path, key: str | None
+):
+    """A keyed send finishes once handed over even if its client leaves; not past the shutdown."""
     data = tmp_path / "data"
     ids = paired_sessions(data, SESSIONS)
     config = tmp_path / "config.toml"
@@ -63,7 +67,8 @@ def test_sigterm_with_1000_sessions_and_a_stalled_send_exits_within_the_grace(tm
 
         def send_and_wait() -> None:
             with contextlib.suppress(httpx.HTTPError):  # cut off by the shutdown: that is the point
-                httpx.post(service.url + "/send", json=send, timeout=300)
+                headers = {"Idempotency-Key": key} if key else {}
+                httpx.post(service.url + "/send", json=send, headers=headers, timeout=300)
 
         stalled = threading.Thread(target=send_and_wait, daemon=True)
         stalled.start()

@@ -16,10 +16,10 @@ from waservice.engine.content import Content, Location, Text
 from waservice.errors import SendFailed, SendQueueFull, SessionNotConnected
 from waservice.sessions.sendqueue import (
     TYPING_MAX,
+    FinishingRequests,
     Pacer,
     Pacing,
     SendQueue,
-    finish_once_handed_over,
 )
 
 
@@ -226,7 +226,7 @@ async def test_once_handed_over_a_message_completes_and_its_request_finishes(nur
     queue = await start(nursery, engine)
     finished: list[str] = []
     with trio.move_on_after(1) as gave_up:
-        with finish_once_handed_over() as handover:
+        with FinishingRequests().finish_once_handed_over() as handover:
             sent = await queue.submit("c@s.whatsapp.net", text("a"))
             finished.append(sent.id)  # the request goes on to record its outcome
             await trio.sleep(0)  # shielded still: the checkpoint does not raise
@@ -238,15 +238,31 @@ async def test_once_handed_over_a_message_completes_and_its_request_finishes(nur
     assert engine.log[-1] == (2.0, "acked", "a")
 
 
-async def test_without_the_wrapper_a_caller_that_gives_up_waits_for_the_outcome(nursery, autojump_clock):
+async def test_without_the_wrapper_a_caller_leaves_and_the_send_completes(nursery, autojump_clock):
     engine = Engine(send_time=2.0)
     queue = await start(nursery, engine)
-    outcome = None
     with trio.move_on_after(1) as gave_up:
-        outcome = await queue.submit("c@s.whatsapp.net", text("a"))
-        await trio.sleep(0)
-    assert gave_up.cancelled_caught and outcome is not None and outcome.id == "id-a"
-    assert trio.current_time() == 2.0 and engine.log[-1] == (2.0, "acked", "a") and queue.depth == 0
+        await queue.submit("c@s.whatsapp.net", text("a"))
+    assert gave_up.cancelled_caught and trio.current_time() == 1.0
+    await trio.sleep(5)
+    assert engine.log[-1] == (2.0, "acked", "a") and queue.depth == 0
+
+
+async def test_released_requests_can_be_cancelled_again(nursery, autojump_clock):
+    engine = Engine(send_time=10.0)
+    queue = await start(nursery, engine)
+    finishing = FinishingRequests()
+
+    async def stop_at(when: float) -> None:  # the service stops: its requests must not hold it up
+        await trio.sleep_until(when)
+        finishing.release()
+
+    nursery.start_soon(stop_at, 4.0)
+    with trio.move_on_after(1) as gave_up:  # the client leaves at 1 s
+        with finishing.finish_once_handed_over() as handover:
+            await queue.submit("c@s.whatsapp.net", text("a"))
+    assert handover.happened and gave_up.cancelled_caught
+    assert trio.current_time() == 4.0  # not at the send's end (10 s)
 
 
 async def test_nothing_handed_over_leaves_the_request_cancellable(nursery, autojump_clock):
@@ -255,7 +271,7 @@ async def test_nothing_handed_over_leaves_the_request_cancellable(nursery, autoj
     spawn(nursery, queue, "a")
     await trio.testing.wait_all_tasks_blocked()
     with trio.move_on_after(1):
-        with finish_once_handed_over() as handover:
+        with FinishingRequests().finish_once_handed_over() as handover:
             await queue.submit("c@s.whatsapp.net", text("b"))
     assert not handover.happened and trio.current_time() == 1.0
 

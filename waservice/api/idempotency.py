@@ -31,7 +31,7 @@ from ..errors import (
     ServiceError,
     StorageFailed,
 )
-from ..sessions.sendqueue import checked_before_queueing, finish_once_handed_over
+from ..sessions.sendqueue import FinishingRequests, checked_before_queueing
 from ..store import EventStore
 from ..store.idempotency import IdempotencyTable, StoredAnswer
 from .caller import caller, named_sessions
@@ -62,6 +62,9 @@ class IdempotencyKeys:
         self._table = table
         self.ttl = ttl
         self._in_flight: dict[Slot, bytes] = {}  # slot -> fingerprint
+        # Keyed requests finish once their message is handed over, so their answer is remembered;
+        # server.py releases them at shutdown.
+        self.finishing = FinishingRequests()
 
     @classmethod
     async def open(cls, store: EventStore, ttl: float = TTL) -> IdempotencyKeys:
@@ -211,7 +214,7 @@ async def _streamed(keyed: _Keyed, running: Awaitable[Any]) -> Response:
 async def _run_and_remember(keyed: _Keyed, running: Awaitable[Any]) -> Response:
     # Once a message is handed over, the request finishes even if its client goes away: the
     # answer must be remembered, or a retry would send the message again.
-    with finish_once_handed_over() as handover:
+    with keyed.keys.finishing.finish_once_handed_over() as handover:
         try:
             response = await current_app.make_response(await running)
         except ServiceError as error:

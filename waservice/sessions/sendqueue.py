@@ -10,8 +10,8 @@ to show "composing" before a text. `SendQueue` does the waiting and the calling.
 
 A message is *handed over* when its send to the engine starts. Before that a caller that gives up
 takes it out of the queue and nothing is sent. From then on it completes whatever the caller does,
-and `finish_once_handed_over` lets the request around it finish too (so an Idempotency-Key records
-its outcome even if the HTTP client went away). `checked_before_queueing` runs a check of the
+and `FinishingRequests` lets the request around it finish too (so an Idempotency-Key records its
+outcome even if the HTTP client went away), except at shutdown. `checked_before_queueing` runs a check of the
 request's just before its message is queued (an Idempotency-Key whose body was streamed to the
 route is known only then).
 """
@@ -122,24 +122,46 @@ class Handover:
 _handover: ContextVar[Callable[[], None] | None] = ContextVar("waservice_handover", default=None)
 
 
-@contextmanager
-def finish_once_handed_over() -> Iterator[Handover]:
-    """Run the body so that, once a send inside it was handed over, cancelling it (the HTTP client
-    went away) waits until the body has finished, within HANDED_OVER_GRACE. Before that, a
-    cancellation takes the message out of the queue as usual."""
-    handover = Handover()
-    with trio.CancelScope() as scope:
+class FinishingRequests:
+    """Requests that finish, once their message was handed over, whatever their client does; until
+    `release` (the service is stopping: they must not hold its shutdown up)."""
 
-        def handed_over() -> None:
-            handover.happened = True
-            scope.shield = True
-            scope.deadline = min(scope.deadline, trio.current_time() + HANDED_OVER_GRACE)
+    def __init__(self) -> None:
+        self._shielded: set[trio.CancelScope] = set()
+        self.released = False
 
-        token = _handover.set(handed_over)
-        try:
-            yield handover
-        finally:
-            _handover.reset(token)
+    @contextmanager
+    def finish_once_handed_over(self) -> Iterator[Handover]:
+        """Run the body so that, once a send inside it was handed over, cancelling it (the HTTP
+        client went away) waits until the body has finished, within HANDED_OVER_GRACE. Before
+        that, a cancellation takes the message out of the queue as usual."""
+        handover = Handover()
+        with trio.CancelScope() as scope:
+
+            def handed_over() -> None:
+                handover.happened = True
+                if not self.released:
+                    scope.shield = True
+                    scope.deadline = min(scope.deadline, trio.current_time() + HANDED_OVER_GRACE)
+                    self._shielded.add(scope)
+
+            token = _handover.set(handed_over)
+            try:
+                yield handover
+            finally:
+                _handover.reset(token)
+                self._shielded.discard(scope)
+
+    def release(self) -> None:
+        """From now on every request can be cancelled again."""
+        self.released = True
+        for scope in self._shielded:
+            scope.shield = False
+        self._shielded.clear()
+
+    async def release_when(self, event: trio.Event) -> None:
+        await event.wait()
+        self.release()
 
 
 QueueingCheck = Callable[[str], Awaitable[None]]  # given the session id; raises to refuse
@@ -205,10 +227,10 @@ class SendQueue:
         except trio.Cancelled:
             if self._take_back(job):
                 raise
-            # The engine has it: it completes, and the caller waits for the outcome so that its
-            # request can record it (the cancellation is raised again at its next checkpoint).
-            with trio.CancelScope(shield=True):
-                await job.done.wait()
+            # Handed over as the caller gave up: the message completes. A request that finishes
+            # once handed over (its scope is shielded now) waits for the outcome; any other caller
+            # gets the cancellation again right here.
+            await job.done.wait()
         return job.outcome()
 
     def _take_back(self, job: _Job) -> bool:
