@@ -104,10 +104,10 @@ class Messaging:
         session = self.manager.get(session_id)
         with self.manager.metrics.timing_send():
             sent = await self.manager.send(session_id, recipient.jid, content)
-        await self._index_sent(session, recipient, sent.id, kind, text)
+        self._index_sent(session, recipient, sent.id, kind, text)
         return SentMessage(id=sent.id, timestamp=sent.timestamp, to=recipient.to)
 
-    async def _index_sent(
+    def _index_sent(
         self, session: SessionSupervisor, recipient: Recipient, message_id: str, kind: str, text: str | None
     ) -> None:
         if self.index is None:
@@ -128,10 +128,7 @@ class Messaging:
             kind=kind,
             text=text,
         )
-        try:
-            await self.index.add(message)
-        except StorageFailed as exc:  # the message went out: failing the request would invite a resend
-            log.warning("session=%s sent %s but could not index it: %s", session.session_id, message_id, exc)
+        self.index.add(message)
 
     async def react(self, session_id: str, chat: Recipient, message_id: str, emoji: str) -> SentMessage:
         target = await self.find(session_id, message_id, chat)
@@ -148,11 +145,8 @@ class Messaging:
                 f"message {message_id} was written by someone else: only your own can be edited"
             )
         sent = await self.manager.send(session_id, target.chat_jid, Edit(message_id=message_id, text=text))
-        try:  # a later reply quotes the new text
-            assert self.index is not None  # find() found it there
-            await self.index.add(attrs.evolve(target, text=text))
-        except StorageFailed as exc:
-            log.warning("session=%s edited %s but could not index it: %s", session_id, message_id, exc)
+        assert self.index is not None  # find() found it there
+        self.index.add(attrs.evolve(target, text=text))  # a later reply quotes the new text
         return SentMessage(id=sent.id, timestamp=sent.timestamp, to=chat.to)
 
     async def revoke(self, session_id: str, chat: Recipient, message_id: str) -> SentMessage:

@@ -66,6 +66,7 @@ async def serve_forever(
         async with trio.open_nursery() as background:
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             background.start_soon(messages.prune_forever, config.events.retention_days)
+            background.start_soon(messages.run)
             background.start_soon(idempotency.prune_forever)
             await background.start(recorder.run)
             webhooks = await background.start(
@@ -135,6 +136,7 @@ async def serve_forever(
                     nursery.cancel_scope.cancel()
             # The engine is closed: nothing reports any more. Log what is still buffered.
             await recorder.finish()
+            await messages.flush()  # the messages sent last, not yet indexed
             background.cancel_scope.cancel()  # the pruner and webhook delivery (resumed at next start)
     log.info("stopped")
 

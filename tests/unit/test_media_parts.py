@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -154,8 +155,9 @@ async def test_index_follows_the_log(event_store):
     assert (found.sender_jid, found.from_me, found.text) == ("14155552671@s.whatsapp.net", False, "hi")
     assert found.in_chat("14155552671@s.whatsapp.net") and not found.in_chat("1@g.us")
     assert await index.get("s2", "A") is None  # another session's id space
-    await index.add(IndexedMessage(session_id="s1", message_id="C", chat=None, chat_jid="1@g.us",
-                                   sender_jid="2@s.whatsapp.net", from_me=True, kind="text"))  # fmt: skip
+    index.add(IndexedMessage(session_id="s1", message_id="C", chat=None, chat_jid="1@g.us",
+                             sender_jid="2@s.whatsapp.net", from_me=True, kind="text"))  # fmt: skip
+    assert await index.flush()
     assert await index.forget_session("s1") == 2
     assert await index.get("s2", "B") is not None
 
@@ -173,3 +175,45 @@ async def test_an_incomplete_message_is_logged_without_an_index_row(event_store)
     logged = await event_store.append([odd, _received("s1", "FINE")])
     assert len(logged) == 2  # the log never fails because of the index
     assert await index.get("s1", "FINE") is not None
+
+
+def _sent(message_id: str) -> IndexedMessage:
+    return IndexedMessage(session_id="s1", message_id=message_id, chat="1", chat_jid="1@s.whatsapp.net",
+                          sender_jid="2@s.whatsapp.net", from_me=True, kind="text")  # fmt: skip
+
+
+async def test_sent_messages_are_readable_at_once_and_written_in_batches(event_store):
+    index = await MessageIndex.open(event_store)
+    writes: list[int] = []
+    add_many = index._table.add_many
+    index._table.add_many = lambda messages: (writes.append(len(messages)), add_many(messages))[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(index.run)
+        for n in range(50):
+            index.add(_sent(f"M{n}"))
+            assert await index.get("s1", f"M{n}") is not None  # before any write
+        while sum(writes) < 50:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert len(writes) < 50  # batched
+    assert index._pending == {}
+    assert all([await event_store.call(index._table.get, "s1", f"M{n}") for n in range(50)])
+
+
+async def test_a_refused_write_keeps_the_rows_for_the_next_flush(event_store):
+    index = await MessageIndex.open(event_store)
+    add_many = index._table.add_many
+
+    def broken(messages):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    index._table.add_many = broken
+    index.add(_sent("X"))
+    assert not await index.flush()
+    assert await index.get("s1", "X") is not None  # still pending
+    index._table.add_many = add_many
+    assert await index.flush()  # e.g. at shutdown
+    assert await event_store.call(index._table.get, "s1", "X") is not None
+    index.add(_sent("Y"))
+    assert await index.forget_session("s1") == 1  # the written one; the pending one is dropped
+    assert await index.get("s1", "Y") is None
