@@ -61,8 +61,8 @@ def claim(conn: psycopg.Connection, node_id: str, limit: int) -> list[Claim]:
     """Take up to ``limit`` autoconnect sessions whose owner is missing or not live, each at epoch + 1.
 
     Only a live, non-draining node claims. Rows another node is claiming right now are skipped, not
-    waited for; the owner check is a subquery (not a join) so PostgreSQL re-evaluates it against a row
-    that another claimer has just committed, and the same session is never taken twice.
+    waited for; a row another claimer has just committed is re-checked against its new owner, who is
+    live, so the same session is never taken twice (tests/cluster/test_leases.py races this).
     """
     rows = conn.execute(
         """
