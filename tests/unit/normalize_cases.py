@@ -1,6 +1,6 @@
 """neonize events -> activities, on protobufs built with neonize's own classes (as Go sends them).
 
-Run by test_normalize.py in a process of its own (importing neonize loads the Go library).
+Run by test_neonize_cases.py in a process of its own (importing neonize loads the Go library).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Outgoing content -> the protobuf whatsmeow sends, field by field (as whatsmeow's own builders).
 
-Run by test_outgoing.py in a process of its own (importing neonize loads the Go library).
+Run by test_neonize_cases.py in a process of its own (importing neonize loads the Go library).
 """
 
 from __future__ import annotations
