@@ -42,6 +42,10 @@ class MediaTooLarge(InvalidRequest):
     """Media past `media.max_bytes`, found while it streamed in (the rest is not read)."""
 
 
+class UnknownChat(ServiceError):
+    """WhatsApp knows no such group, or this account is not in it: nothing was sent."""
+
+
 class UnknownMessage(ServiceError):
     """No message by that id in the session's message index (never seen, or pruned)."""
 

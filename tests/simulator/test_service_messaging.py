@@ -179,6 +179,11 @@ async def test_bad_requests_leave_the_session_connected(api: Api, sim: Simulator
     ]:
         response = await api.post(path, session_id="s1", chat=CAROL, **body)
         assert response.status_code == status and fragment in response.json()["error"], (path, response.text)
+    # A group WhatsApp does not know (whatsmeow asks for its members first): the caller's mistake.
+    group = await api.post("/send-location", session_id="s1", chat="120363000000000000@g.us", lat=0.5, lng=0)
+    assert group.status_code == 404 and "no group 120363000000000000@g.us" in group.json()["error"], (
+        group.text
+    )
     assert (await api.status("s1"))["state"] == "connected"
     fine = await sent_id(await api.post("/send", session_id="s1", chat=CAROL, message="still here"))
     assert (await sim.wait_message(to=CAROL, id=fine)).text == "still here"

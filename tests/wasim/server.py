@@ -61,6 +61,14 @@ CLOSE_DELAY = 0.5  # how long the server waits after a stream:error before closi
 # ------------------------------------------------------------------ connections
 
 
+@dataclass(frozen=True)
+class IqError:
+    """An IQ handler's answer that is an error (`<iq type="error"><error code text/></iq>`)."""
+
+    code: int
+    text: str
+
+
 @dataclass
 class _Close:
     """Outbox item: close the socket after ``delay`` seconds (abruptly: no WebSocket close frame)."""
@@ -433,6 +441,16 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
         first = node.children[0].tag if node.children else ""
         handler = self._iq_handlers().get((xmlns, iq_type, first))
         content = handler(conn, node) if handler else None
+        if isinstance(content, IqError):
+            error = Node("error", {"code": str(content.code), "text": content.text})
+            conn.send(
+                Node(
+                    "iq",
+                    {"from": node.attr("to") or SERVER_JID, "type": "error", "id": node.attr("id")},
+                    [error],
+                )
+            )
+            return
         reply = Node("iq", {"from": SERVER_JID, "type": "result", "id": node.attr("id")}, content)
         conn.send(reply)
         if xmlns == "passive" and first == "active" and conn.state == "logged_in":
@@ -440,7 +458,9 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
             self._record("active", {"conn": conn.id, "phone": conn.phone})
             self._device_active(conn)
 
-    def _iq_handlers(self) -> dict[tuple[str, str, str], Callable[[Connection, Node], list[Node] | None]]:
+    def _iq_handlers(
+        self,
+    ) -> dict[tuple[str, str, str], Callable[[Connection, Node], list[Node] | IqError | None]]:
         # Everything else gets an empty result: whatsmeow tolerates it, and an unanswered IQ stalls 75 s.
         return {
             ("encrypt", "get", "count"): self._prekey_count,
@@ -450,6 +470,9 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
             ("privacy", "get", "privacy"): _privacy_settings,
             ("w:m", "set", "media_conn"): self._media_conn,
             ("md", "set", "link_code_companion_reg"): self._link_code_reg,
+            # A group's info (whatsmeow asks before it sends to a group): the simulator has no groups,
+            # and WhatsApp answers a group that does not exist with item-not-found.
+            ("w:g2", "get", "query"): lambda conn, node: IqError(404, "item-not-found"),
         }
 
     def _media_conn(self, conn: Connection, node: Node) -> list[Node]:

@@ -17,6 +17,7 @@ from ..errors import (
     TooManySessions,
     TooManyStreams,
     Unauthorized,
+    UnknownChat,
     UnknownMessage,
     UnknownWebhook,
     UnsupportedMediaType,
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     StorageFailed: 503,
     UnknownWebhook: 404,
     UnknownMessage: 404,
+    UnknownChat: 404,
     MediaTooLarge: 413,
     TooManyStreams: 503,
 }

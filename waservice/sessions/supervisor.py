@@ -36,7 +36,15 @@ from ..engine import (
     Stopped,
 )
 from ..engine.content import Content, TypingState
-from ..errors import InvalidRequest, RequestFailed, SendFailed, SendOutcomeUnknown, SessionNotConnected
+from ..errors import (
+    InvalidRequest,
+    RequestFailed,
+    SendFailed,
+    SendOutcomeUnknown,
+    ServiceError,
+    SessionNotConnected,
+    UnknownChat,
+)
 from ..events.model import SESSION_QR, SESSION_STATUS, Activity
 from ..events.types import SessionQr, SessionStatus
 from ..metrics import Metrics
@@ -220,7 +228,7 @@ class SessionSupervisor:
             except OutcomeUnknown as exc:
                 raise SendOutcomeUnknown(f"{exc}: {UNKNOWN_OUTCOME}") from None
             except EngineError as exc:
-                raise SendFailed(f"message not sent: {exc}") from None
+                raise _send_failed(chat, exc) from None
         raise SendOutcomeUnknown(
             f"no acknowledgement from WhatsApp within {SEND_TIMEOUT:.0f} s: {UNKNOWN_OUTCOME}"
         )
@@ -499,3 +507,16 @@ def _set_event() -> trio.Event:
     event = trio.Event()
     event.set()
     return event
+
+
+# whatsmeow asks a group's members before it sends to the group; WhatsApp answers a group that does
+# not exist with 404 item-not-found and one the account is not in with 403 (whatsmeow's
+# ErrGroupNotFound / ErrNotInGroup): the caller named a wrong chat, not a failure of WhatsApp's.
+_NO_SUCH_GROUP = ("that group does not exist", "not participating in that group")
+
+
+def _send_failed(chat: str, exc: EngineError) -> ServiceError:
+    text = str(exc)
+    if "failed to get group members" in text and any(sign in text.lower() for sign in _NO_SUCH_GROUP):
+        return UnknownChat(f"message not sent: no group {chat}, or this account is not in it ({text})")
+    return SendFailed(f"message not sent: {text}")
