@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import attrs
 import msgspec
 
+from ..engine.content import MediaKind, TypingState
 from ..ids import DEFAULT_SESSION, MAX_SESSION_ID_LENGTH, SESSION_ID_PATTERN
 
 # WhatsApp Web's compose box (`MAX_TXT_MSG_SIZE`, a JavaScript maxLength) counts UTF-16 code units.
@@ -172,7 +173,7 @@ class CheckNumbersRequest(_SessionBody, kw_only=True):
 
 
 MediaType = Annotated[
-    Literal["image", "video", "audio", "voice", "document", "sticker"],
+    MediaKind,
     msgspec.Meta(description="voice: a voice note (Ogg Opus); sticker: a WebP image.", examples=["image"]),
 ]
 Caption = Annotated[
@@ -272,7 +273,7 @@ class ReadRequest(_InChat, kw_only=True):
 
 class TypingRequest(_InChat, kw_only=True):
     state: Annotated[
-        Literal["composing", "recording", "paused"],
+        TypingState,
         msgspec.Meta(
             description="composing (typing), recording (a voice note) or paused (stop).",
             examples=["composing"],
