@@ -10,14 +10,12 @@ from quart import Blueprint, current_app, request
 from quart_schema import document_request, document_response, tag
 from werkzeug.exceptions import RequestTimeout
 
-from ..engine import SentMessage
 from ..engine.content import ContactCard, Location, Media
 from ..errors import InvalidRequest, SessionNotConnected
 from ..media.fetch import FetchPolicy, fetch_into
 from ..media.intake import boundary_of, read_multipart, write_base64
 from ..media.kinds import decide_mimetype
 from ..media.spool import SpoolFile
-from ..messaging import Messaging
 from .caller import checks_form_session, require_access
 from .idempotency import idempotent
 from .limits import limit_new_session
@@ -36,10 +34,9 @@ from .models import (
     SendLocationRequest,
     SendMediaRequest,
     SendResponse,
-    SendResult,
     TypingRequest,
 )
-from .routes import errors
+from .routes import errors, messaging, sent_response
 from .validation import convert_fields, message_text, phone_number, read_body, recipient
 from .vcard import contact_vcard
 
@@ -60,24 +57,12 @@ def document_recipients(paths: dict) -> None:
             media_type["schema"]["oneOf"] = [{"required": ["number"]}, {"required": ["chat"]}]
 
 
-def messaging() -> Messaging:
-    return current_app.extensions["waservice.messaging"]
-
-
 def fetch_policy() -> FetchPolicy:
     return current_app.extensions["waservice.fetch_policy"]
 
 
 def max_media_bytes() -> int:
     return current_app.extensions["waservice.max_media_bytes"]
-
-
-def _sent(session_id: str, sent: SentMessage, what: str) -> SendResponse:
-    return SendResponse(
-        session_id=session_id,
-        message=f"{what} sent successfully",
-        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=sent.to),
-    )
 
 
 # -- linking and contacts -------------------------------------------------------------------------
@@ -149,7 +134,7 @@ async def send_media() -> SendResponse:
         sent = await messaging().send(form.session_id, to, content, kind=form.type, text=content.caption)
     finally:
         await spool.delete()  # sent or not, the bytes are not kept
-    return _sent(form.session_id, sent, "Media")
+    return sent_response(form.session_id, sent, "Media")
 
 
 async def _read_media(spool: SpoolFile) -> tuple[SendMediaRequest, str | None, str | None]:
@@ -222,7 +207,7 @@ async def send_location() -> SendResponse:
         reply_to=await messaging().quote(body.session_id, body.reply_to),
     )
     sent = await messaging().send(body.session_id, to, content, kind="location", text=body.name)
-    return _sent(body.session_id, sent, "Location")
+    return sent_response(body.session_id, sent, "Location")
 
 
 @bp.post("/send-contact")
@@ -242,7 +227,7 @@ async def send_contact() -> SendResponse:
         reply_to=await messaging().quote(body.session_id, body.reply_to),
     )
     sent = await messaging().send(body.session_id, to, card, kind="contact", text=name)
-    return _sent(body.session_id, sent, "Contact")
+    return sent_response(body.session_id, sent, "Contact")
 
 
 @bp.post("/react")
@@ -258,7 +243,7 @@ async def react() -> SendResponse:
     if emoji and not any(ord(ch) > 0x7F for ch in emoji):
         raise InvalidRequest(f"emoji must be an emoji (or empty to remove the reaction), not {emoji!r}")
     sent = await messaging().react(body.session_id, recipient(None, body.chat), body.message_id, emoji)
-    return _sent(body.session_id, sent, "Reaction" if emoji else "Reaction removal")
+    return sent_response(body.session_id, sent, "Reaction" if emoji else "Reaction removal")
 
 
 @bp.post("/edit")
@@ -272,7 +257,7 @@ async def edit() -> SendResponse:
     body = await read_body(EditRequest)
     text = message_text(body.message)
     sent = await messaging().edit(body.session_id, recipient(None, body.chat), body.message_id, text)
-    return _sent(body.session_id, sent, "Edit")
+    return sent_response(body.session_id, sent, "Edit")
 
 
 @bp.post("/delete-message")
@@ -285,7 +270,7 @@ async def delete_message() -> SendResponse:
     """Delete a message for everyone (this account's own, or anyone's in a group it administers)."""
     body = await read_body(DeleteMessageRequest)
     sent = await messaging().revoke(body.session_id, recipient(None, body.chat), body.message_id)
-    return _sent(body.session_id, sent, "Deletion")
+    return sent_response(body.session_id, sent, "Deletion")
 
 
 # -- chats ----------------------------------------------------------------------------------------

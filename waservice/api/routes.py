@@ -12,6 +12,7 @@ import trio
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme, tag
 
+from ..engine import SentMessage
 from ..engine.content import Text
 from ..errors import InvalidRequest, NoQrCode
 from ..messaging import Messaging
@@ -46,6 +47,19 @@ B = TypeVar("B")
 
 def manager() -> SessionManager:
     return current_app.extensions["waservice.manager"]
+
+
+def messaging() -> Messaging:
+    return current_app.extensions["waservice.messaging"]
+
+
+def sent_response(session_id: str, sent: SentMessage, what: str) -> SendResponse:
+    """Every send route's answer: `what` names what was sent ("Message", "Location"...)."""
+    return SendResponse(
+        session_id=session_id,
+        message=f"{what} sent successfully",
+        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=sent.to),
+    )
 
 
 def errors(*codes: int):
@@ -239,13 +253,8 @@ async def send() -> SendResponse:
     queue (paced if `[sending]` says so); a full queue answers 429 with Retry-After."""
     body = await read_body(SendRequest)
     to, text = recipient(body.number, body.chat), message_text(body.message)
-    messaging: Messaging = current_app.extensions["waservice.messaging"]
-    if messaging.check_number if body.check_number is None else body.check_number:
-        await messaging.require_on_whatsapp(body.session_id, to)
-    content = Text(text=text, reply_to=await messaging.quote(body.session_id, body.reply_to))
-    sent = await messaging.send(body.session_id, to, content, kind="text", text=text)
-    return SendResponse(
-        session_id=body.session_id,
-        message="Message sent successfully",
-        result=SendResult(id=sent.id, timestamp=sent.timestamp, to=sent.to),
-    )
+    if messaging().check_number if body.check_number is None else body.check_number:
+        await messaging().require_on_whatsapp(body.session_id, to)
+    content = Text(text=text, reply_to=await messaging().quote(body.session_id, body.reply_to))
+    sent = await messaging().send(body.session_id, to, content, kind="text", text=text)
+    return sent_response(body.session_id, sent, "Message")
