@@ -43,7 +43,7 @@ class MediaTooLarge(InvalidRequest):
 
 
 class UnknownChat(ServiceError):
-    """WhatsApp knows no such group, or this account is not in it: nothing was sent."""
+    """WhatsApp knows no such person or group, or this account is not in the group: nothing was sent."""
 
 
 class UnknownMessage(ServiceError):

@@ -63,11 +63,11 @@ OptionalSessionId = Annotated[
 ]
 
 
-# A phone number, or a full JID: a person's (<digits>@s.whatsapp.net, or @lid as events show
-# them) or a group's (<digits>[-<digits>]@g.us).
-CHAT_PATTERN = (
-    rf"^(?:{PHONE_NUMBER_PATTERN[1:-1]}|[0-9]{{1,20}}(?:-[0-9]{{1,20}})?@(?:s\.whatsapp\.net|g\.us|lid))$"
-)
+# A full JID: a person's (<digits>@s.whatsapp.net, or @lid as events show some people) or a group's
+# (<digits>[-<digits>]@g.us: old groups' ids carry their creator and a timestamp; a person's never has a
+# dash). A chat is such a JID or a phone number.
+JID_PATTERN = r"[0-9]{1,20}@(?:s\.whatsapp\.net|lid)|[0-9]{1,20}(?:-[0-9]{1,20})?@g\.us"
+CHAT_PATTERN = rf"^(?:{PHONE_NUMBER_PATTERN[1:-1]}|{JID_PATTERN})$"
 ChatId = Annotated[
     str,
     msgspec.Meta(

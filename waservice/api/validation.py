@@ -19,13 +19,13 @@ from quart import request
 from ..errors import InvalidRequest, UnsupportedMediaType
 from ..ids import DEFAULT_SESSION, validate_session_id
 from ..messaging import Recipient
-from .models import MAX_MESSAGE_UTF16_UNITS
+from .models import JID_PATTERN, MAX_MESSAGE_UTF16_UNITS
 
 T = TypeVar("T", bound=msgspec.Struct)
 
 _NUMBER_FORMATTING = re.compile(r"[\s().-]")
 _PHONE_NUMBER = re.compile(r"[1-9][0-9]{6,14}")  # E.164 without '+': at most 15 digits
-_JID = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?@(?:s\.whatsapp\.net|g\.us|lid)")
+_JID = re.compile(JID_PATTERN)
 # A \uD800-\uDFFF escape not paired high+low (an odd run of backslashes makes it an escape).
 _LONE_SURROGATE = re.compile(
     rb"(?<!\\)(?:\\\\)*\\u(?:d[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|d[c-f][0-9a-f]{2})", re.IGNORECASE

@@ -126,6 +126,8 @@ class FakeClient:
             raise EngineError("not connected")
         if self.engine.fail_sends:
             raise EngineError("server did not acknowledge the message (fake engine)")
+        if chat.split("@")[0] in self.engine.not_on_whatsapp:  # whatsmeow's words for it
+            raise EngineError(f"failed to send: no LID found for {chat} from server")
         text = content.text if isinstance(content, Text) else None
         digest = size = None
         if isinstance(content, Media):  # read now: the API deletes the spool file after the send

@@ -515,8 +515,15 @@ def _set_event() -> trio.Event:
 _NO_SUCH_GROUP = ("that group does not exist", "not participating in that group")
 
 
+# whatsmeow looks up a person's LID before it encrypts to them; WhatsApp has none for a number that is
+# not on WhatsApp, and whatsmeow then says "no LID found for <jid> from server".
+_NO_SUCH_PERSON = "no LID found for"
+
+
 def _send_failed(chat: str, exc: EngineError) -> ServiceError:
     text = str(exc)
     if "failed to get group members" in text and any(sign in text.lower() for sign in _NO_SUCH_GROUP):
         return UnknownChat(f"message not sent: no group {chat}, or this account is not in it ({text})")
+    if _NO_SUCH_PERSON in text:
+        return UnknownChat(f"message not sent: {chat} is not on WhatsApp ({text})")
     return SendFailed(f"message not sent: {text}")
