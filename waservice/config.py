@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +21,10 @@ from .webhooks.rules import check_events, check_url
 from .webhooks.signing import secret_key
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "ConfigError",
+    "DatabaseConfig",
     "EngineConfig",
     "EventsConfig",
     "MediaConfig",
@@ -211,6 +214,43 @@ class SendingConfig:
     queue_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
 
 
+def _database_url(url: str) -> None:
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("database.url must start with postgresql:// (or be empty for SQLite)")
+
+
+@attrs.frozen
+class DatabaseConfig:
+    """`[database]`: PostgreSQL for several nodes (waservice/cluster/); empty: SQLite, one node."""
+
+    # "postgresql://user:password@host:5432/db" (env WASERVICE_DATABASE_URL). Never logged.
+    url: str = attrs.field(default="", repr=False, validator=_check(_database_url))
+    # Connections this node's own queries use (whatsmeow opens its own: about 2 per session).
+    pool_size: int = attrs.field(default=8, validator=attrs.validators.ge(2))
+
+
+def _node_id(value: str) -> None:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError("cluster.node_id: 1-64 letters, digits, '_', '.', ':' or '-'")
+
+
+@attrs.frozen
+class ClusterConfig:
+    """`[cluster]`: this node among others on one PostgreSQL (only with `database.url`)."""
+
+    # Unique per node (env WASERVICE_NODE_ID); default: the host name and the port.
+    node_id: str = attrs.field(default="", validator=_check(_node_id))
+    # Where the other nodes reach this node's API (env WASERVICE_ADVERTISE_URL); default:
+    # http://<server.host>:<server.port>.
+    advertise_url: str = ""
+    # A node owns its sessions while its lease lasts; it renews it every lease_ttl / 4 seconds and
+    # stops its own WhatsApp connections when it could not for 3/4 of lease_ttl (a partition),
+    # before another node may take them over.
+    lease_ttl: float = attrs.field(default=20.0, validator=attrs.validators.ge(1.0))
+    # Seconds a request forwarded to a session's owner may take (a send waits for its ack).
+    forward_timeout: float = attrs.field(default=90.0, validator=_positive)
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
@@ -226,6 +266,8 @@ class Config:
     messages: MessagesConfig = MessagesConfig()
     media: MediaConfig = MediaConfig()
     sending: SendingConfig = SendingConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -243,6 +285,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "WASERVICE_LOG_LEVEL": ("logging", "level"),
     "WASERVICE_LOG_FORMAT": ("logging", "format"),
     "WASERVICE_METRICS_PUBLIC": ("metrics", "public"),
+    "WASERVICE_DATABASE_URL": ("database", "url"),
+    "WASERVICE_NODE_ID": ("cluster", "node_id"),
+    "WASERVICE_ADVERTISE_URL": ("cluster", "advertise_url"),
 }
 
 
@@ -266,6 +311,8 @@ def _converter() -> cattrs.Converter:
         MessagesConfig,
         MediaConfig,
         SendingConfig,
+        DatabaseConfig,
+        ClusterConfig,
         Config,
     )
     for cls in (*classes, WebhookConfig, WebhookDeliveryConfig):
