@@ -109,3 +109,27 @@ class IdempotencyKeyInUse(ServiceError):
 
 class IdempotencyKeyReused(ServiceError):
     """The Idempotency-Key was used for a different request (422)."""
+
+
+class OwnerUnavailable(ServiceError):
+    """Another node owns the session and could not be reached (nothing was sent to it): retry."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionMoving(OwnerUnavailable):
+    """A request forwarded here for a session this node no longer owns: it is changing nodes."""
+
+
+class RegistryUnavailable(OwnerUnavailable):
+    """The cluster's session registry (PostgreSQL) cannot say which node owns the session."""
+
+
+class OwnerFailed(ServiceError):
+    """The owner took the request and the exchange broke before its answer: the outcome is unknown."""
+
+
+class OwnerTimedOut(ServiceError):
+    """The owner took the request and did not answer within cluster.forward_timeout."""

@@ -10,7 +10,7 @@ import math
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from quart import Request, Response, request
@@ -22,7 +22,7 @@ from werkzeug.security import safe_join
 
 from .. import __version__
 from ..config import MediaConfig, MetricsConfig
-from ..errors import SendQueueFull, ServiceError
+from ..errors import OwnerUnavailable, SendQueueFull, ServiceError
 from ..media.cache import MediaCache
 from ..media.fetch import FetchPolicy
 from ..media.intake import base64_size_limit
@@ -38,6 +38,9 @@ from .guards import HostGuard, OriginGuard
 from .idempotency import IdempotencyKeys, document_idempotency, install_idempotency
 from .ops import document_metrics, install_ops
 from .status import status_for
+
+if TYPE_CHECKING:  # only a node of a cluster imports it (it needs PostgreSQL's driver)
+    from ..cluster.forward import Forwarding
 
 log = logging.getLogger("waservice.api")
 
@@ -167,11 +170,13 @@ def create_app(
     media_config: MediaConfig | None = None,
     check_number: bool = False,
     idempotency: IdempotencyKeys | None = None,
+    forwarding: Forwarding | None = None,
 ) -> QuartTrio:
     """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
     `messages` (the message index beside the log) lets replies, reactions, edits, deletes, reads
     and media downloads find the messages they name; `idempotency` makes the send routes honour
-    Idempotency-Key (else the header is ignored)."""
+    Idempotency-Key (else the header is ignored); `forwarding` (a node of a cluster) sends a
+    request for a session another node owns to that node."""
     metrics = metrics or MetricsConfig()
     media_config = media_config or MediaConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
@@ -214,6 +219,8 @@ def create_app(
         from .fake import bp as fake_bp
 
         app.register_blueprint(fake_bp)
+    if forwarding is not None:  # last: after the guards, the key check and the restore wait
+        forwarding.install(app)
     return app
 
 
@@ -304,7 +311,8 @@ def _add_errors(app: QuartTrio) -> None:
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError):
         body, status = _error(error.message, status_for(error))
-        if isinstance(error, SendQueueFull):  # when a slot is likely to free up
+        # When a retry may succeed: a send queue's slot frees up, a session's owner is back.
+        if isinstance(error, SendQueueFull | OwnerUnavailable):
             return body, status, {"Retry-After": str(math.ceil(error.retry_after))}
         return body, status
 

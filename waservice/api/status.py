@@ -9,6 +9,9 @@ from ..errors import (
     InvalidRequest,
     MediaTooLarge,
     NoQrCode,
+    OwnerFailed,
+    OwnerTimedOut,
+    OwnerUnavailable,
     RequestFailed,
     SendFailed,
     SendQueueFull,
@@ -43,6 +46,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UnknownChat: 404,
     MediaTooLarge: 413,
     TooManyStreams: 503,
+    OwnerUnavailable: 503,  # a cluster node: the session's owner, or the registry, is unreachable
+    OwnerFailed: 502,
+    OwnerTimedOut: 504,
 }
 
 
