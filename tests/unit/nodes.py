@@ -51,6 +51,7 @@ class Node:
     engine: FakeEngine
     manager: SessionManager
     messages: MessageIndex
+    live: LiveEvents
     locator: DictLocator
     seen: list[str] = attrs.field(factory=list)  # "METHOD /path" of each request it received
 
@@ -105,7 +106,7 @@ async def open_node(
         (bound,) = await nursery.start(
             functools.partial(serve, recording, config, shutdown_trigger=stop.wait)
         )
-        node = Node(node_id, bound, engine, manager, messages, locator, seen)
+        node = Node(node_id, bound, engine, manager, messages, live, locator, seen)
         try:
             yield node
         finally:

@@ -203,6 +203,23 @@ async def test_event_stream_through_another_node(node_a, node_b, http):
     assert event["data"]["text"] == "hello through A"
 
 
+async def test_a_caller_leaving_an_event_stream_closes_it_on_the_owner(node_a, node_b, http):
+    await owned_by(http, node_b, "b1")
+    with trio.fail_after(15):
+        async with http.stream("GET", f"{node_a.url}/events", params={"session_id": "b1"}) as stream:
+            assert stream.status_code == 200
+            while node_b.live.open != 1:
+                await trio.sleep(0.01)
+        while node_b.live.open != 0:  # A let go of its connection to B
+            await trio.sleep(0.01)
+
+
+async def test_head_through_another_node(node_a, node_b, http):
+    await owned_by(http, node_b, "b1")
+    answer = await http.head(f"{node_a.url}/status", params={"session_id": "b1"})
+    assert (answer.status_code, answer.content, answer.headers[NODE_HEADER]) == (200, b"", "B")
+
+
 async def test_events_without_a_session_are_answered_locally(node_a, node_b, http):
     async with http.stream("GET", f"{node_a.url}/events") as stream:
         assert stream.status_code == 200 and stream.headers[NODE_HEADER] == "A"
