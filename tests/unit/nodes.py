@@ -52,6 +52,7 @@ class Node:
     manager: SessionManager
     messages: MessageIndex
     live: LiveEvents
+    forwarding: Forwarding
     locator: DictLocator
     seen: list[str] = attrs.field(factory=list)  # "METHOD /path" of each request it received
 
@@ -90,7 +91,7 @@ async def open_node(
             live=live,
             messages=messages,
             media_config=media,
-            forwarding=Forwarding(locator, node_id, timeout=timeout),
+            forwarding=(forwarding := Forwarding(locator, node_id, timeout=timeout)),
         )
         seen: list[str] = []
 
@@ -106,11 +107,12 @@ async def open_node(
         (bound,) = await nursery.start(
             functools.partial(serve, recording, config, shutdown_trigger=stop.wait)
         )
-        node = Node(node_id, bound, engine, manager, messages, live, locator, seen)
+        node = Node(node_id, bound, engine, manager, messages, live, forwarding, locator, seen)
         try:
             yield node
         finally:
             live.close()
+            forwarding.close()
             stop.set()
             await manager.stop(trio.current_time() + 5)
             nursery.cancel_scope.cancel()

@@ -214,6 +214,20 @@ async def test_a_caller_leaving_an_event_stream_closes_it_on_the_owner(node_a, n
             await trio.sleep(0.01)
 
 
+async def test_relayed_event_streams_end_when_the_node_stops(node_a, node_b, http):
+    await owned_by(http, node_b, "b1")
+    with trio.fail_after(15):
+        async with http.stream("GET", f"{node_a.url}/events", params={"session_id": "b1"}) as stream:
+            while node_b.live.open != 1:
+                await trio.sleep(0.01)
+            node_a.forwarding.close()  # what the server does at SIGTERM
+            async for _ in stream.aiter_raw():
+                pass  # until the stream ends (else fail_after)
+        while node_b.live.open != 0:
+            await trio.sleep(0.01)
+    assert (await http.get(f"{node_a.url}/health")).status_code == 200  # only streams end
+
+
 async def test_head_through_another_node(node_a, node_b, http):
     await owned_by(http, node_b, "b1")
     answer = await http.head(f"{node_a.url}/status", params={"session_id": "b1"})

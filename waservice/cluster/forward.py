@@ -84,6 +84,14 @@ class Forwarding:
         app.teardown_request(_delete_read_ahead)
         app.after_serving(self.relay.aclose)
 
+    def close(self) -> None:
+        """The node is stopping: relayed answers (event streams) end now, as local ones do."""
+        self.relay.close_streams()
+
+    async def close_when(self, stopping: trio.Event) -> None:
+        await stopping.wait()
+        self.close()
+
     async def forward_if_elsewhere(self) -> Response | None:
         """The owner's answer when another node owns the request's session; None to answer here."""
         scope = self._routes.get(request.endpoint or "")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 
 import httpx
 import trio
@@ -64,6 +64,8 @@ class Relay:
         (5 s by default), so a request never goes out on a connection the owner is closing."""
         self.node_id = node_id
         self.timeout = timeout
+        self.closing = False
+        self._reads: set[trio.CancelScope] = set()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=connect_timeout, pool=connect_timeout, write=None, read=None),
             limits=httpx.Limits(
@@ -77,6 +79,24 @@ class Relay:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def close_streams(self) -> None:
+        """The node is stopping: every answer still being relayed ends now."""
+        self.closing = True
+        for scope in self._reads:
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def open_stream(self) -> Iterator[trio.CancelScope]:
+        """Around each read of an answer: cancelled by `close_streams()`."""
+        with trio.CancelScope() as scope:
+            if self.closing:
+                scope.cancel()
+            self._reads.add(scope)
+            try:
+                yield scope
+            finally:
+                self._reads.discard(scope)
 
     async def forward(
         self,
@@ -120,7 +140,7 @@ class Relay:
         headers = [(k, v) for k, v in answer.headers.multi_items() if _relayed(k)]
         streaming = answer.headers.get("content-type", "").startswith(EVENT_STREAM)
         relayed = Response(
-            _AnswerBody(answer, None if streaming else self.timeout, what),
+            _AnswerBody(answer, None if streaming else self.timeout, what, self),
             status=answer.status_code,
             headers=headers,
         )
@@ -176,28 +196,34 @@ async def _then_wait(
 class _AnswerBody:
     """The owner's answer body, chunk by chunk as it comes (the bytes as sent: no decoding)."""
 
-    def __init__(self, answer: httpx.Response, idle: float | None, what: str) -> None:
+    def __init__(self, answer: httpx.Response, idle: float | None, what: str, relay: Relay) -> None:
         self._answer = answer
         self._chunks = answer.aiter_raw()
         self._idle = idle  # None: an event stream, quiet for as long as nothing happens
         self._what = what
+        self._relay = relay
 
     def __aiter__(self) -> _AnswerBody:
         return self
 
     async def __anext__(self) -> bytes:
         try:
-            with trio.fail_after(self._idle) if self._idle is not None else contextlib.nullcontext():
+            with self._relay.open_stream() as scope:
+                if self._idle is not None:
+                    scope.deadline = trio.current_time() + self._idle
                 return await anext(self._chunks)
+            # Cancelled: the idle limit passed, or this node is stopping (then an event stream
+            # ends here, not at the end of the shutdown grace; its client reconnects elsewhere).
+            if self._idle is not None and trio.current_time() >= scope.deadline:
+                log.warning("%s; its answer stalled for %g s and was cut", self._what, self._idle)
         except StopAsyncIteration:
-            await self.aclose()
-            raise
-        except (httpx.TransportError, trio.TooSlowError) as exc:
+            pass
+        except httpx.TransportError as exc:
             # Its status is sent: all that can be said now is a cut (a short body, or an event
             # stream that ends; its client reconnects with Last-Event-ID).
             log.warning("%s; its answer was cut: %s", self._what, _reason(exc))
-            await self.aclose()
-            raise StopAsyncIteration from None
+        await self.aclose()
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):  # also when the caller left: free the connection
