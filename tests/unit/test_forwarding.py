@@ -19,6 +19,7 @@ from tests.unit.messaging_helpers import CONTACT, OWN_PHONE, PNG, multipart
 from tests.unit.nodes import DictLocator, Node, open_node
 from waservice.cluster.forward import NODE_HEADER, Owner
 from waservice.cluster.relay import FORWARDED_BY
+from waservice.config import MediaConfig
 
 KEY = "cluster-admin-key"
 AUTH = {"X-API-Key": KEY}
@@ -154,6 +155,37 @@ async def test_multipart_upload_through_another_node(node_a, node_b, http, where
     sent = node_b.engine.clients["b1"].sent[-1]
     assert (sent.media_size, sent.media_sha256) == (len(photo), hashlib.sha256(photo).hexdigest())
     assert not any((node_a.manager.store.data_dir / ".spool").glob("*"))  # the read-ahead is gone
+
+
+async def test_uploads_past_the_cap_are_413_from_the_owner_or_from_the_read_ahead(tmp_path, http):
+    cap = MediaConfig(max_bytes=64 * 1024)
+    async with (
+        open_node("A", tmp_path / "a", DictLocator(), api_key=KEY, media=cap) as a,
+        open_node("B", tmp_path / "b", a.locator, api_key=KEY, media=cap) as b,
+    ):
+        await owned_by(http, b, "b1")
+        photo = PNG * 1000  # ~1 MiB
+        body, headers = multipart({"chat": CONTACT, "type": "image"}, photo)
+        # Routed by the query: streamed to B, whose route refuses it while it streams in.
+        answer = await http.post(f"{a.url}/send-media?session_id=b1", content=body, headers=headers)
+        assert (answer.status_code, answer.headers[NODE_HEADER]) == (413, "B"), answer.text
+        # The session part after the file: A reads ahead, up to the cap plus the other parts.
+        body, headers = multipart({"chat": CONTACT, "type": "image"}, PNG * 3000)
+        boundary = headers["Content-Type"].split("boundary=")[1].encode()
+        tail = b'--%s\r\nContent-Disposition: form-data; name="session_id"\r\n\r\nb1\r\n' % boundary
+        body = body[: body.rindex(b"--" + boundary + b"--")] + tail + b"--" + boundary + b"--\r\n"
+        answer = await http.post(f"{a.url}/send-media", content=body, headers=headers)
+        assert (answer.status_code, answer.headers[NODE_HEADER]) == (413, "A"), answer.text
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: only the count stops it
+            for start in range(0, len(body), 64 * 1024):
+                yield body[start : start + 64 * 1024]
+
+        answer = await http.post(f"{a.url}/send-media", content=chunked(), headers=headers)
+        assert (answer.status_code, answer.headers[NODE_HEADER]) == (413, "A"), answer.text
+        assert "media.max_bytes" in answer.json()["error"]
+        assert not any((a.manager.store.data_dir / ".spool").glob("*"))
+        assert not b.engine.clients["b1"].sent
 
 
 async def test_a_multipart_upload_for_a_local_session_reads_what_was_read_ahead(node_a, http):
