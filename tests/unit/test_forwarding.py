@@ -182,8 +182,8 @@ async def test_uploads_past_the_cap_are_413_from_the_owner_or_from_the_read_ahea
                 yield body[start : start + 64 * 1024]
 
         answer = await http.post(f"{a.url}/send-media", content=chunked(), headers=headers)
+        # The read-ahead's count, or quart's bound on what waits unread (whichever comes first).
         assert (answer.status_code, answer.headers[NODE_HEADER]) == (413, "A"), answer.text
-        assert "media.max_bytes" in answer.json()["error"]
         assert not any((a.manager.store.data_dir / ".spool").glob("*"))
         assert not b.engine.clients["b1"].sent
 
