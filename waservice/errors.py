@@ -109,3 +109,16 @@ class IdempotencyKeyInUse(ServiceError):
 
 class IdempotencyKeyReused(ServiceError):
     """The Idempotency-Key was used for a different request (422)."""
+
+
+class SessionMoving(ServiceError):
+    """Several nodes: the session is changing owner (a failover, a drain) or its owner cannot be
+    reached; the same request succeeds once it has settled (503 with Retry-After)."""
+
+
+class ClusterUnavailable(ServiceError):
+    """Several nodes: the database that says who owns what cannot be reached (503)."""
+
+
+class UnknownNode(ServiceError):
+    """No node by that id in the cluster (404)."""

@@ -10,7 +10,7 @@ import math
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from quart import Request, Response, request
@@ -22,7 +22,7 @@ from werkzeug.security import safe_join
 
 from .. import __version__
 from ..config import MediaConfig, MetricsConfig
-from ..errors import SendQueueFull, ServiceError
+from ..errors import ClusterUnavailable, SendQueueFull, ServiceError, SessionMoving
 from ..media.cache import MediaCache
 from ..media.fetch import FetchPolicy
 from ..media.intake import base64_size_limit
@@ -38,6 +38,9 @@ from .guards import HostGuard, OriginGuard
 from .idempotency import IdempotencyKeys, document_idempotency, install_idempotency
 from .ops import document_metrics, install_ops
 from .status import status_for
+
+if TYPE_CHECKING:
+    from ..cluster.service import Cluster
 
 log = logging.getLogger("waservice.api")
 
@@ -167,6 +170,7 @@ def create_app(
     media_config: MediaConfig | None = None,
     check_number: bool = False,
     idempotency: IdempotencyKeys | None = None,
+    cluster: Cluster | None = None,
 ) -> QuartTrio:
     """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
     `messages` (the message index beside the log) lets replies, reactions, edits, deletes, reads
@@ -199,6 +203,11 @@ def create_app(
         app.extensions["waservice.webhooks"] = webhook_service
         app.register_blueprint(webhooks.bp)
     app.register_blueprint(keys.bp)
+    if cluster is not None:
+        from . import nodes  # psycopg is loaded only for a cluster
+
+        app.extensions["waservice.cluster"] = cluster
+        app.register_blueprint(nodes.bp)
     install_ops(app, manager, metrics)
     if live is not None:
         app.extensions["waservice.live"] = live
@@ -306,6 +315,8 @@ def _add_errors(app: QuartTrio) -> None:
         body, status = _error(error.message, status_for(error))
         if isinstance(error, SendQueueFull):  # when a slot is likely to free up
             return body, status, {"Retry-After": str(math.ceil(error.retry_after))}
+        if isinstance(error, SessionMoving | ClusterUnavailable):
+            return body, status, {"Retry-After": "1"}
         return body, status
 
     @app.errorhandler(HTTPException)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import (
+    ClusterUnavailable,
     Forbidden,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -13,12 +14,14 @@ from ..errors import (
     SendFailed,
     SendQueueFull,
     ServiceError,
+    SessionMoving,
     StorageFailed,
     TooManySessions,
     TooManyStreams,
     Unauthorized,
     UnknownChat,
     UnknownMessage,
+    UnknownNode,
     UnknownWebhook,
     UnsupportedMediaType,
 )
@@ -43,6 +46,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UnknownChat: 404,
     MediaTooLarge: 413,
     TooManyStreams: 503,
+    SessionMoving: 503,  # with Retry-After (api/app.py)
+    ClusterUnavailable: 503,
+    UnknownNode: 404,
 }
 
 

@@ -50,6 +50,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX ws_sessions_owner ON ws_sessions (owner);
         """,
     ),
+    Migration(
+        2,
+        """
+        -- Why a session stays down (/disconnect, replaced by another client), as on one node.
+        ALTER TABLE ws_sessions ADD COLUMN down_reason text;
+        """,
+    ),
 )
 
 
