@@ -111,20 +111,21 @@ class IdempotencyKeyReused(ServiceError):
     """The Idempotency-Key was used for a different request (422)."""
 
 
-class OwnerUnavailable(ServiceError):
-    """Another node owns the session and could not be reached (nothing was sent to it): retry."""
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class SessionMoving(ServiceError):
+    """Several nodes: the session is changing owner (a failover, a drain) or its owner cannot be
+    reached; the same request succeeds once it has settled (503 with Retry-After)."""
 
 
-class SessionMoving(OwnerUnavailable):
-    """A request forwarded here for a session this node no longer owns: it is changing nodes."""
+class ClusterUnavailable(ServiceError):
+    """Several nodes: the database that says who owns what cannot be reached (503)."""
 
 
-class RegistryUnavailable(OwnerUnavailable):
-    """The cluster's session registry (PostgreSQL) cannot say which node owns the session."""
+class UnknownNode(ServiceError):
+    """No node by that id in the cluster (404)."""
+
+
+class OwnerUnreachable(SessionMoving):
+    """Another node owns the session and could not be reached: nothing was sent to it."""
 
 
 class OwnerFailed(ServiceError):

@@ -6,6 +6,9 @@ import functools
 import logging
 import math
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -21,6 +24,7 @@ from .api.stream import LiveEvents
 from .config import Config
 from .engine import open_engine
 from .events.hub import EventHub
+from .events.model import Activity
 from .events.recorder import EventRecorder
 from .events.retention import prune_forever
 from .hypercorn_close import close_without_send_eof
@@ -28,11 +32,15 @@ from .metrics import Metrics
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .sessions.sendqueue import Pacing
-from .store import open_event_store, open_store
+from .store import SessionStore, open_event_store, open_store
 from .store.messages import MessageIndex
 from .store.webhooks import WebhookTables
 from .tcp import quiet_accept_errors, tune_listener
 from .webhooks.service import run_webhooks
+
+if TYPE_CHECKING:
+    from .cluster.forward import Forwarding
+    from .cluster.service import Cluster
 
 log = logging.getLogger("waservice")
 
@@ -53,7 +61,7 @@ async def serve_forever(
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
-    async with open_store(config.data_dir) as store, open_event_store(config.data_dir) as event_store:
+    async with _session_store(config) as (store, cluster), open_event_store(config.data_dir) as event_store:
         metrics = Metrics()
         hub = EventHub(await event_store.last_id())
         recorder = EventRecorder(event_store, hub, metrics=metrics)
@@ -85,10 +93,13 @@ async def serve_forever(
             ) as engine:
                 manager = SessionManager(
                     engine,
-                    store,
+                    store,  # type: ignore[arg-type]  # a ClusterSessionStore is one, on PostgreSQL
                     policy,
                     max_sessions=config.sessions.max,
-                    record=recorder.record,
+                    record=recorder.record
+                    if cluster is None
+                    else _both(recorder.record, cluster.node.record),
+                    still_mine=None if cluster is None else cluster.node.still_mine,
                     metrics=metrics,
                     pacing=Pacing(sending.min_interval, sending.jitter, sending.typing),
                     queue_size=sending.queue_size,
@@ -100,6 +111,7 @@ async def serve_forever(
                 )
                 live = LiveEvents(event_store, hub, config.stream)
                 metrics.level("waservice_sse_subscribers", "Open GET /events streams", lambda: live.open)
+                forwarding = None if cluster is None else _forwarding(cluster, config)
                 app = create_app(
                     manager,
                     config.server.api_key,
@@ -111,16 +123,23 @@ async def serve_forever(
                     media_config=config.media,
                     check_number=config.messages.check_number,
                     idempotency=idempotency,
+                    cluster=cluster,
+                    forwarding=forwarding,
                 )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_wait_for_signal, stop)
                     # Open event streams end at the signal: they would hold hypercorn's drain.
                     nursery.start_soon(live.close_when, stop.event)
+                    if forwarding is not None:  # and so do those relayed from other nodes
+                        nursery.start_soon(forwarding.close_when, stop.event)
                     # Keyed sends that would finish after their client left must not hold it up either.
                     nursery.start_soon(idempotency.finishing.release_when, stop.event)
                     # Serving starts while the sessions are restored: /ready says so, other routes wait.
                     nursery.start_soon(manager.run)
+                    node_scope = trio.CancelScope()
+                    if cluster is not None:
+                        nursery.start_soon(_in_scope, node_scope, cluster.node.run, manager)
                     await serve(
                         ServerSafeSend(app),
                         _hypercorn_config(config),
@@ -131,14 +150,57 @@ async def serve_forever(
                     # requests used up the grace, so that each client can save its state.
                     now = trio.current_time()
                     deadline = max(min(stop.at, now) + config.server.shutdown_grace, now + SESSION_STOP_FLOOR)
+                    node_scope.cancel()  # takes no session from now on
                     log.info("stopping %d session(s)", len(manager.sessions()))
                     await manager.stop(deadline)
+                    if cluster is not None:  # the others take the sessions over now, not at lease end
+                        await cluster.node.leave()
                     nursery.cancel_scope.cancel()
             # The engine is closed: nothing reports any more. Log what is still buffered.
             await recorder.finish()
             await messages.flush()  # the messages sent last, not yet indexed
             background.cancel_scope.cancel()  # the pruner and webhook delivery (resumed at next start)
     log.info("stopped")
+
+
+@asynccontextmanager
+async def _session_store(config: Config) -> AsyncIterator[tuple[SessionStore, Cluster | None]]:
+    """The SQLite session store (one node), or this node's share of a cluster on PostgreSQL."""
+    if not config.database.url:
+        async with open_store(config.data_dir) as store:
+            yield store, None
+        return
+    from .cluster.service import open_cluster  # psycopg is loaded only for a cluster
+
+    async with open_cluster(config) as cluster:
+        yield cluster.store, cluster  # type: ignore[misc]  # the same interface, on PostgreSQL
+
+
+def _forwarding(cluster: Cluster, config: Config) -> Forwarding:
+    from .cluster.forward import Forwarding
+
+    return Forwarding(
+        cluster.locator,
+        cluster.node.node_id,
+        timeout=config.cluster.forward_timeout,
+        # Idle connections to other nodes close before those nodes close them (their keep-alive).
+        idle_expiry=0.8 * config.server.keep_alive_timeout,
+    )
+
+
+def _both(
+    first: Callable[[Activity], None], second: Callable[[Activity], None]
+) -> Callable[[Activity], None]:
+    def both(activity: Activity) -> None:
+        first(activity)
+        second(activity)
+
+    return both
+
+
+async def _in_scope(scope: trio.CancelScope, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    with scope:
+        await fn(*args)
 
 
 def _fix_server_libraries() -> None:

@@ -20,7 +20,7 @@ async def test_default_session_exists(client):
     (default,) = body["sessions"]
     assert default["session_id"] == "default" and default["state"] == "disconnected"
     fields = {"session_id", "state", "phone_number", "has_qr", "reconnect_attempts", "last_error"}
-    assert set(default) == {*fields, "state_changed_at", "queue_depth"}
+    assert set(default) == {*fields, "state_changed_at", "queue_depth", "node"}
     assert default["queue_depth"] == 0
 
 

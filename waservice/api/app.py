@@ -22,7 +22,7 @@ from werkzeug.security import safe_join
 
 from .. import __version__
 from ..config import MediaConfig, MetricsConfig
-from ..errors import OwnerUnavailable, SendQueueFull, ServiceError
+from ..errors import ClusterUnavailable, SendQueueFull, ServiceError, SessionMoving
 from ..media.cache import MediaCache
 from ..media.fetch import FetchPolicy
 from ..media.intake import base64_size_limit
@@ -39,8 +39,9 @@ from .idempotency import IdempotencyKeys, document_idempotency, install_idempote
 from .ops import document_metrics, install_ops
 from .status import status_for
 
-if TYPE_CHECKING:  # only a node of a cluster imports it (it needs PostgreSQL's driver)
+if TYPE_CHECKING:  # only a node of a cluster imports them (they need PostgreSQL's driver)
     from ..cluster.forward import Forwarding
+    from ..cluster.service import Cluster
 
 log = logging.getLogger("waservice.api")
 
@@ -170,6 +171,7 @@ def create_app(
     media_config: MediaConfig | None = None,
     check_number: bool = False,
     idempotency: IdempotencyKeys | None = None,
+    cluster: Cluster | None = None,
     forwarding: Forwarding | None = None,
 ) -> QuartTrio:
     """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
@@ -204,6 +206,11 @@ def create_app(
         app.extensions["waservice.webhooks"] = webhook_service
         app.register_blueprint(webhooks.bp)
     app.register_blueprint(keys.bp)
+    if cluster is not None:
+        from . import nodes  # psycopg is loaded only for a cluster
+
+        app.extensions["waservice.cluster"] = cluster
+        app.register_blueprint(nodes.bp)
     install_ops(app, manager, metrics)
     if live is not None:
         app.extensions["waservice.live"] = live
@@ -311,9 +318,10 @@ def _add_errors(app: QuartTrio) -> None:
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError):
         body, status = _error(error.message, status_for(error))
-        # When a retry may succeed: a send queue's slot frees up, a session's owner is back.
-        if isinstance(error, SendQueueFull | OwnerUnavailable):
+        if isinstance(error, SendQueueFull):  # when a slot is likely to free up
             return body, status, {"Retry-After": str(math.ceil(error.retry_after))}
+        if isinstance(error, SessionMoving | ClusterUnavailable):
+            return body, status, {"Retry-After": "1"}
         return body, status
 
     @app.errorhandler(HTTPException)

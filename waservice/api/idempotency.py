@@ -7,7 +7,8 @@ nothing. The same key with another request is a 422; while the first is still ru
 What is remembered: a 2xx always; a 4xx only once the request handed a message to the engine (a
 refusal before that did nothing, so a retry, say once the session is connected, runs anew); never a
 5xx, a 408 or a 429, which the client is told it may retry. Answers live in waservice.db
-(store/idempotency.py) and survive a restart; requests in flight live here, in memory.
+(store/idempotency.py), or in PostgreSQL for several nodes (cluster/idempotency.py), and survive a
+restart; requests in flight live here, in memory (a session's requests all reach its owner).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..errors import (
 )
 from ..sessions.sendqueue import FinishingRequests, checked_before_queueing
 from ..store import EventStore
-from ..store.idempotency import IdempotencyTable, StoredAnswer
+from ..store.idempotency import AnswerTable, LogAnswers, StoredAnswer
 from .caller import caller, named_sessions
 from .status import status_for
 
@@ -55,11 +56,10 @@ Slot = tuple[str, str, str]  # (caller scope, session, key)
 
 
 class IdempotencyKeys:
-    """The remembered answers (in the event log's database) and the requests in flight."""
+    """The remembered answers (in `answers`) and the requests in flight."""
 
-    def __init__(self, store: EventStore, table: IdempotencyTable, ttl: float = TTL) -> None:
-        self._store = store
-        self._table = table
+    def __init__(self, answers: AnswerTable, ttl: float = TTL) -> None:
+        self._answers = answers
         self.ttl = ttl
         self._in_flight: dict[Slot, bytes] = {}  # slot -> fingerprint
         # Keyed requests finish once their message is handed over, so their answer is remembered;
@@ -68,7 +68,8 @@ class IdempotencyKeys:
 
     @classmethod
     async def open(cls, store: EventStore, ttl: float = TTL) -> IdempotencyKeys:
-        return cls(store, await store.call(IdempotencyTable, store.connection), ttl)
+        """One box's: the answers beside the event log."""
+        return cls(await LogAnswers.open(store), ttl)
 
     async def claim(self, slot: Slot, fingerprint: bytes) -> StoredAnswer | None:
         """Hold the key for a request (until `release`); the answer stored for it, if any.
@@ -83,7 +84,7 @@ class IdempotencyKeys:
             )
         self._in_flight[slot] = fingerprint  # before any await: a second request sees it
         try:
-            stored = await self._store.call(self._table.get, *slot, time.time() - self.ttl)
+            stored = await self._answers.get(*slot, time.time() - self.ttl)
             if stored is not None and stored.fingerprint != fingerprint:
                 raise _reused()
         except BaseException:
@@ -96,7 +97,7 @@ class IdempotencyKeys:
 
     async def remember(self, slot: Slot, answer: StoredAnswer) -> None:
         try:
-            await self._store.call(self._table.put, *slot, answer)
+            await self._answers.put(*slot, answer)
         except StorageFailed as exc:  # the send happened: answer it; only a retry would repeat it
             log.error("could not remember the answer for an %s: %s", HEADER, exc)
 
@@ -104,7 +105,7 @@ class IdempotencyKeys:
         """Forget answers older than the TTL, now and then every `interval` seconds."""
         while True:
             try:
-                pruned = await self._store.call(self._table.prune, time.time() - self.ttl)
+                pruned = await self._answers.prune(time.time() - self.ttl)
                 if pruned:
                     log.info("forgot %d idempotency key(s) older than %g h", pruned, self.ttl / 3600)
             except StorageFailed as exc:

@@ -308,6 +308,7 @@ class SessionView:
     last_error: str | None
     state_changed_at: str  # ISO 8601, UTC
     queue_depth: int = 0  # messages in the session's send queue: waiting, or being sent
+    node: str | None = None  # several nodes: the node that runs it (null: none does right now)
 
 
 @attrs.define

@@ -121,17 +121,31 @@ async def list_sessions() -> Response:
     With a session key: only that session."""
     query = _sessions_query()
     who = caller()
-    sessions = [s for s in manager().sessions() if who.may_act_on(s.session_id)]
-    infos = await _in_slices(sessions, lambda s: s.info())
+    views = await _session_views()
+    views = [v for v in views if who.may_act_on(v.session_id)]
     if query.state is not None:
-        infos = [i for i in infos if i.state == query.state]
-    page = await _in_slices(infos[query.offset :][: query.limit], _view)
-    body = SessionsResponse(sessions=page, total=len(infos))
+        views = [v for v in views if v.state == query.state]
+    page = views[query.offset :][: query.limit]
+    body = SessionsResponse(sessions=page, total=len(views))
     if len(page) >= ENCODE_IN_THREAD_FROM:
         encoded = await trio.to_thread.run_sync(msgspec.json.encode, body)
     else:
         encoded = msgspec.json.encode(body)
     return Response(encoded, mimetype="application/json")
+
+
+async def _session_views() -> list[SessionView]:
+    """Every session: this node's as they are now; with several nodes, the others' as their owners
+    last wrote them to the registry (`state_changed_at` is when)."""
+    local = await _in_slices(manager().sessions(), lambda s: _view(s.info()))
+    clustered = current_app.extensions.get("waservice.cluster")
+    if clustered is None:
+        return local
+    from .nodes import registry_views  # psycopg is loaded only for a cluster
+
+    node_id = clustered.node.node_id
+    here = {v.session_id: attrs.evolve(v, node=node_id) for v in local}
+    return [here.get(v.session_id, v) for v in await registry_views(clustered)]
 
 
 async def _in_slices(items: list[A], convert: Callable[[A], B]) -> list[B]:
@@ -212,7 +226,9 @@ async def qr() -> QrResponse:
 async def status() -> StatusResponse:
     """Connection state of one session, and why it is not connected."""
     view = _view(manager().get(query_session_id()).info())
-    return StatusResponse(**attrs.asdict(view))
+    clustered = current_app.extensions.get("waservice.cluster")
+    node = None if clustered is None else clustered.node.node_id
+    return StatusResponse(**{**attrs.asdict(view), "node": node})
 
 
 @bp.post("/disconnect")

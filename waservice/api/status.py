@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import (
+    ClusterUnavailable,
     Forbidden,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -11,17 +12,18 @@ from ..errors import (
     NoQrCode,
     OwnerFailed,
     OwnerTimedOut,
-    OwnerUnavailable,
     RequestFailed,
     SendFailed,
     SendQueueFull,
     ServiceError,
+    SessionMoving,
     StorageFailed,
     TooManySessions,
     TooManyStreams,
     Unauthorized,
     UnknownChat,
     UnknownMessage,
+    UnknownNode,
     UnknownWebhook,
     UnsupportedMediaType,
 )
@@ -46,9 +48,11 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UnknownChat: 404,
     MediaTooLarge: 413,
     TooManyStreams: 503,
-    OwnerUnavailable: 503,  # a cluster node: the session's owner, or the registry, is unreachable
-    OwnerFailed: 502,
-    OwnerTimedOut: 504,
+    SessionMoving: 503,  # with Retry-After (api/app.py); an owner that cannot be reached too
+    ClusterUnavailable: 503,
+    UnknownNode: 404,
+    OwnerFailed: 502,  # a request forwarded to the session's owner: the exchange broke
+    OwnerTimedOut: 504,  # ... the owner did not answer in time
 }
 
 

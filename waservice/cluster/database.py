@@ -18,6 +18,16 @@ import trio
 T = TypeVar("T")
 
 
+# A server that stops answering (a partition) fails queries in seconds, not after TCP's retries.
+_DEAD_PEER = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms unacknowledged before the connection is dropped
+}
+
+
 class DatabaseError(Exception):
     """A query failed on the server (a constraint, bad SQL): the database itself is reachable."""
 
@@ -52,7 +62,7 @@ class Database:
             max_size=size,
             open=False,
             timeout=acquire_timeout,
-            kwargs={"connect_timeout": max(1, round(connect_timeout))},
+            kwargs={"connect_timeout": max(1, round(connect_timeout)), **_DEAD_PEER},
             name="waservice",
         )
 
@@ -70,11 +80,13 @@ class Database:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(pool.close)
 
-    async def call(self, fn: Callable[..., T], *args: object) -> T:
+    async def call(self, fn: Callable[..., T], *args: object, abandon_on_cancel: bool = False) -> T:
         """Run ``fn(connection, *args)`` in a transaction: committed if it returns, rolled back if it raises.
 
         psycopg errors come out as `DatabaseUnavailable` (connection trouble) or `DatabaseError`;
         any other exception from ``fn`` passes through unchanged after the rollback.
+        `abandon_on_cancel`: a cancelled caller stops waiting at once (a partitioned server can hold a
+        query for as long as TCP retries); the thread finishes, or fails, on its own.
         """
 
         def run() -> T:
@@ -84,4 +96,4 @@ class Database:
             except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
                 raise _translate(error) from error
 
-        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        return await trio.to_thread.run_sync(run, limiter=self._limiter, abandon_on_cancel=abandon_on_cancel)

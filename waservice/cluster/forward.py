@@ -24,7 +24,7 @@ from werkzeug.exceptions import RequestTimeout
 
 from ..api.caller import named_sessions, require_access
 from ..api.scope import RouteScope, session_routes
-from ..errors import InvalidRequest, InvalidSessionId, RegistryUnavailable, SessionMoving
+from ..errors import ClusterUnavailable, InvalidRequest, InvalidSessionId, SessionMoving
 from ..ids import DEFAULT_SESSION, validate_session_id
 from ..media.intake import boundary_of
 from .database import DatabaseUnavailable
@@ -103,7 +103,7 @@ class Forwarding:
         try:
             owner = await self.locator.owner(session_id, create=scope.creates)
         except DatabaseUnavailable:
-            raise RegistryUnavailable(
+            raise ClusterUnavailable(
                 f"cannot tell which node owns session '{session_id}': the cluster database is "
                 "unavailable; retry"
             ) from None

@@ -50,6 +50,49 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX ws_sessions_owner ON ws_sessions (owner);
         """,
     ),
+    Migration(
+        2,
+        """
+        -- Why a session stays down (/disconnect, replaced by another client), as on one node.
+        ALTER TABLE ws_sessions ADD COLUMN down_reason text;
+        """,
+    ),
+    Migration(
+        3,
+        """
+        -- Per-session API keys (cluster/keys.py): only the SHA-256 of a key is stored.
+        CREATE TABLE ws_session_keys (
+            key_id      text PRIMARY KEY,
+            session_id  text NOT NULL REFERENCES ws_sessions (id) ON DELETE CASCADE,
+            digest      bytea NOT NULL,
+            created_at  double precision NOT NULL
+        );
+        CREATE INDEX ws_session_keys_by_session ON ws_session_keys (session_id);
+        -- Every node caches the keys: any change, cascades from a deleted session included, tells
+        -- them to reload, in the transaction that made it.
+        CREATE FUNCTION ws_session_keys_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('ws_session_keys', '');
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER ws_session_keys_changed
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ws_session_keys
+            FOR EACH STATEMENT EXECUTE FUNCTION ws_session_keys_changed();
+
+        -- Answers remembered by Idempotency-Key (cluster/idempotency.py), seen by every node.
+        CREATE TABLE ws_idempotency_keys (
+            scope       text NOT NULL,  -- who asked: 'admin' or 'key:<session key id>'
+            session     text NOT NULL,  -- the session(s) the request named, comma-separated
+            key         text NOT NULL,  -- the Idempotency-Key header
+            fingerprint bytea NOT NULL,  -- SHA-256 of method, path, session and body
+            status      integer NOT NULL,
+            body        bytea NOT NULL,  -- the JSON answered
+            created_at  double precision NOT NULL,
+            PRIMARY KEY (scope, session, key)
+        );
+        CREATE INDEX ws_idempotency_keys_by_age ON ws_idempotency_keys (created_at);
+        """,
+    ),
 )
 
 

@@ -21,7 +21,7 @@ import httpx
 import trio
 from quart import Response, request
 
-from ..errors import OwnerFailed, OwnerTimedOut, OwnerUnavailable
+from ..errors import OwnerFailed, OwnerTimedOut, OwnerUnreachable
 
 log = logging.getLogger("waservice.cluster")
 
@@ -120,16 +120,16 @@ class Relay:
                 request.method, _target(base_url), headers=self._headers(body), content=body or None
             )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise OwnerUnavailable(f"{what}, which advertises no usable URL ({exc})") from None
+            raise OwnerUnreachable(f"{what}, which advertises no usable URL ({exc})") from None
         answer: httpx.Response | None = None
         try:
             with deadline:
                 answer = await self._client.send(outgoing, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             log.warning("%s, which cannot be reached: %s", what, _reason(exc))
-            raise OwnerUnavailable(f"{what}, which cannot be reached; retry") from None
+            raise OwnerUnreachable(f"{what}, which cannot be reached; retry") from None
         except httpx.PoolTimeout:
-            raise OwnerUnavailable(f"{what}; this node has too many requests open to it; retry") from None
+            raise OwnerUnreachable(f"{what}; this node has too many requests open to it; retry") from None
         except httpx.TransportError as exc:
             log.warning("%s; the exchange broke: %s", what, _reason(exc))
             raise OwnerFailed(

@@ -235,6 +235,10 @@ class FakeClient:
     def running(self) -> bool:
         return self._script is not None
 
+    @property
+    def qr_codes_shown(self) -> int:
+        return self._qr_serial
+
     def rotate_qr(self) -> str:
         self._qr_serial += 1
         code = f"fake-qr:{self.session_id}:{self._qr_serial}"

@@ -59,8 +59,10 @@ class SessionManager:
         metrics: Metrics | None = None,
         pacing: Pacing | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        still_mine: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.engine = engine
+        self.still_mine = still_mine  # several nodes: the lease check (see SessionSupervisor)
         self.pacing = pacing or Pacing()  # every session's send queue
         self.queue_size = queue_size
         self.store = store
@@ -122,6 +124,7 @@ class SessionManager:
             metrics=self.metrics,
             pacing=self.pacing,
             queue_size=self.queue_size,
+            still_mine=self.still_mine,
         )
         await self._require_nursery().start(session.supervise)
         self._sessions[session_id] = session
@@ -155,10 +158,37 @@ class SessionManager:
             raise ServiceError("the service is stopping; the request did not finish")
         return result[0]
 
+    # -- what the cluster node calls (cluster/node.py) ------------------------------------------
+
+    async def adopt(self, session_id: str, autoconnect: bool, down_reason: str | None) -> None:
+        """Run a session this node has just come to own (claimed, or its own after a restart)."""
+        async with self._locks.hold(case_key(session_id)):
+            if session_id in self._sessions:
+                return
+            session = await self._start(session_id, down_reason)
+        if autoconnect:
+            await self._connect_if_paired(session)
+
+    async def relinquish(self, session_id: str) -> None:
+        """Stop a session this node no longer owns, leaving the registry and the device alone."""
+        async with self._locks.hold(case_key(session_id)):
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                return
+            if self._by_case.get(case_key(session_id)) == session_id:
+                del self._by_case[case_key(session_id)]
+            await session.close()
+        log.info("session=%s handed over", session_id)
+
     # -- what the API calls ---------------------------------------------------------------------
 
     def sessions(self) -> list[SessionSupervisor]:
         return list(self._sessions.values())
+
+    def state_of(self, session_id: str) -> str | None:
+        """The session's state, if it runs here."""
+        session = self._sessions.get(session_id)
+        return None if session is None else session.machine.state.value
 
     def get(self, session_id: str) -> SessionSupervisor:
         session = self._sessions.get(validate_session_id(session_id))

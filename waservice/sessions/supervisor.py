@@ -115,8 +115,12 @@ class SessionSupervisor:
         metrics: Metrics | None = None,
         pacing: Pacing | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        still_mine: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.session_id = session_id
+        # Several nodes: whether this node still owns the session (asked when WhatsApp says another
+        # client took the connection; see _replaced). None: one node, which always does.
+        self._still_mine = still_mine
         self._metrics = metrics or Metrics()
         self.directory: Path = store.directory(session_id)
         self.machine = SessionMachine(policy, last_error=down_reason)
@@ -342,11 +346,29 @@ class SessionSupervisor:
                 if self._pairing_generation == self._generation and "qr code expired" in reason.lower():
                     reason = PAIR_CODE_EXPIRED
                 return m.stopped(reason)
+            case Replaced(reason) if self._still_mine is not None:
+                self._require_nursery().start_soon(self._replaced, self._generation, reason)
+                return []
             case Replaced(reason):
                 return m.replaced(reason)
             case _:  # e.g. message events of a newer engine: they have their own path, not the machine
                 log.warning("session=%s ignored an unknown engine event %r", self.session_id, event)
                 return []
+
+    async def _replaced(self, generation: int, reason: str) -> None:
+        """With several nodes, a replaced connection may be a former owner's that came back: the
+        rightful owner must not stop for good because of it. The lease decides: still ours, it is a
+        lost connection (retried with backoff; the stale node stops when it checks its lease); not
+        ours, this node stops, leaving the registry alone, and hands the session over at its next
+        renewal."""
+        assert self._still_mine is not None
+        mine = await self._still_mine(self.session_id)
+        if generation != self._generation:
+            return
+        if mine:
+            self._on_event(generation, ConnectionLost(f"{reason}; this node owns the session: reconnecting"))
+        else:
+            self._apply(self.machine.stopped(f"{reason}; the session belongs to another node now"))
 
     # -- effects ------------------------------------------------------------------------------
 

@@ -1,17 +1,23 @@
 """Answers remembered by Idempotency-Key, in a table beside the event log (SQLite, blocking).
 
 Only finished answers are stored: a request still in flight is known to the API process alone
-(api/idempotency.py), so a crash never leaves a key that answers 409 forever. Called only
-through `EventStore.call` (one thread at a time, on the log's connection).
+(api/idempotency.py), so a crash never leaves a key that answers 409 forever. `IdempotencyTable`
+is called only through `EventStore.call` (one thread at a time, on the log's connection);
+`LogAnswers` does that, as the `AnswerTable` that api/idempotency.py uses. Several nodes share
+cluster/idempotency.py's table on PostgreSQL instead.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-__all__ = ["IdempotencyTable", "StoredAnswer"]
+if TYPE_CHECKING:
+    from . import EventStore
+
+__all__ = ["AnswerTable", "IdempotencyTable", "LogAnswers", "StoredAnswer"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -62,3 +68,38 @@ class IdempotencyTable:
     def prune(self, before: float) -> int:
         """Forget answers stored before `before` (unix time); returns how many."""
         return self._db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (before,)).rowcount
+
+
+class AnswerTable(Protocol):
+    """Where the answers are remembered. Each method raises StorageFailed when that fails."""
+
+    async def get(self, scope: str, session: str, key: str, newer_than: float) -> StoredAnswer | None:
+        """The answer stored for this key, unless it is older than `newer_than` (unix time)."""
+        ...
+
+    async def put(self, scope: str, session: str, key: str, answer: StoredAnswer) -> None: ...
+
+    async def prune(self, before: float) -> int:
+        """Forget answers stored before `before` (unix time); returns how many."""
+        ...
+
+
+class LogAnswers:
+    """The `AnswerTable` of one box: `IdempotencyTable` beside the event log, on its thread."""
+
+    def __init__(self, store: EventStore, table: IdempotencyTable) -> None:
+        self._store = store
+        self._table = table
+
+    @classmethod
+    async def open(cls, store: EventStore) -> LogAnswers:
+        return cls(store, await store.call(IdempotencyTable, store.connection))
+
+    async def get(self, scope: str, session: str, key: str, newer_than: float) -> StoredAnswer | None:
+        return await self._store.call(self._table.get, scope, session, key, newer_than)
+
+    async def put(self, scope: str, session: str, key: str, answer: StoredAnswer) -> None:
+        await self._store.call(self._table.put, scope, session, key, answer)
+
+    async def prune(self, before: float) -> int:
+        return await self._store.call(self._table.prune, before)

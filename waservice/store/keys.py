@@ -13,10 +13,11 @@ import hmac
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["KEY_PREFIX", "KeyTable", "NewKey", "StoredKey"]
+__all__ = ["KEY_PREFIX", "KeyTable", "NewKey", "StoredKey", "find_key", "key_id_of", "keys_of", "new_key"]
 
 KEY_PREFIX = "wask_"
 
@@ -57,6 +58,30 @@ def key_id_of(key: str) -> str | None:
     return key_id if sep and key_id and secret else None
 
 
+def new_key(session_id: str) -> NewKey:
+    """A fresh key for the session (not stored yet): 64 bits of id, 256 bits of secret."""
+    key_id = secrets.token_hex(8)
+    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return NewKey(StoredKey(key_id, session_id, time.time(), _digest(key)), key)
+
+
+def keys_of(by_id: Mapping[str, StoredKey], session_id: str) -> list[StoredKey]:
+    """The session's keys, oldest first."""
+    keys = [k for k in by_id.values() if k.session_id == session_id]
+    return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+
+def find_key(by_id: Mapping[str, StoredKey], key: str) -> StoredKey | None:
+    """The stored key `key` is, among `by_id` (key id -> key), or None. No I/O."""
+    key_id = key_id_of(key)
+    stored = by_id.get(key_id) if key_id is not None else None
+    # Hashing even for an unknown id keeps the time the same for every wrong key.
+    digest = _digest(key)
+    if stored is None or not hmac.compare_digest(digest, stored.digest):
+        return None
+    return stored
+
+
 class KeyTable:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -72,21 +97,19 @@ class KeyTable:
 
     def create(self, session_id: str) -> NewKey | None:
         """A new key for the session; None if the session is not registered (deleted meanwhile)."""
-        key_id = secrets.token_hex(8)
-        key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        stored = StoredKey(key_id, session_id, time.time(), _digest(key))
+        new = new_key(session_id)
+        stored = new.stored
         # Only for a registered session, in one statement: a key must never outlive its session.
         cursor = self._db.execute(
             "INSERT INTO session_keys (key_id, session_id, digest, created_at) "
             "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
-            (key_id, session_id, stored.digest, stored.created_at, session_id),
+            (stored.key_id, session_id, stored.digest, stored.created_at, session_id),
         )
         self._reload()
-        return NewKey(stored, key) if cursor.rowcount > 0 else None
+        return new if cursor.rowcount > 0 else None
 
     def list(self, session_id: str) -> list[StoredKey]:
-        keys = [k for k in self._by_id.values() if k.session_id == session_id]
-        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+        return keys_of(self._by_id, session_id)
 
     def delete(self, session_id: str, key_id: str) -> bool:
         cursor = self._db.execute(
@@ -101,10 +124,4 @@ class KeyTable:
 
     def check(self, key: str) -> StoredKey | None:
         """The stored key `key` is, or None. No I/O: safe on the trio thread."""
-        key_id = key_id_of(key)
-        stored = self._by_id.get(key_id) if key_id is not None else None
-        # Hashing even for an unknown id keeps the time the same for every wrong key.
-        digest = _digest(key)
-        if stored is None or not hmac.compare_digest(digest, stored.digest):
-            return None
-        return stored
+        return find_key(self._by_id, key)
