@@ -291,6 +291,14 @@ async def test_a_wrong_key_is_refused_by_the_node_asked(node_a, node_b, http):
         headers={"X-API-Key": "", "Authorization": f"Bearer {KEY}"},
     )
     assert bearer.status_code == 200 and bearer.headers[NODE_HEADER] == "B"  # the credentials went on
+    # Credentials in an owner's URL never replace the caller's.
+    node_a.locator.owners["b1"] = Owner("B", node_b.url.replace("http://", "http://user:pw@"))
+    again = await http.get(
+        f"{node_a.url}/status",
+        params={"session_id": "b1"},
+        headers={"X-API-Key": "", "Authorization": f"Bearer {KEY}"},
+    )
+    assert again.status_code == 200 and again.headers[NODE_HEADER] == "B"
 
 
 async def test_a_session_key_cannot_reach_another_session_through_a_node(node_a, node_b, http):

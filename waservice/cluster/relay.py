@@ -46,6 +46,7 @@ NOT_SENT = frozenset({"content-length", "remote-addr", "expect", FORWARDED_BY.lo
 # The server that answers the caller adds these itself: the owner's copies would double them.
 NOT_RELAYED = frozenset({"date", "server"})
 EVENT_STREAM = "text/event-stream"
+_NO_AUTH = httpx.Auth()  # the base class sends the request as it is
 
 
 class Relay:
@@ -120,11 +121,14 @@ class Relay:
                 request.method, _target(base_url), headers=self._headers(body), content=body or None
             )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise OwnerUnreachable(f"{what}, which advertises no usable URL ({exc})") from None
+            log.warning("%s, which advertises no usable URL: %s", what, type(exc).__name__)
+            raise OwnerUnreachable(f"{what}, which advertises no usable URL") from None
         answer: httpx.Response | None = None
         try:
             with deadline:
-                answer = await self._client.send(outgoing, stream=True)
+                # No auth of our own: the caller's Authorization goes through untouched (httpx would
+                # replace it with Basic auth from credentials in the owner's URL).
+                answer = await self._client.send(outgoing, stream=True, auth=_NO_AUTH)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             log.warning("%s, which cannot be reached: %s", what, _reason(exc))
             raise OwnerUnreachable(f"{what}, which cannot be reached; retry") from None
