@@ -7,6 +7,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -67,6 +68,13 @@ async def owned_by(http: httpx.AsyncClient, node: Node, session_id: str, *, conn
         await wait_state(http, node, session_id, "connected")
 
 
+async def forwarded(http: httpx.AsyncClient, node: Node) -> dict[str, float]:
+    """This node's waservice_forwarded_requests_total, by outcome."""
+    text = (await http.get(f"{node.url}/metrics")).text
+    found = re.findall(r'^waservice_forwarded_requests_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {outcome: float(value) for outcome, value in found}
+
+
 async def test_status_through_another_node_is_the_owners_answer(node_a, node_b, http):
     await owned_by(http, node_b, "b1")
     await owned_by(http, node_a, "a1")
@@ -84,6 +92,13 @@ async def test_status_through_another_node_is_the_owners_answer(node_a, node_b, 
     assert listed.headers[NODE_HEADER] == "A"
     assert {s["session_id"] for s in listed.json()["sessions"]} == {"default", "a1"}
     assert node_a.manager.sessions() and "b1" not in {s.session_id for s in node_a.manager.sessions()}
+    assert await forwarded(http, node_a) == {
+        "answered": 1,
+        "unreachable": 0,
+        "failed": 0,
+        "timed_out": 0,
+        "moving": 0,
+    }
 
 
 async def test_connect_through_another_node_creates_the_session_on_its_owner(node_a, node_b, http):
@@ -330,6 +345,7 @@ async def test_a_forwarded_request_is_never_forwarded_again(tmp_path, http):
         assert answer.headers[NODE_HEADER] == "B"  # B's refusal, passed on by A
         assert answer.json() == {"success": False, "error": "session 's1' is moving to another node; retry"}
         assert b.seen.count("GET /status") == 1 and a.seen.count("GET /status") == 1
+        assert (await forwarded(http, b))["moving"] == 1 and (await forwarded(http, a))["answered"] == 1
         # A client cannot make a node forward what names it as the sender either.
         spoofed = await http.get(f"{a.url}/status", params={"session_id": "s1"}, headers={FORWARDED_BY: "X"})
         assert spoofed.status_code == 503 and spoofed.headers[NODE_HEADER] == "A"
@@ -343,6 +359,7 @@ async def test_an_owner_that_is_down_is_a_quick_503(node_a, http):
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     error = answer.json()["error"]
     assert "'c1'" in error and "'C'" in error and "secret" not in error and "127.0.0.1" not in error
+    assert (await forwarded(http, node_a))["unreachable"] == 1
     assert answer.headers[NODE_HEADER] == "A"
 
 
@@ -375,6 +392,8 @@ async def test_an_owner_that_does_not_answer_is_a_504_after_the_timeout(tmp_path
         a.locator.owners["d2"] = await _silent_owner(nursery, b"")  # hangs up without a word
         answer = await http.get(f"{a.url}/status", params={"session_id": "d2"})
         assert answer.status_code == 502 and "outcome unknown" in answer.json()["error"]
+        counted = await forwarded(http, a)
+        assert (counted["timed_out"], counted["failed"], counted["answered"]) == (1, 1, 0)
 
 
 async def test_a_request_that_names_several_sessions_is_answered_locally(node_a, node_b, http):

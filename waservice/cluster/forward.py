@@ -9,22 +9,35 @@ request goes there (relay.py) and its answer comes back unchanged, streamed.
 - A request another node already forwarded is never forwarded again: when this node is not the
   owner (any more), the session is moving, and the caller is told to retry (503, Retry-After: 1).
 - Every answer says which node gave it (`X-Waservice-Node`): the owner's own header passes through.
+- `waservice_forwarded_requests_total{outcome}` counts forwarded requests and how they ended.
 - A multipart upload names its session in a part: it is taken from the query when given, else the
   leading parts are read (form_session.py) and sent on ahead of the rest of the stream.
 """
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import attrs
 import trio
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from quart import Quart, Response, current_app, g, request
 from werkzeug.exceptions import RequestTimeout
 
 from ..api.caller import named_sessions, require_access
 from ..api.scope import RouteScope, session_routes
-from ..errors import ClusterUnavailable, InvalidRequest, InvalidSessionId, SessionMoving
+from ..errors import (
+    ClusterUnavailable,
+    InvalidRequest,
+    InvalidSessionId,
+    OwnerFailed,
+    OwnerTimedOut,
+    OwnerUnreachable,
+    SessionMoving,
+)
 from ..ids import DEFAULT_SESSION, validate_session_id
 from ..media.intake import boundary_of
 from .database import DatabaseUnavailable
@@ -75,10 +88,12 @@ class Forwarding:
             max_connections=max_connections,
         )
         self._routes: dict[str, RouteScope] = {}
+        self.outcomes: collections.Counter[str] = collections.Counter()
 
     def install(self, app: Quart) -> None:
         """Call once every route is registered and after the guard, key and restore hooks."""
         self._routes = session_routes(app)
+        app.extensions["waservice.manager"].metrics.add("forwarding", _OutcomeCollector(self.outcomes))
         app.before_request(self.forward_if_elsewhere)
         app.after_request(self._name_node)
         app.teardown_request(_delete_read_ahead)
@@ -110,8 +125,15 @@ class Forwarding:
         if owner is None or owner.node_id == self.node_id:
             return None
         if request.headers.get(FORWARDED_BY):
+            self.outcomes["moving"] += 1
             raise SessionMoving(f"session '{session_id}' is moving to another node; retry")
-        return await self._forward(owner, session_id, scope)
+        try:
+            response = await self._forward(owner, session_id, scope)
+        except (OwnerUnreachable, OwnerFailed, OwnerTimedOut) as error:
+            self.outcomes[_OUTCOME_OF[type(error)]] += 1
+            raise
+        self.outcomes["answered"] += 1
+        return response
 
     async def _session_of(self, scope: RouteScope) -> str | None:
         """The one session the request is for; None when it names none or several (the route
@@ -169,6 +191,27 @@ class Forwarding:
     async def _name_node(self, response: Response) -> Response:
         response.headers.setdefault(NODE_HEADER, self.node_id)  # a forwarded answer has its owner's
         return response
+
+
+_OUTCOME_OF = {OwnerUnreachable: "unreachable", OwnerFailed: "failed", OwnerTimedOut: "timed_out"}
+OUTCOMES = ("answered", "unreachable", "failed", "timed_out", "moving")
+
+
+class _OutcomeCollector(Collector):
+    def __init__(self, outcomes: collections.Counter[str]) -> None:
+        self._outcomes = outcomes
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "waservice_forwarded_requests",
+            "Requests for a session another node owns, by outcome: answered (whatever the owner said), "
+            "unreachable (503), failed (502: broken after sending), timed_out (504), moving (a "
+            "request forwarded here for a session this node does not own: 503)",
+            labels=["outcome"],
+        )
+        for outcome in OUTCOMES:
+            family.add_metric([outcome], self._outcomes[outcome])
+        yield family
 
 
 def _streamed(scope: RouteScope) -> bool:
