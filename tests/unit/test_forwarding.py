@@ -360,6 +360,10 @@ async def test_an_owner_that_is_down_is_a_quick_503(node_a, http):
     error = answer.json()["error"]
     assert "'c1'" in error and "'C'" in error and "secret" not in error and "127.0.0.1" not in error
     assert (await forwarded(http, node_a))["unreachable"] == 1
+    for url in ("", "not a url", "ftp://127.0.0.1/"):  # a registry row without a usable address
+        node_a.locator.owners["c1"] = Owner("C", url)
+        answer = await http.get(f"{node_a.url}/status", params={"session_id": "c1"})
+        assert answer.status_code == 503 and "'C'" in answer.json()["error"], answer.text
     assert answer.headers[NODE_HEADER] == "A"
 
 
