@@ -10,11 +10,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import attrs
+import trio
 
+from ..api.idempotency import IdempotencyKeys
 from ..config import Config
 from .database import Database
+from .idempotency import PostgresIdempotencyTable
+from .keys import ClusterKeys
 from .migrations import migrate
 from .node import ClusterLocator, ClusterNode
+from .notify import Listener
 from .store import ClusterSessionStore
 
 
@@ -24,6 +29,19 @@ class Cluster:
     node: ClusterNode
     store: ClusterSessionStore
     locator: ClusterLocator
+    keys: ClusterKeys
+    listener: Listener  # NOTIFY from the other nodes (key changes)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the other nodes' changes; ready once this node sees them."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.listener.run)
+            await nursery.start(self.keys.run, self.listener)
+            task_status.started()
+
+    def idempotency(self) -> IdempotencyKeys:
+        """Idempotency-Key answers every node sees (a retry after a failover is still answered)."""
+        return IdempotencyKeys(PostgresIdempotencyTable(self.db))
 
 
 def node_identity(config: Config) -> tuple[str, str]:
@@ -46,5 +64,6 @@ async def open_cluster(config: Config) -> AsyncIterator[Cluster]:
     async with Database.open(config.database.url, size=config.database.pool_size) as db:
         await db.call(migrate)
         node = ClusterNode(db, node_id, url, config.cluster.lease_ttl)
-        store = await ClusterSessionStore.open(config.data_dir, node, keys=None)  # type: ignore[arg-type]
-        yield Cluster(db, node, store, ClusterLocator(node))
+        keys = await ClusterKeys.open(db)
+        store = await ClusterSessionStore.open(config.data_dir, node, keys)
+        yield Cluster(db, node, store, ClusterLocator(node), keys, Listener(config.database.url))
