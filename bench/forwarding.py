@@ -3,12 +3,12 @@ against the same request straight to its owner.
 
 Two nodes on the fake engine. By default both run in this process (the forwarding tests' harness,
 a dict locator: the cost of the relay alone, with the client and both nodes sharing one core).
-With `--database-url` they are two service processes on that PostgreSQL, so each forwarded request
-also asks the registry who owns the session. The client alternates direct and forwarded requests
-so both see the same load; it prints the median and p90 latency of each, one request at a time,
-and the throughput with `--concurrency` callers.
+With `--cluster` they are two service processes on PostgreSQL (a throwaway server, or
+`--database-url`), so each forwarded request also asks the registry who owns the session. The
+client alternates direct and forwarded requests so both see the same load; it prints the median
+and p90 latency of each, one request at a time, and the throughput with `--concurrency` callers.
 
-    python bench/forwarding.py [--requests 500] [--concurrency 20] [--database-url postgresql://…]
+    python bench/forwarding.py [--requests 500] [--concurrency 20] [--cluster [--database-url URL]]
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.process.service import ServiceProcess
+from tests.cluster.nodes import Cluster
+from tests.cluster.pgserver import PostgresServer, postgres_server
 from tests.unit.nodes import DictLocator, open_node
 
 SESSION = "bench"
@@ -62,32 +64,35 @@ async def _in_process(http: httpx.AsyncClient, tmp: Path) -> AsyncIterator[Pair]
 
 
 @contextlib.asynccontextmanager
-async def _processes(http: httpx.AsyncClient, tmp: Path, database_url: str) -> AsyncIterator[Pair]:
-    nodes: dict[str, ServiceProcess] = {}
-    try:
-        for node_id in ("A", "B"):
-            env = {
-                "WASERVICE_ENGINE": "fake",
-                "WASERVICE_DATABASE_URL": database_url,
-                "WASERVICE_NODE_ID": node_id,
-                "WASERVICE_LOG_LEVEL": "warning",
-            }
-            service = ServiceProcess(tmp / node_id, env=env, api_key=KEY)
-            nodes[node_id] = await trio.to_thread.run_sync(service.start)
-        placed = await http.post(f"{nodes['A'].url}/connect", json={"session_id": SESSION})
-        assert placed.status_code == 200, placed.text
-        owner = nodes[placed.headers["X-Waservice-Node"]]
-        other = next(n for n in nodes.values() if n is not owner)
-        with trio.fail_after(10):
-            while (
-                await http.post(f"{owner.url}/_fake/scan", json={"session_id": SESSION})
-            ).status_code != 200:
-                await trio.sleep(0.02)  # until its fake client runs
-        await _wait_connected(http, owner.url)
-        yield owner.url, other.url
-    finally:
-        for service in nodes.values():
-            await trio.to_thread.run_sync(service.stop)
+async def _processes(http: httpx.AsyncClient, tmp: Path, database_url: str | None) -> AsyncIterator[Pair]:
+    """Two service processes on `database_url`, or on a throwaway PostgreSQL when it is None."""
+    with contextlib.ExitStack() as stack:
+        if database_url is None:
+            database_url = _bench_database(stack.enter_context(postgres_server()))
+        cluster = Cluster(tmp, database_url, env={"WASERVICE_LOG_LEVEL": "warning"})
+        try:
+            for node_id in ("a", "b"):
+                await trio.to_thread.run_sync(cluster.start, node_id)
+            nodes = {node_id: node.url for node_id, node in cluster.nodes.items()}
+            placed = await http.post(f"{nodes['a']}/connect", json={"session_id": SESSION})
+            assert placed.status_code == 200, placed.text
+            owner = nodes[placed.headers["X-Waservice-Node"]]
+            other = next(url for url in nodes.values() if url != owner)
+            with trio.fail_after(10):
+                while (
+                    await http.post(f"{owner}/_fake/scan", json={"session_id": SESSION})
+                ).status_code != 200:
+                    await trio.sleep(0.02)  # until its fake client runs
+            await _wait_connected(http, owner)
+            yield owner, other
+        finally:
+            await trio.to_thread.run_sync(cluster.stop_all)
+
+
+def _bench_database(server: PostgresServer) -> str:
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE bench")
+    return server.url("bench")
 
 
 async def _one(http: httpx.AsyncClient, url: str, route: str) -> float:
@@ -135,15 +140,13 @@ def _ms(values: list[float], percentile: int) -> float:
     return statistics.quantiles(values, n=100)[percentile - 1] * 1000
 
 
-async def main(requests: int, concurrency: int, database_url: str | None) -> None:
+async def main(requests: int, concurrency: int, cluster: bool, database_url: str | None) -> None:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with tempfile.TemporaryDirectory() as tmp:
         async with httpx.AsyncClient(headers={"X-API-Key": KEY}, timeout=30, limits=limits) as http:
-            nodes = (
-                _processes(http, Path(tmp), database_url) if database_url else _in_process(http, Path(tmp))
-            )
+            nodes = _processes(http, Path(tmp), database_url) if cluster else _in_process(http, Path(tmp))
             async with nodes as pair:
-                where = "two processes on PostgreSQL" if database_url else "two nodes in one process"
+                where = "two processes on PostgreSQL" if cluster else "two nodes in one process"
                 print(f"{where}; {requests} requests each, one at a time, then with {concurrency} callers")
                 print(f"{'route':<8}{'path':<11}{'p50 ms':>8}{'p90 ms':>8}{'req/s':>9}")
                 for route in ("status", "send"):
@@ -166,6 +169,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--database-url", help="run the nodes as service processes on this PostgreSQL")
+    parser.add_argument("--cluster", action="store_true", help="two service processes on PostgreSQL")
+    parser.add_argument("--database-url", help="with --cluster: this PostgreSQL (default: a throwaway one)")
     args = parser.parse_args()
-    trio.run(main, args.requests, args.concurrency, args.database_url)
+    trio.run(main, args.requests, args.concurrency, args.cluster, args.database_url)

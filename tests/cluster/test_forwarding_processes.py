@@ -1,75 +1,68 @@
 """Two real service processes (fake engine) on the real PostgreSQL: every session answers through
-either node, the non-owner forwarding to the owner the registry names."""
+either node, the one that does not own it forwarding to the owner the registry names."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.process.service import ServiceProcess
+from tests.cluster.nodes import Cluster
 
 pytestmark = pytest.mark.cluster
 
-KEY = "forwarding-test-key"
 SESSIONS = [f"s{n}" for n in range(6)]
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, database_url: str) -> Iterator[dict[str, ServiceProcess]]:
-    started: dict[str, ServiceProcess] = {}
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path, database_url)
     try:
-        for node_id in ("A", "B"):
-            env = {
-                "WASERVICE_ENGINE": "fake",
-                "WASERVICE_DATABASE_URL": database_url,
-                "WASERVICE_NODE_ID": node_id,
-            }
-            # Reached by the other node at its default URL, http://127.0.0.1:<port>.
-            started[node_id] = ServiceProcess(tmp_path / node_id, env=env, api_key=KEY).start()
-        yield started
+        nodes.start("a")
+        nodes.start("b")
+        yield nodes
     finally:
-        for service in started.values():
-            service.stop()
+        nodes.stop_all()
 
 
-def _status(service: ServiceProcess, session_id: str) -> httpx.Response:
-    return httpx.get(
-        f"{service.url}/status", params={"session_id": session_id}, headers={"X-API-Key": KEY}, timeout=30
-    )
+def _status_through_both(cluster: Cluster, session_id: str) -> dict[str, httpx.Response]:
+    """The session's /status asked of a and of b, once both show its QR."""
+    answers: dict[str, httpx.Response] = {}
+
+    def both_show_its_qr() -> bool:
+        answers.update({n: cluster.get(n, "/status", session_id=session_id) for n in "ab"})
+        return all(a.status_code == 200 and a.json()["state"] == "qr_ready" for a in answers.values())
+
+    cluster.wait(both_show_its_qr, timeout=30, what=f"{session_id} showing a QR through a and b")
+    return answers
 
 
-def test_every_session_answers_through_either_node(nodes):
-    a, b = nodes["A"], nodes["B"]
-    for n, session_id in enumerate(SESSIONS):  # /connect through either node places it somewhere
-        (a if n % 2 else b).ok("POST", "/connect", {"session_id": session_id})
+def _connected(cluster: Cluster, node_id: str, session_id: str) -> bool:
+    return cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "connected"
+
+
+def test_every_session_answers_through_either_node(cluster: Cluster):
+    for n, session_id in enumerate(SESSIONS):  # placed on the least-loaded node, whichever is asked
+        assert cluster.post("ab"[n % 2], "/connect", session_id=session_id).status_code == 200
     owners: dict[str, str] = {}
-    deadline = time.monotonic() + 30
     for session_id in SESSIONS:
-        while True:
-            via_a, via_b = _status(a, session_id), _status(b, session_id)
-            if via_a.status_code == via_b.status_code == 200 and via_a.json()["state"] == "qr_ready":
-                break
-            assert time.monotonic() < deadline, (via_a.text, via_b.text)
-            time.sleep(0.05)
-        owner = via_a.headers["X-Waservice-Node"]
-        assert owner == via_b.headers["X-Waservice-Node"] and owner in nodes
-        assert via_a.json() == via_b.json()
+        answers = _status_through_both(cluster, session_id)
+        owner = answers["a"].headers["X-Waservice-Node"]
+        assert answers["b"].headers["X-Waservice-Node"] == owner
+        assert answers["a"].json() == answers["b"].json() and answers["a"].json()["node"] == owner
         owners[session_id] = owner
-    assert set(owners.values()) == {"A", "B"}, owners  # placed on both: each forwards to the other
+    assert set(owners.values()) == {"a", "b"}, owners  # on both: each node forwards to the other
 
     for session_id, owner in owners.items():
-        other = b if owner == "A" else a
-        nodes[owner].ok("POST", "/_fake/scan", {"session_id": session_id})  # the engine is the owner's
-        other.wait_state(session_id, "connected")
-        status, body = other.api(
-            "POST", "/send", {"session_id": session_id, "number": "14155552671", "message": "via the other"}
+        other = "b" if owner == "a" else "a"
+        assert cluster.post(owner, "/_fake/scan", session_id=session_id).status_code == 200
+        cluster.wait(partial(_connected, cluster, other, session_id), what=f"{session_id} seen connected")
+        sent = cluster.post(
+            other, "/send", session_id=session_id, number="14155552671", message="via the other"
         )
-        assert status == 200 and body["result"]["id"].startswith("FAKE"), body
-        sent = httpx.get(
-            f"{nodes[owner].url}/_fake/sent", params={"session_id": session_id}, headers={"X-API-Key": KEY}
-        ).json()
-        assert "via the other" in str(sent)
+        assert sent.status_code == 200 and sent.headers["X-Waservice-Node"] == owner, sent.text
+        on_owner = cluster.get(owner, "/_fake/sent", session_id=session_id).json()["messages"]
+        assert [m["text"] for m in on_owner] == ["via the other"]
