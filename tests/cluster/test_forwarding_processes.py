@@ -58,11 +58,12 @@ def test_every_session_answers_through_either_node(cluster: Cluster):
 
     for session_id, owner in owners.items():
         other = "b" if owner == "a" else "a"
-        assert cluster.post(owner, "/_fake/scan", session_id=session_id).status_code == 200
+        scanned = cluster.post(other, "/_fake/scan", session_id=session_id)  # the owner's fake engine
+        assert scanned.status_code == 200 and scanned.headers["X-Waservice-Node"] == owner
         cluster.wait(partial(_connected, cluster, other, session_id), what=f"{session_id} seen connected")
         sent = cluster.post(
             other, "/send", session_id=session_id, number="14155552671", message="via the other"
         )
         assert sent.status_code == 200 and sent.headers["X-Waservice-Node"] == owner, sent.text
-        on_owner = cluster.get(owner, "/_fake/sent", session_id=session_id).json()["messages"]
+        on_owner = cluster.get(other, "/_fake/sent", session_id=session_id).json()["messages"]
         assert [m["text"] for m in on_owner] == ["via the other"]
