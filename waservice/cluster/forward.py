@@ -59,7 +59,8 @@ class Locator(Protocol):
         """The node that must answer for `session_id`, or None when this node answers.
 
         `create`: the request may create the session (POST /connect, /pair-code); an unknown
-        session is then placed on the least-loaded live node. Raises DatabaseUnavailable."""
+        session is then placed on the least-loaded live node. Raises DatabaseUnavailable (a 503
+        here) or a ServiceError such as ClusterUnavailable (answered as it says)."""
         ...
 
 
