@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.cluster.nodes import Cluster
+from tests.cluster.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.cluster
 
@@ -102,3 +103,29 @@ def test_a_stopped_node_hands_its_sessions_over_at_once(cluster: Cluster):
         timeout=cluster.ttl,
         what="s1 on b within one lease",
     )
+
+
+def test_a_partitioned_node_stops_its_sessions_before_another_takes_them(cluster: Cluster, database_url: str):
+    with TcpProxy.to_url(database_url) as proxy:
+        cluster.start("a", database_url=proxy.url)
+        _pair(cluster, "a", "s1", "15550000001")
+        cluster.start("b")
+        proxy.block()  # a's database stops answering; WhatsApp still does
+        cut_at = time.monotonic()
+        cluster.wait(
+            lambda: (
+                cluster.sessions("b")["s1"]["node"] == "b"
+                and cluster.sessions("b")["s1"]["state"] == "connected"
+            ),
+            timeout=cluster.ttl * 4,
+            what="s1 taken over by b",
+        )
+        taken_after = time.monotonic() - cut_at
+        log = cluster.log("a")
+        assert "no lease renewal" in log and "session=s1 handed over" in log, log[-2000:]
+        assert taken_after >= cluster.ttl * 0.75, "taken over before a could have stopped"
+        proxy.unblock()
+        # Back in touch: a renews again and takes nothing back.
+        cluster.wait(lambda: "renewed its lease again" in cluster.log("a"), timeout=cluster.ttl * 4)
+        time.sleep(cluster.ttl / 2)
+        assert cluster.sessions("a")["s1"]["node"] == "b"
