@@ -17,8 +17,9 @@ import trio
 
 from waservice.cluster.database import Database
 from waservice.cluster.keys import ClusterKeys
+from waservice.cluster.locator import ClusterLocator
 from waservice.cluster.migrations import migrate
-from waservice.cluster.node import ClusterLocator, ClusterNode
+from waservice.cluster.node import ClusterNode
 from waservice.cluster.store import ClusterSessionStore
 from waservice.engine.fake import FakeEngine
 from waservice.sessions.machine import ReconnectPolicy

@@ -28,7 +28,6 @@ from ..errors import ClusterUnavailable, SessionMoving
 from ..events.model import SESSION_STATUS, Activity
 from . import leases, registry
 from .database import Database, DatabaseError
-from .forward import Owner
 
 if TYPE_CHECKING:
     from ..sessions.manager import SessionManager
@@ -280,30 +279,6 @@ class ClusterNode:
                 self._dirty |= dirty  # written once the database answers again
                 await trio.sleep(self.interval)
                 self._wake_writer.set()
-
-
-class ClusterLocator:
-    """Who answers for a session: the `Locator` the forwarding asks (cluster/forward.py)."""
-
-    def __init__(self, node: ClusterNode) -> None:
-        self._node = node
-
-    async def owner(self, session_id: str, *, create: bool) -> Owner | None:
-        node = self._node
-        if session_id in node.held:
-            return None
-        row = await node.call(registry.session, session_id)
-        if row is None:
-            if not create:
-                return None  # answered here: no such session
-            target = await node.call(registry.least_loaded)
-            if target is None or target.node_id == node.node_id:
-                return None
-            return Owner(target.node_id, target.url)
-        if row.owner is None or row.owner == node.node_id:
-            await node.take_here(session_id)  # nobody live runs it: this node will
-            return None
-        return Owner(row.owner, row.owner_url or "")
 
 
 def _few(ids: list[str], shown: int = 5) -> str:

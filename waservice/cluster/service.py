@@ -17,8 +17,9 @@ from ..config import Config
 from .database import Database, DatabaseError
 from .idempotency import PostgresIdempotencyTable
 from .keys import ClusterKeys
+from .locator import ClusterLocator
 from .migrations import SchemaTooNew, migrate
-from .node import ClusterLocator, ClusterNode
+from .node import ClusterNode
 from .notify import Listener
 from .store import ClusterSessionStore
 
