@@ -273,11 +273,13 @@ class ServiceSystem(System):
         api_key: str | None = None,
         source: Path = ROOT,
         env: dict[str, str] | None = None,
+        extra_config: str = "",
     ) -> None:
         """`source`: the checkout whose waservice runs (another revision, for a baseline); `env`:
-        settings its process starts with (the simulator's CA for media, say)."""
-        config = data_dir.parent / "bench-config.toml"
-        config.write_text(SERVICE_CONFIG)
+        settings its process starts with (the simulator's CA for media, say); `extra_config`: TOML
+        sections added to the benchmarks' configuration."""
+        config = data_dir.parent / f"bench-config-{data_dir.name}.toml"
+        config.write_text(SERVICE_CONFIG + extra_config)
         self.service = ServiceProcess(
             data_dir, env=env, config=config, pythonpath=pythonpath, api_key=api_key, source=source
         )

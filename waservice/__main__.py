@@ -35,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.logging.level, config.logging.format, config.logging.engine_level)
     log = logging.getLogger("waservice")
     log.info(
-        "waservice %s on http://%s:%d (engine %s, data %s, api key %s)",
+        "waservice %s on http://%s:%d (engine %s, data %s, api key %s%s)",
         __version__,
         config.server.host,
         config.server.port,
         config.sessions.engine,
         config.data_dir.resolve(),
         "required" if config.server.api_key else "off, loopback only",
+        ", cluster on PostgreSQL" if config.database.url else "",
     )
     from .server import serve_forever
 

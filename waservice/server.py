@@ -69,8 +69,13 @@ async def serve_forever(
         webhook_tables = await event_store.call(WebhookTables, event_store.connection)
         event_store.add_outbox(webhook_tables.outbox)
         messages = await MessageIndex.open(event_store)  # indexes each received message as it is logged
-        idempotency = await IdempotencyKeys.open(event_store)
+        if cluster is None:
+            idempotency = await IdempotencyKeys.open(event_store)
+        else:
+            idempotency = cluster.idempotency()
         async with trio.open_nursery() as background:
+            if cluster is not None:
+                await background.start(cluster.run)
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             background.start_soon(messages.prune_forever, config.events.retention_days)
             background.start_soon(messages.run)

@@ -71,4 +71,4 @@ def test_three_nodes_starting_at_once_apply_each_step_exactly_once(database_url:
             columns = conn.execute(
                 "SELECT count(*) FROM information_schema.columns WHERE table_name = 'ws_sessions'"
             ).fetchone()[0]
-            assert columns == 9
+            assert columns == 10  # v1 and v2

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from waservice.cluster.database import Database
+from waservice.cluster.keys import ClusterKeys
 from waservice.cluster.migrations import migrate
 from waservice.cluster.node import ClusterLocator, ClusterNode
 from waservice.cluster.store import ClusterSessionStore
@@ -56,7 +57,7 @@ async def open_node(url: str, data_dir: Path, node_id: str, *, ttl: float = TTL)
     """A node running until the block ends or its scope is cancelled (a crash: no goodbye)."""
     async with Database.open(url, size=4) as db, trio.open_nursery() as nursery:
         node = ClusterNode(db, node_id, f"http://{node_id}.test", ttl)
-        store = await ClusterSessionStore.open(data_dir, node, keys=None)  # type: ignore[arg-type]
+        store = await ClusterSessionStore.open(data_dir, node, await ClusterKeys.open(db))
         engine = FakeEngine()
         manager = SessionManager(
             engine,

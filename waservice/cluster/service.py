@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import attrs
+import trio
 
+from ..api.idempotency import IdempotencyKeys
 from ..config import Config
-from .database import Database
-from .migrations import migrate
+from .database import Database, DatabaseError
+from .idempotency import PostgresIdempotencyTable
+from .keys import ClusterKeys
+from .migrations import SchemaTooNew, migrate
 from .node import ClusterLocator, ClusterNode
+from .notify import Listener
 from .store import ClusterSessionStore
 
 
@@ -24,6 +29,22 @@ class Cluster:
     node: ClusterNode
     store: ClusterSessionStore
     locator: ClusterLocator
+    keys: ClusterKeys
+    listener: Listener  # NOTIFY from the other nodes (key changes)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the other nodes' changes; ready once this node sees them."""
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self.listener.run)
+            except DatabaseError as exc:
+                raise OSError(f"cannot use the cluster database: {exc}") from None
+            await nursery.start(self.keys.run, self.listener)
+            task_status.started()
+
+    def idempotency(self) -> IdempotencyKeys:
+        """Idempotency-Key answers every node sees (a retry after a failover is still answered)."""
+        return IdempotencyKeys(PostgresIdempotencyTable(self.db))
 
 
 def node_identity(config: Config) -> tuple[str, str]:
@@ -43,8 +64,15 @@ async def open_cluster(config: Config) -> AsyncIterator[Cluster]:
     """Connect, bring the schema up to date (safe with several nodes starting at once), and set up
     this node. Raises DatabaseUnavailable when PostgreSQL cannot be reached."""
     node_id, url = node_identity(config)
-    async with Database.open(config.database.url, size=config.database.pool_size) as db:
-        await db.call(migrate)
+    async with AsyncExitStack() as stack:
+        try:
+            db = await stack.enter_async_context(
+                Database.open(config.database.url, size=config.database.pool_size)
+            )
+            await db.call(migrate)
+            keys = await ClusterKeys.open(db)
+        except (DatabaseError, SchemaTooNew) as exc:  # OSError: "cannot start", exit code 1
+            raise OSError(f"cannot use the cluster database: {exc}") from None
         node = ClusterNode(db, node_id, url, config.cluster.lease_ttl)
-        store = await ClusterSessionStore.open(config.data_dir, node, keys=None)  # type: ignore[arg-type]
-        yield Cluster(db, node, store, ClusterLocator(node))
+        store = await ClusterSessionStore.open(config.data_dir, node, keys)
+        yield Cluster(db, node, store, ClusterLocator(node), keys, Listener(config.database.url))

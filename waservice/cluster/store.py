@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -21,11 +21,9 @@ from ..store.keys import NewKey, StoredKey
 from ..store.layout import DiskLayout
 from ..store.registry import StoredSession
 from . import registry
+from .keys import ClusterKeys
 from .leases import LeaseLost
 from .node import ClusterNode
-
-if TYPE_CHECKING:
-    from .keys import ClusterKeys
 
 T = TypeVar("T")
 

@@ -1,0 +1,103 @@
+"""Three real service processes on one PostgreSQL with the fake engine: what a user of a cluster sees
+through the API (the real engine and the simulator: test_nodes_real.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.cluster.nodes import Cluster
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path, database_url, ttl=3.0)
+    try:
+        yield nodes
+    finally:
+        codes = nodes.stop_all()
+        assert all(code in (0, -9, None) for code in codes.values()), codes
+
+
+def _pair(cluster: Cluster, node_id: str, session_id: str, phone: str) -> None:
+    assert cluster.post(node_id, "/connect", session_id=session_id).status_code == 200
+    cluster.wait(lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "qr_ready")
+    assert cluster.post(node_id, "/_fake/scan", session_id=session_id, phone=phone).status_code == 200
+    cluster.wait(
+        lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "connected"
+    )
+
+
+def test_a_killed_nodes_sessions_reconnect_on_the_others(cluster: Cluster, database_url: str):
+    for node_id in ("a", "b", "c"):
+        cluster.start(node_id)
+    for n in range(6):
+        _pair(cluster, "a", f"s{n}", f"1555000000{n}")
+    owners = cluster.owners("b")
+    assert {owners[f"s{n}"] for n in range(6)} == {"a"}  # created where /connect was answered
+    nodes = cluster.get("c", "/nodes").json()["nodes"]
+    assert {n["node_id"]: n["live"] for n in nodes} == {"a": True, "b": True, "c": True}
+
+    cluster.kill("a")
+
+    def moved() -> bool:
+        sessions = cluster.sessions("b")
+        return all(
+            sessions[f"s{n}"]["node"] in ("b", "c") and sessions[f"s{n}"]["state"] == "connected"
+            for n in range(6)
+        )
+
+    cluster.wait(moved, timeout=30, what="a's sessions connected on b and c")
+    owners = cluster.owners("c")
+    spread = [owners[f"s{n}"] for n in range(6)]
+    assert spread.count("b") >= 2 and spread.count("c") >= 2, spread  # shared out, not all on one
+    with psycopg.connect(database_url) as conn:
+        epochs = dict(conn.execute("SELECT id, epoch FROM ws_sessions WHERE id LIKE 's%'").fetchall())
+    assert set(epochs.values()) == {2}
+
+    cluster.start("a")  # it comes back: it takes nothing back
+    cluster.wait(lambda: {n["node_id"]: n["live"] for n in cluster.get("b", "/nodes").json()["nodes"]}["a"])
+    before = cluster.owners("b")
+    time.sleep(cluster.ttl)  # several renewals of every node
+    assert cluster.owners("b") == before
+
+
+def test_drain_through_the_api_hands_everything_over(cluster: Cluster):
+    cluster.start("a")
+    cluster.start("b")
+    for n in range(4):
+        _pair(cluster, "a", f"s{n}", f"1555000000{n}")
+    response = cluster.post("b", "/nodes/a/drain")
+    assert response.status_code == 200, response.text
+
+    def drained() -> bool:
+        sessions = cluster.sessions("a")  # a keeps answering the API
+        return all(
+            sessions[f"s{n}"]["node"] == "b" and sessions[f"s{n}"]["state"] == "connected" for n in range(4)
+        )
+
+    cluster.wait(drained, timeout=30, what="a's sessions on b")
+    nodes = {n["node_id"]: n for n in cluster.get("a", "/nodes").json()["nodes"]}
+    assert nodes["a"]["draining"] and nodes["a"]["sessions"] == 0 and nodes["a"]["live"]
+    assert cluster.post("a", "/nodes/nope/drain").status_code == 404
+
+
+def test_a_stopped_node_hands_its_sessions_over_at_once(cluster: Cluster):
+    cluster.start("a")
+    cluster.start("b")
+    _pair(cluster, "a", "s1", "15550000001")
+    assert cluster.nodes["a"].stop() == 0
+    # Released at shutdown: taken at b's next renewal (ttl / 4), not when a's lease would end.
+    cluster.wait(
+        lambda: (
+            cluster.sessions("b")["s1"]["node"] == "b" and cluster.sessions("b")["s1"]["state"] == "connected"
+        ),
+        timeout=cluster.ttl,
+        what="s1 on b within one lease",
+    )
