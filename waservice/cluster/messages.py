@@ -74,9 +74,11 @@ class PgMessageTable:
     def prune(self, before: float, limit: int = 10_000) -> int:
         """Delete up to `limit` rows indexed before `before` (unix time), the log's retention."""
         return self._db.run(
-            lambda conn: conn.execute(
-                "DELETE FROM ws_messages WHERE (session_id, message_id) IN (SELECT session_id, message_id"
-                " FROM ws_messages WHERE indexed_at < %s ORDER BY indexed_at LIMIT %s)",
-                (before, limit),
-            ).rowcount
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM ws_messages WHERE (session_id, message_id) IN (SELECT session_id, message_id"
+                    " FROM ws_messages WHERE indexed_at < %s ORDER BY indexed_at LIMIT %s)",
+                    (before, limit),
+                ).rowcount
+            )
         )
