@@ -230,3 +230,29 @@ async def test_a_dead_nodes_lanes_are_finished_by_another_after_their_claims_run
     # b waited for a's claims (renewed every ttl/3, so at least 2/3 of ttl left) before taking over.
     after = [r.at - died for r in receiver.received if r.at > died + 0.5]
     assert after and min(after) >= ttl * 2 / 3 - 0.5
+
+
+async def test_a_lane_another_node_took_stops_here_before_its_next_attempt(migrated: str) -> None:
+    receiver = WebhookReceiver()
+    receiver.script(Answer(500))  # the first attempt fails: the retry is due about 5 s later
+    async with trio.open_nursery() as outer:
+        await outer.start(receiver.run)
+        async with event_node(migrated, "a") as a:
+            service = await a.start_dispatcher(lane_ttl=3.0)
+            webhook, _ = await service.create(WebhookSpec(receiver.url, ("*",)))
+            await a.emit("s1", 1)
+            await receiver.wait_for(lambda r: len(r) == 1, timeout=WAIT)
+            # Another node has the lane now (as after a partition that outlasted a's claim).
+            await a.store.call(
+                a.store.connection.run,
+                lambda conn: conn.execute(
+                    "UPDATE ws_webhook_lanes SET node = 'b', until = now() + interval '1 h'"
+                ),
+            )
+            with trio.move_on_after(9):  # past the retry's time
+                await receiver.wait_for(lambda r: len(r) > 1)
+            assert len(receiver.received) == 1  # a sent nothing more: the lane is b's
+            assert a.dispatcher is not None and a.dispatcher.lanes() == 0
+            _, still_open = await a.store.call(a.tables.deliveries, webhook.id, "failed", 10, 0)
+            assert still_open == 1  # for b to send
+        outer.cancel_scope.cancel()
