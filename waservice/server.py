@@ -102,6 +102,8 @@ async def serve_forever(
                     claims=None if events is None else events.claims,
                 )
             )
+            if events is not None:
+                background.start_soon(events.relay_pokes, webhooks.dispatcher)
             async with open_engine(
                 config.sessions.engine, config.engine, recorder.sink, events=config.events
             ) as engine:
@@ -204,7 +206,7 @@ async def _event_store(config: Config, cluster: Cluster | None) -> AsyncIterator
 def _cluster_events(event_store: EventStore, hub: EventHub, cluster: Cluster) -> ClusterEvents:
     from .cluster.events import ClusterEvents  # psycopg is loaded only for a cluster
 
-    return ClusterEvents(event_store, hub, cluster)  # type: ignore[arg-type]  # a PgEventStore
+    return ClusterEvents(event_store, hub, cluster.node.node_id, cluster.listener)  # type: ignore[arg-type]
 
 
 def _both(

@@ -198,9 +198,9 @@ async def test_a_dead_nodes_lanes_are_finished_by_another_after_their_claims_run
     total = sessions * per_session
     async with trio.open_nursery() as outer:
         await outer.start(receiver.run)
-        async with event_node(migrated, "b") as b:
-            async with event_node(migrated, "a") as a:
-                service = await a.start_dispatcher(lane_ttl=ttl)
+        async with event_node(migrated, "b", lane_ttl=ttl) as b:
+            async with event_node(migrated, "a", lane_ttl=ttl) as a:
+                service = await a.start_dispatcher()
                 await service.create(WebhookSpec(receiver.url, ("*",)))
                 for n in range(per_session):
                     for s in range(sessions):
@@ -209,7 +209,7 @@ async def test_a_dead_nodes_lanes_are_finished_by_another_after_their_claims_run
                 await receiver.wait_for(
                     lambda r: {s for s, _ in receipts(receiver)} == {f"s{i}" for i in range(4)}
                 )
-                await b.start_dispatcher(lane_ttl=ttl)
+                await b.start_dispatcher()
                 await receiver.wait_for(lambda r: len(r) >= total // 3)
                 a.nursery.cancel_scope.cancel()  # node a dies: its claims stay until they run out
                 died = trio.current_time()
@@ -237,8 +237,8 @@ async def test_a_lane_another_node_took_stops_here_before_its_next_attempt(migra
     receiver.script(Answer(500))  # the first attempt fails: the retry is due about 5 s later
     async with trio.open_nursery() as outer:
         await outer.start(receiver.run)
-        async with event_node(migrated, "a") as a:
-            service = await a.start_dispatcher(lane_ttl=3.0)
+        async with event_node(migrated, "a", lane_ttl=3.0) as a:
+            service = await a.start_dispatcher()
             webhook, _ = await service.create(WebhookSpec(receiver.url, ("*",)))
             await a.emit("s1", 1)
             await receiver.wait_for(lambda r: len(r) == 1, timeout=WAIT)
@@ -255,4 +255,27 @@ async def test_a_lane_another_node_took_stops_here_before_its_next_attempt(migra
             assert a.dispatcher is not None and a.dispatcher.lanes() == 0
             _, still_open = await a.store.call(a.tables.deliveries, webhook.id, "failed", 10, 0)
             assert still_open == 1  # for b to send
+        outer.cancel_scope.cancel()
+
+
+async def test_a_redeliver_on_one_node_is_sent_at_once_by_the_node_holding_the_lane(migrated: str) -> None:
+    receiver = WebhookReceiver()
+    receiver.script(Answer(410))  # gone: dead at the first attempt
+    async with trio.open_nursery() as outer:
+        await outer.start(receiver.run)
+        async with event_node(migrated, "a") as a, event_node(migrated, "b") as b:
+            on_b = await b.start_dispatcher()  # b alone delivers: it holds the lane (for 30 s)
+            webhook, _ = await on_b.create(WebhookSpec(receiver.url, ("*",)))
+            await b.emit("s1", 1)
+            await receiver.wait_for(lambda r: len(r) == 1, timeout=WAIT)
+            with trio.fail_after(WAIT):
+                while (await on_b.deliveries(webhook.id, "dead", 10, 0))[1] != 1:
+                    await trio.sleep(0.05)
+            on_a = await a.start_dispatcher()
+            assert await on_a.redeliver(webhook.id, None) == 1  # answered by a, whose lanes have nothing
+            asked = trio.current_time()
+            await receiver.wait_for(lambda r: len(r) == 2, timeout=WAIT)
+            # b was told (NOTIFY), not found by its next look for work (every 10 s).
+            assert receiver.received[1].at - asked < 5.0
+            assert receiver.received[1].event["id"] == 1
         outer.cancel_scope.cancel()

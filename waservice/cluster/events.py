@@ -16,14 +16,15 @@ import trio
 from ..config import Config
 from ..errors import StorageFailed
 from ..events.hub import EventHub
+from ..webhooks.dispatcher import Dispatcher
 from .database import DatabaseError
 from .eventlog import CHANNEL
 from .eventstore import PgEventStore, open_pg_event_store
-from .follower import LogFollower
-from .lanes import PgLaneClaims
+from .follower import POLL_INTERVAL, LogFollower
+from .lanes import TTL, PgLaneClaims
 from .messages import PgMessageTable
-from .service import Cluster
-from .webhooks import PgWebhookTables
+from .notify import Listener, Notification
+from .webhooks import POKES, PgWebhookTables
 
 __all__ = ["ClusterEvents", "open_events"]
 
@@ -45,16 +46,34 @@ async def open_events(config: Config) -> AsyncIterator[PgEventStore]:
 
 
 class ClusterEvents:
-    def __init__(self, store: PgEventStore, hub: EventHub, cluster: Cluster) -> None:
-        node_id = cluster.node.node_id
-        self.follower = LogFollower(store, hub)  # the recorder publishes to it, not to the hub
+    def __init__(
+        self,
+        store: PgEventStore,
+        hub: EventHub,
+        node_id: str,
+        listener: Listener,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        lane_ttl: float = TTL,
+    ) -> None:
+        # The recorder publishes to the follower, not to the hub: it puts every node's events in order.
+        self.follower = LogFollower(store, hub, poll_interval=poll_interval)
         self.webhook_tables = PgWebhookTables(store.connection, node_id)
-        self.claims = PgLaneClaims(store, node_id)
+        self.claims = PgLaneClaims(store, node_id, lane_ttl)
         self.message_table = PgMessageTable
-        self._notices = cluster.listener.subscribe(CHANNEL)  # the other nodes' appends
+        self._notices = listener.subscribe(CHANNEL)  # the other nodes' appends
+        self._pokes = listener.subscribe(POKES)
 
     async def follow(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.follower.run(self._notices, task_status=task_status)
+
+    async def relay_pokes(self, dispatcher: Dispatcher) -> None:
+        """A redeliver on any node reaches the lanes this node delivers, even those waiting for a
+        retry (the node that answered the request pokes only its own)."""
+        async with self._pokes:
+            async for message in self._pokes:
+                if isinstance(message, Notification):
+                    await dispatcher.poke(message.payload)
 
     async def leave(self) -> None:
         """Once this node's dispatcher has stopped: its lanes go to the others now, not at claim end."""

@@ -20,7 +20,9 @@ from ..events.model import Activity, LoggedEvent
 from ..store.webhooks import OPEN, SNIPPET, Delivery, DeliveryResult, Due, StoredWebhook, due_from_row
 from .database import Database
 
-__all__ = ["PgWebhookTables"]
+__all__ = ["POKES", "PgWebhookTables"]
+
+POKES = "ws_webhook_pokes"  # NOTIFY channel: a webhook's deliveries changed (payload: its id)
 
 _COLUMNS = "id, url, events, session_id, secret, created_at, source, enabled"
 
@@ -172,7 +174,14 @@ class PgWebhookTables:
         else:
             sql += " AND event_id = %s"
             args.append(event_id)
-        return self._db.run(lambda conn: conn.execute(sql, args).rowcount)
+
+        def redeliver(conn: psycopg.Connection) -> int:
+            count = conn.execute(sql, args).rowcount
+            if count:  # the node delivering a lane re-reads it now, even mid-wait (cluster/events.py)
+                conn.execute("SELECT pg_notify(%s, %s)", (POKES, webhook_id))
+            return count
+
+        return self._db.run(redeliver)
 
     def lanes_with_work(
         self, webhook_id: str | None = None, events: tuple[int, int] | None = None
