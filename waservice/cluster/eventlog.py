@@ -49,6 +49,12 @@ class PgEventLog:
         self.db = db
         self.outboxes: list[PgOutbox] = []
 
+    @property
+    def connection(self) -> Database:
+        """What the tables beside the log are built with: each of their methods takes a pooled
+        connection for one transaction (EventLog's is a SQLite connection)."""
+        return self.db
+
     def close(self) -> None:
         """Nothing of its own to close: the pool belongs to whoever opened the Database."""
 

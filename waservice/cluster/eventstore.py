@@ -74,7 +74,7 @@ class PgEventStore:
     @property
     def connection(self) -> Database:
         """What the PostgreSQL tables are built with (`PgWebhookTables(store.connection, node_id)`)."""
-        return self._log.db
+        return self._log.connection
 
 
 async def _in_thread(fn: Callable[..., T], args: tuple[object, ...], limiter: trio.CapacityLimiter) -> T:
