@@ -122,3 +122,15 @@ class ClusterUnavailable(ServiceError):
 
 class UnknownNode(ServiceError):
     """No node by that id in the cluster (404)."""
+
+
+class OwnerUnreachable(SessionMoving):
+    """Another node owns the session and could not be reached: nothing was sent to it."""
+
+
+class OwnerFailed(ServiceError):
+    """The owner took the request and the exchange broke before its answer: the outcome is unknown."""
+
+
+class OwnerTimedOut(ServiceError):
+    """The owner took the request and did not answer within cluster.forward_timeout."""

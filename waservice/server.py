@@ -40,6 +40,7 @@ from .webhooks.service import run_webhooks
 
 if TYPE_CHECKING:
     from .cluster.events import ClusterEvents
+    from .cluster.forward import Forwarding
     from .cluster.service import Cluster
 
 log = logging.getLogger("waservice")
@@ -127,6 +128,7 @@ async def serve_forever(
                 )
                 live = LiveEvents(event_store, hub, config.stream)
                 metrics.level("waservice_sse_subscribers", "Open GET /events streams", lambda: live.open)
+                forwarding = None if cluster is None else _forwarding(cluster, config)
                 app = create_app(
                     manager,
                     config.server.api_key,
@@ -139,12 +141,15 @@ async def serve_forever(
                     check_number=config.messages.check_number,
                     idempotency=idempotency,
                     cluster=cluster,
+                    forwarding=forwarding,
                 )
                 _bound_load(app, config)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_wait_for_signal, stop)
                     # Open event streams end at the signal: they would hold hypercorn's drain.
                     nursery.start_soon(live.close_when, stop.event)
+                    if forwarding is not None:  # and so do those relayed from other nodes
+                        nursery.start_soon(forwarding.close_when, stop.event)
                     # Keyed sends that would finish after their client left must not hold it up either.
                     nursery.start_soon(idempotency.finishing.release_when, stop.event)
                     # Serving starts while the sessions are restored: /ready says so, other routes wait.
@@ -207,6 +212,18 @@ def _cluster_events(event_store: EventStore, hub: EventHub, cluster: Cluster) ->
     from .cluster.events import ClusterEvents  # psycopg is loaded only for a cluster
 
     return ClusterEvents(event_store, hub, cluster.node.node_id, cluster.listener)  # type: ignore[arg-type]
+
+
+def _forwarding(cluster: Cluster, config: Config) -> Forwarding:
+    from .cluster.forward import Forwarding
+
+    return Forwarding(
+        cluster.locator,
+        cluster.node.node_id,
+        timeout=config.cluster.forward_timeout,
+        # Idle connections to other nodes close before those nodes close them (their keep-alive).
+        idle_expiry=0.8 * config.server.keep_alive_timeout,
+    )
 
 
 def _both(

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.cluster.nodes import Cluster
+from tests.cluster.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.cluster
 
@@ -35,12 +36,13 @@ def _pair(cluster: Cluster, node_id: str, session_id: str, phone: str) -> None:
 
 
 def test_a_killed_nodes_sessions_reconnect_on_the_others(cluster: Cluster, database_url: str):
-    for node_id in ("a", "b", "c"):
-        cluster.start(node_id)
+    cluster.start("a")  # alone: /connect places a new session on the least-loaded live node
     for n in range(6):
         _pair(cluster, "a", f"s{n}", f"1555000000{n}")
+    cluster.start("b")
+    cluster.start("c")
     owners = cluster.owners("b")
-    assert {owners[f"s{n}"] for n in range(6)} == {"a"}  # created where /connect was answered
+    assert {owners[f"s{n}"] for n in range(6)} == {"a"}
     nodes = cluster.get("c", "/nodes").json()["nodes"]
     assert {n["node_id"]: n["live"] for n in nodes} == {"a": True, "b": True, "c": True}
 
@@ -70,9 +72,9 @@ def test_a_killed_nodes_sessions_reconnect_on_the_others(cluster: Cluster, datab
 
 def test_drain_through_the_api_hands_everything_over(cluster: Cluster):
     cluster.start("a")
-    cluster.start("b")
     for n in range(4):
         _pair(cluster, "a", f"s{n}", f"1555000000{n}")
+    cluster.start("b")
     response = cluster.post("b", "/nodes/a/drain")
     assert response.status_code == 200, response.text
 
@@ -90,8 +92,8 @@ def test_drain_through_the_api_hands_everything_over(cluster: Cluster):
 
 def test_a_stopped_node_hands_its_sessions_over_at_once(cluster: Cluster):
     cluster.start("a")
-    cluster.start("b")
     _pair(cluster, "a", "s1", "15550000001")
+    cluster.start("b")
     assert cluster.nodes["a"].stop() == 0
     # Released at shutdown: taken at b's next renewal (ttl / 4), not when a's lease would end.
     cluster.wait(
@@ -101,3 +103,29 @@ def test_a_stopped_node_hands_its_sessions_over_at_once(cluster: Cluster):
         timeout=cluster.ttl,
         what="s1 on b within one lease",
     )
+
+
+def test_a_partitioned_node_stops_its_sessions_before_another_takes_them(cluster: Cluster, database_url: str):
+    with TcpProxy.to_url(database_url) as proxy:
+        cluster.start("a", database_url=proxy.url)
+        _pair(cluster, "a", "s1", "15550000001")
+        cluster.start("b")
+        proxy.block()  # a's database stops answering; WhatsApp still does
+        cut_at = time.monotonic()
+        cluster.wait(
+            lambda: (
+                cluster.sessions("b")["s1"]["node"] == "b"
+                and cluster.sessions("b")["s1"]["state"] == "connected"
+            ),
+            timeout=cluster.ttl * 4,
+            what="s1 taken over by b",
+        )
+        taken_after = time.monotonic() - cut_at
+        log = cluster.log("a")
+        assert "no lease renewal" in log and "session=s1 handed over" in log, log[-2000:]
+        assert taken_after >= cluster.ttl * 0.75, "taken over before a could have stopped"
+        proxy.unblock()
+        # Back in touch: a renews again and takes nothing back.
+        cluster.wait(lambda: "renewed its lease again" in cluster.log("a"), timeout=cluster.ttl * 4)
+        time.sleep(cluster.ttl / 2)
+        assert cluster.sessions("a")["s1"]["node"] == "b"

@@ -115,6 +115,23 @@ async def test_multipart_reply_in_a_group(client, engine, message_index):
     assert sent_media(engine)[0].reply_to.text == "send me the photo"
 
 
+async def test_multipart_may_name_its_session_in_the_query(client, engine, manager):
+    await connected(client, engine, "other")
+    raw, headers = multipart({"chat": CONTACT, "type": "image"}, PNG)
+    status, body = await call(client, "post", "/send-media?session_id=other", data=raw, headers=headers)
+    assert (status, body["session_id"]) == (200, "other"), body
+    assert sent_media(engine, "other")[1] == hashlib.sha256(PNG).hexdigest()
+    raw, headers = multipart({"session_id": "default", "chat": CONTACT, "type": "image"}, PNG)
+    for query, fragment in (
+        ("session_id=other", "differs between the query and the form"),
+        ("session_id=other&session_id=default", "more than once"),
+        ("chat=x", "unexpected query parameter 'chat'"),
+    ):
+        status, body = await call(client, "post", f"/send-media?{query}", data=raw, headers=headers)
+        assert status == 400 and fragment in body["error"], body
+    assert spool_is_empty(manager)
+
+
 @pytest.mark.parametrize(
     ("fields", "file", "fragment"),
     [

@@ -12,23 +12,27 @@ from . import waproto
 from .accounts import Account, ReceivedMessage
 from .client import DeviceKeys, WireClient
 from .codec import JID, Node
+from .connlog import Interval, Overlap
 from .content import Content, decode_message
 from .delivery import Delivery
 from .media import MediaHost, decrypt_media, encrypt_media
 from .noise import TEST_ROOT
 from .patch import PatchedNeonize, PatchError, lease_patched_neonize, patched_neonize, simulator_url
-from .server import PendingPairing, QrData, Simulator, SimulatorError, open_simulator
+from .server import CLOSE_DELAY, PendingPairing, QrData, Simulator, SimulatorError, open_simulator
 from .tls import tls_env
 
 __all__ = [
+    "CLOSE_DELAY",
     "JID",
     "TEST_ROOT",
     "Account",
     "Content",
     "Delivery",
     "DeviceKeys",
+    "Interval",
     "MediaHost",
     "Node",
+    "Overlap",
     "PatchError",
     "PatchedNeonize",
     "PendingPairing",

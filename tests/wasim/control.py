@@ -1,7 +1,10 @@
 """A tiny HTTP/JSON control API for a simulator running in its own process (benchmarks).
 
 ``GET``: ``/phones``, ``/phones/<phone>``, ``/messages[?to=&kind=&id=]`` (with decoded ``kind`` and
-``content``), ``/pairings``, ``/events[?kind=...]``, ``/stats``.
+``content``), ``/pairings``, ``/events[?kind=...]``, ``/stats``, ``/connections[?phone=]`` (the
+connection log: ``{now, close_delay, intervals: [{conn, phone, device, logged_in_at, closed_at,
+replaced_by, replaced_at}], overlaps: [{phone, device, first, second, start, end, duration, kick,
+open}]}``, monotonic times; see ``connlog.py``).
 ``POST`` (JSON body): ``/scan {qr, phone}``, ``/stream-error {phone, code?, conflict?}``, ``/drop {phone}``,
 ``/refuse {on}``, ``/listen {on}``, ``/stall {xmlns: [...]}``, ``/stall-acks {phones: [...]}``,
 ``/fail-next-login {phone, reason?}``,
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from . import waproto
-from .server import Simulator, SimulatorError
+from .server import CLOSE_DELAY, Simulator, SimulatorError
 
 MAX_REQUEST = 1 << 20
 
@@ -54,6 +58,17 @@ def _stats(sim: Simulator, _: dict[str, Any]) -> Any:
         "messages": len(sim.messages),
         "logins": sum(sim.logins.values()),
         "failed_logins": sum(sim.failed_logins.values()),
+    }
+
+
+def _connections(sim: Simulator, query: dict[str, Any]) -> Any:
+    """The connection log and its overlaps; ``now`` is the simulator's monotonic clock at the query."""
+    phone = query.get("phone")
+    return {
+        "now": time.monotonic(),
+        "close_delay": CLOSE_DELAY,
+        "intervals": [i.as_dict() for i in sim.connection_intervals(phone)],
+        "overlaps": [o.as_dict() for o in sim.connection_overlaps(phone)],
     }
 
 
@@ -171,6 +186,7 @@ GET_ROUTES: dict[str, Handler] = {
     ],
     "/events": lambda sim, q: sim.events(q.get("kind")),
     "/stats": _stats,
+    "/connections": _connections,
     "/delivered": _delivered,
     "/bursts": lambda sim, _: [b.as_dict() for b in sim.bursts],
     "/media": _media,

@@ -40,6 +40,7 @@ from . import codec, proto
 from .accounts import Account, CompanionDevice, ReceivedMessage, UploadedKeys
 from .burst import Burst
 from .codec import JID, LID_SERVER, SERVER_JID, USER_SERVER, Node
+from .connlog import ConnectionLog, Interval, Overlap
 from .contacts import ContactSide
 from .content import Content
 from .delivery import DeliveryLog
@@ -87,7 +88,8 @@ class Connection:
     outbox: trio.MemorySendChannel[Node | _Close]
     outbox_rx: trio.MemoryReceiveChannel[Node | _Close]
     noise_pub: bytes = b""
-    # "handshake" → "pairing" (registration) | "logged_in" → "active" (after passive) → "closed"
+    # "handshake" → "pairing" (registration) | "logged_in" → "active" (after passive) → "closed";
+    # "replaced" from "logged_in"/"active" when the device logs in again (closed CLOSE_DELAY later)
     state: str = "handshake"
     phone: str | None = None
     device_id: int | None = None
@@ -167,6 +169,7 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
         self.lost_receipt_phones: set[str] = set()
         self.bursts: list[Burst] = []
         self._active_devices: dict[tuple[str, int], Connection] = {}
+        self.connection_log = ConnectionLog()  # when each device was logged in, per connection
         self.accepted_connections = 0
         self.refused_connections = 0
         self.logins: Counter[str] = Counter()
@@ -317,6 +320,7 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
         conn.outbox.close()
         self.connections.pop(conn.id, None)
         self._device_closed(conn)
+        self.connection_log.closed(conn.id, time.monotonic())
         if self._pairing_by_noise.get(conn.noise_pub) is conn:
             del self._pairing_by_noise[conn.noise_pub]
         self._pair_codes.pop(conn.id, None)
@@ -380,6 +384,7 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
             return
         now = int(time.time())
         conn.state = "logged_in"
+        self.connection_log.logged_in(conn.id, phone, device_id, time.monotonic())
         self._record("login", {"conn": conn.id, "phone": phone, "device": device_id})
         conn.send(
             Node(
@@ -394,6 +399,30 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
                 },
             )
         )
+        self._replace_older(conn)
+
+    def _replace_older(self, conn: Connection) -> None:
+        """One live connection per device, as on WhatsApp: the device's other logged-in connections
+        get ``<stream:error><conflict type="replaced"/></stream:error>`` (whatsmeow's
+        ``handleStreamError`` matches only the conflict type, and emits ``StreamReplaced`` without
+        reconnecting) and are closed ``CLOSE_DELAY`` later. They stop receiving deliveries at once."""
+        older = [
+            c
+            for c in self.connections.values()
+            if c is not conn
+            and c.phone == conn.phone
+            and c.device_id == conn.device_id
+            and c.state in ("logged_in", "active")
+        ]
+        for old in older:
+            old.state = "replaced"
+            self._device_closed(old)
+            old.send(Node("stream:error", {}, [Node("conflict", {"type": "replaced"})]))
+            old.close(CLOSE_DELAY)
+            self.connection_log.replaced(old.id, conn.id, time.monotonic())
+            self._record(
+                "replaced", {"conn": old.id, "by": conn.id, "phone": conn.phone, "device": conn.device_id}
+            )
 
     # -------------------------------------------------------------- incoming nodes
 
@@ -799,6 +828,15 @@ class Simulator(ContactSide, DeviceRelay, CodePairing):
         return [
             c for c in self.connections.values() if c.phone == phone and c.state in ("logged_in", "active")
         ]
+
+    def connection_intervals(self, phone: str | None = None) -> list[Interval]:
+        """Each logged-in connection (all phones, or one), from login to close, in login order."""
+        return self.connection_log.intervals(phone.lstrip("+") if phone else None)
+
+    def connection_overlaps(self, phone: str | None = None) -> list[Overlap]:
+        """Times one device had two logged-in connections at once. A replacement makes one by design
+        (``kick=True``, about ``CLOSE_DELAY`` long); any other is a device connected twice."""
+        return self.connection_log.overlaps(time.monotonic(), phone.lstrip("+") if phone else None)
 
     def connected_phones(self) -> set[str]:
         """Phones with a connection that completed login and the post-login ``passive`` IQ."""

@@ -39,7 +39,8 @@ from .idempotency import IdempotencyKeys, document_idempotency, install_idempote
 from .ops import document_metrics, install_ops
 from .status import status_for
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only a node of a cluster imports them (they need PostgreSQL's driver)
+    from ..cluster.forward import Forwarding
     from ..cluster.service import Cluster
 
 log = logging.getLogger("waservice.api")
@@ -171,11 +172,13 @@ def create_app(
     check_number: bool = False,
     idempotency: IdempotencyKeys | None = None,
     cluster: Cluster | None = None,
+    forwarding: Forwarding | None = None,
 ) -> QuartTrio:
     """`webhook_service` and `live` (the event log and its hub) add /webhooks and GET /events;
     `messages` (the message index beside the log) lets replies, reactions, edits, deletes, reads
     and media downloads find the messages they name; `idempotency` makes the send routes honour
-    Idempotency-Key (else the header is ignored)."""
+    Idempotency-Key (else the header is ignored); `forwarding` (a node of a cluster) sends a
+    request for a session another node owns to that node."""
     metrics = metrics or MetricsConfig()
     media_config = media_config or MediaConfig()
     app = QuartTrio("waservice", static_folder=None)  # our /static/ serves web/
@@ -223,6 +226,8 @@ def create_app(
         from .fake import bp as fake_bp
 
         app.register_blueprint(fake_bp)
+    if forwarding is not None:  # last: after the guards, the key check and the restore wait
+        forwarding.install(app)
     return app
 
 

@@ -51,6 +51,15 @@ def checks_form_session(view: F) -> F:
     return view
 
 
+def is_filtered_by_caller(view: Callable[..., Any]) -> bool:
+    return getattr(view, _FILTERED, False)
+
+
+def reads_session_from_form(view: Callable[..., Any]) -> bool:
+    """Marked `checks_form_session`: a multipart body names its session in a part."""
+    return getattr(view, _OWN_FORM_CHECK, False)
+
+
 def require_access(session_id: str) -> None:
     who = caller()
     if not who.may_act_on(session_id):

@@ -8,16 +8,19 @@ from typing import Any
 import attrs
 import msgspec
 from quart import Blueprint
-from quart_schema import hide
+from quart_schema import document_querystring, document_request, hide
 
 from ..engine.fake import FakeClient, FakeEngine
 from ..errors import InvalidRequest, UnknownSession
 from ..events.model import Activity
 from ..events.types import DATA, AckStatus, Kind, TypingState
 from ..ids import validate_session_id
+from .models import SessionQuery
 from .routes import manager
 from .validation import query_session_id, read_body
 
+# Routes that act on one session say so (document_request/querystring with its session_id): on a
+# cluster node they are forwarded to the node whose engine runs it, like the API's own.
 bp = Blueprint("fake", __name__, url_prefix="/_fake")
 
 
@@ -40,6 +43,7 @@ def _client(session_id: str) -> FakeClient:
 
 @bp.post("/scan")
 @hide
+@document_request(FakeRequest)
 async def scan():
     body = await read_body(FakeRequest)
     _client(body.session_id).scan(body.phone)
@@ -48,6 +52,7 @@ async def scan():
 
 @bp.post("/rotate-qr")
 @hide
+@document_request(FakeRequest)
 async def rotate_qr():
     body = await read_body(FakeRequest)
     return {"success": True, "code": _client(body.session_id).rotate_qr()}
@@ -55,6 +60,7 @@ async def rotate_qr():
 
 @bp.post("/fail")
 @hide
+@document_request(FakeRequest)
 async def fail():
     body = await read_body(FakeRequest)
     _client(body.session_id).fail(body.reason)
@@ -115,6 +121,7 @@ async def not_on_whatsapp():
 
 @bp.get("/sent")
 @hide
+@document_querystring(SessionQuery)
 async def sent():
     client = _engine().clients.get(query_session_id())
     messages = [] if client is None else [attrs.asdict(m) for m in client.sent]
@@ -168,6 +175,7 @@ def _reported(activity: Activity) -> dict[str, Any]:
 
 @bp.post("/incoming")
 @hide
+@document_request(IncomingRequest)
 async def incoming():
     """A contact's message arrives (or the account's own phone writes one, with from_me)."""
     body = await read_body(IncomingRequest)
@@ -188,6 +196,7 @@ async def incoming():
 
 @bp.post("/receipt")
 @hide
+@document_request(ReceiptRequest)
 async def receipt():
     """A message the session sent is delivered, read or played."""
     body = await read_body(ReceiptRequest)
@@ -196,6 +205,7 @@ async def receipt():
 
 @bp.post("/typing")
 @hide
+@document_request(TypingRequest)
 async def typing():
     body = await read_body(TypingRequest)
     return _reported(await _client(body.session_id).typing(body.from_, body.state, body.group))
@@ -203,6 +213,7 @@ async def typing():
 
 @bp.post("/activity")
 @hide
+@document_request(ActivityRequest)
 async def activity():
     """Any activity type (message.reaction, presence, call.received...), its data checked."""
     body = await read_body(ActivityRequest)

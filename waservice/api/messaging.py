@@ -37,6 +37,7 @@ from .models import (
     TypingRequest,
 )
 from .routes import errors, messaging, sent_response
+from .scope import creates_session
 from .validation import convert_fields, message_text, phone_number, read_body, recipient
 from .vcard import contact_vcard
 
@@ -70,6 +71,7 @@ def max_media_bytes() -> int:
 
 @bp.post("/pair-code")
 @tag(["Connection"])
+@creates_session
 @document_request(PairCodeRequest)
 @document_response(PairCodeResponse)
 @errors(400, 401, 403, 415, 429, 502, 503)
@@ -112,7 +114,8 @@ async def send_media() -> SendResponse:
     """Send an image, video, audio, voice note, document or sticker.
 
     The file comes as JSON `url` (fetched from a public address) or base64 `data`, or as a
-    multipart/form-data upload with the same fields as parts and the file in a part named `file`.
+    multipart/form-data upload with the same fields as parts and the file in a part named `file`
+    (`session_id` may come in the query instead: a proxy routes it without reading the body).
     At most media.max_bytes (64 MiB); larger is 413, found while it streams in."""
     spool = await messaging().spool.create(max_media_bytes())
     try:
@@ -152,10 +155,7 @@ async def _read_media(spool: SpoolFile) -> tuple[SendMediaRequest, str | None, s
         assert form.url is not None
         fetched = await fetch_into(form.url, spool, fetch_policy())
         return form, fetched.content_type, fetched.file_name
-    if request.args:
-        raise InvalidRequest(
-            f"unexpected query parameter '{next(iter(request.args))}': send it as a form part"
-        )
+    query_session = _query_session()
     boundary = boundary_of(request.content_type or "")
     # The same bound as a JSON body's (server.body_timeout): an upload that trickles in forever
     # would hold its connection and spool file.
@@ -165,13 +165,28 @@ async def _read_media(spool: SpoolFile) -> tuple[SendMediaRequest, str | None, s
         upload = await read_multipart(request.body, boundary, spool)
     if upload is None:
         raise RequestTimeout(f"the upload did not arrive within {timeout:g} s (server.body_timeout)")
-    form = convert_fields(upload.fields, SendMediaRequest)
+    fields = upload.fields
+    if query_session is not None and fields.setdefault("session_id", query_session) != query_session:
+        raise InvalidRequest("session_id differs between the query and the form")
+    form = convert_fields(fields, SendMediaRequest)
     require_access(form.session_id)
     if form.url is not None or form.data is not None:
         raise InvalidRequest("with an uploaded file, give neither `url` nor `data`")
     if not upload.has_file:
         raise InvalidRequest("a multipart/form-data request needs the file in a part named 'file'")
     return form, upload.content_type, upload.file_name
+
+
+def _query_session() -> str | None:
+    """An upload may name its session in the query instead of a part: a node of a cluster then
+    routes it to the session's owner without reading the body."""
+    extra = next((name for name in request.args if name != "session_id"), None)
+    if extra is not None:
+        raise InvalidRequest(f"unexpected query parameter '{extra}': send it as a form part")
+    given = request.args.getlist("session_id")
+    if len(given) > 1:
+        raise InvalidRequest("session_id is given more than once in the query")
+    return given[0] if given else None
 
 
 def _require_connected(session_id: str) -> None:

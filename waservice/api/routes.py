@@ -38,6 +38,7 @@ from .models import (
     StatusResponse,
 )
 from .qr import qr_images
+from .scope import creates_session
 from .validation import message_text, query_session_id, read_body, recipient
 
 bp = Blueprint("api", __name__)
@@ -186,6 +187,7 @@ async def delete_session(session_id: str) -> DeleteResponse:
 
 @bp.post("/connect")
 @tag(["Connection"])
+@creates_session
 @document_request(SessionRequest)
 @document_response(ActionResponse)
 @errors(400, 401, 403, 415, 429, 503)

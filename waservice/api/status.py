@@ -10,6 +10,8 @@ from ..errors import (
     InvalidRequest,
     MediaTooLarge,
     NoQrCode,
+    OwnerFailed,
+    OwnerTimedOut,
     RequestFailed,
     SendFailed,
     SendQueueFull,
@@ -46,9 +48,11 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UnknownChat: 404,
     MediaTooLarge: 413,
     TooManyStreams: 503,
-    SessionMoving: 503,  # with Retry-After (api/app.py)
+    SessionMoving: 503,  # with Retry-After (api/app.py); an owner that cannot be reached too
     ClusterUnavailable: 503,
     UnknownNode: 404,
+    OwnerFailed: 502,  # a request forwarded to the session's owner: the exchange broke
+    OwnerTimedOut: 504,  # ... the owner did not answer in time
 }
 
 
