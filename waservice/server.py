@@ -32,13 +32,14 @@ from .metrics import Metrics
 from .sessions.machine import ReconnectPolicy
 from .sessions.manager import SessionManager
 from .sessions.sendqueue import Pacing
-from .store import SessionStore, open_event_store, open_store
+from .store import EventStore, SessionStore, open_event_store, open_store
 from .store.messages import MessageIndex
 from .store.webhooks import WebhookTables
 from .tcp import quiet_accept_errors, tune_listener
 from .webhooks.service import run_webhooks
 
 if TYPE_CHECKING:
+    from .cluster.events import ClusterEvents
     from .cluster.forward import Forwarding
     from .cluster.service import Cluster
 
@@ -61,15 +62,21 @@ async def serve_forever(
     policy = ReconnectPolicy(r.initial_delay, r.factor, r.max_delay, r.max_attempts)
 
     stop = _StopRequest()
-    async with _session_store(config) as (store, cluster), open_event_store(config.data_dir) as event_store:
+    async with _session_store(config) as (store, cluster), _event_store(config, cluster) as event_store:
         metrics = Metrics()
         hub = EventHub(await event_store.last_id())
-        recorder = EventRecorder(event_store, hub, metrics=metrics)
+        events = None if cluster is None else _cluster_events(event_store, hub, cluster)
+        # In a cluster every node appends: the hub hears of all of them, in id order, from the follower.
+        recorder = EventRecorder(event_store, hub if events is None else events.follower, metrics=metrics)
         metrics.level("waservice_event_log_pending", "Events waiting to be logged", lambda: recorder.pending)
         # Before anything is logged: every append records its webhook deliveries in its transaction.
-        webhook_tables = await event_store.call(WebhookTables, event_store.connection)
+        if events is None:
+            webhook_tables = await event_store.call(WebhookTables, event_store.connection)
+            messages = await MessageIndex.open(event_store)  # indexes each received message as it is logged
+        else:
+            webhook_tables = events.webhook_tables
+            messages = await MessageIndex.open(event_store, events.message_table)
         event_store.add_outbox(webhook_tables.outbox)
-        messages = await MessageIndex.open(event_store)  # indexes each received message as it is logged
         if cluster is None:
             idempotency = await IdempotencyKeys.open(event_store)
         else:
@@ -77,6 +84,8 @@ async def serve_forever(
         async with trio.open_nursery() as background:
             if cluster is not None:
                 await background.start(cluster.run)
+            if events is not None:
+                await background.start(events.follow)
             background.start_soon(prune_forever, event_store, config.events.retention_days)
             background.start_soon(messages.prune_forever, config.events.retention_days)
             background.start_soon(messages.run)
@@ -91,8 +100,11 @@ async def serve_forever(
                     config.webhooks_delivery,
                     config.webhooks,
                     metrics=metrics,
+                    claims=None if events is None else events.claims,
                 )
             )
+            if events is not None:
+                background.start_soon(events.relay_pokes, webhooks.dispatcher)
             async with open_engine(
                 config.sessions.engine, config.engine, recorder.sink, events=config.events
             ) as engine:
@@ -165,6 +177,8 @@ async def serve_forever(
             await recorder.finish()
             await messages.flush()  # the messages sent last, not yet indexed
             background.cancel_scope.cancel()  # the pruner and webhook delivery (resumed at next start)
+        if events is not None:
+            await events.leave()
     log.info("stopped")
 
 
@@ -179,6 +193,25 @@ async def _session_store(config: Config) -> AsyncIterator[tuple[SessionStore, Cl
 
     async with open_cluster(config) as cluster:
         yield cluster.store, cluster  # type: ignore[misc]  # the same interface, on PostgreSQL
+
+
+@asynccontextmanager
+async def _event_store(config: Config, cluster: Cluster | None) -> AsyncIterator[EventStore]:
+    """The event log in waservice.db (one node), or the cluster's in PostgreSQL."""
+    if cluster is None:
+        async with open_event_store(config.data_dir) as store:
+            yield store
+        return
+    from .cluster.events import open_events
+
+    async with open_events(config) as store:
+        yield store  # type: ignore[misc]  # the same interface, on PostgreSQL
+
+
+def _cluster_events(event_store: EventStore, hub: EventHub, cluster: Cluster) -> ClusterEvents:
+    from .cluster.events import ClusterEvents  # psycopg is loaded only for a cluster
+
+    return ClusterEvents(event_store, hub, cluster.node.node_id, cluster.listener)  # type: ignore[arg-type]
 
 
 def _forwarding(cluster: Cluster, config: Config) -> Forwarding:

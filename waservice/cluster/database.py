@@ -89,11 +89,16 @@ class Database:
         query for as long as TCP retries); the thread finishes, or fails, on its own.
         """
 
-        def run() -> T:
-            try:
-                with self._pool.connection() as conn, conn.transaction():
-                    return fn(conn, *args)
-            except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-                raise _translate(error) from error
+        return await trio.to_thread.run_sync(
+            self.run, fn, *args, limiter=self._limiter, abandon_on_cancel=abandon_on_cancel
+        )
 
-        return await trio.to_thread.run_sync(run, limiter=self._limiter, abandon_on_cancel=abandon_on_cancel)
+    def run(self, fn: Callable[..., T], *args: object) -> T:
+        """`call` for code already on a worker thread (it blocks): ``fn(connection, *args)`` in a
+        transaction, with the same errors. The caller bounds its own threads (the event store's
+        limiters) so that they never wait inside the pool."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                return fn(conn, *args)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            raise _translate(error) from error

@@ -93,6 +93,87 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX ws_idempotency_keys_by_age ON ws_idempotency_keys (created_at);
         """,
     ),
+    Migration(
+        4,
+        """
+        -- The event log of the whole cluster (cluster/eventlog.py): one id sequence for every node.
+        CREATE TABLE ws_events (
+            id          bigint PRIMARY KEY,  -- given out under ws_event_head's row lock, in commit order
+            session_id  text NOT NULL,
+            type        text NOT NULL,
+            timestamp   text NOT NULL,
+            data        bytea NOT NULL,  -- the JSON exactly as encoded: webhooks pass it through
+            dedup_key   text,
+            received    double precision NOT NULL,
+            logged_at   double precision NOT NULL
+        );
+        CREATE UNIQUE INDEX ws_events_once
+            ON ws_events (session_id, type, dedup_key) WHERE dedup_key IS NOT NULL;
+        CREATE INDEX ws_events_by_session ON ws_events (session_id, id);
+        CREATE INDEX ws_events_by_age ON ws_events (logged_at);
+        -- The last id given out: appends lock this row, so ids become visible in increasing order
+        -- (a follower reading id > cursor never skips one), and it outlives pruning.
+        CREATE TABLE ws_event_head (
+            one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+            last_id bigint NOT NULL
+        );
+        INSERT INTO ws_event_head (last_id) VALUES (0);
+
+        -- Webhooks and their deliveries (cluster/webhooks.py), as store/webhooks.py keeps them.
+        CREATE TABLE ws_webhooks (
+            id          text PRIMARY KEY,
+            url         text NOT NULL,
+            events      text[] NOT NULL,  -- types, or {*}
+            session_id  text,  -- NULL: every session
+            secret      text NOT NULL,
+            created_at  double precision NOT NULL,
+            source      text NOT NULL CHECK (source IN ('api', 'config')),
+            enabled     boolean NOT NULL DEFAULT true
+        );
+        CREATE TABLE ws_deliveries (
+            webhook_id       text NOT NULL,
+            event_id         bigint NOT NULL,
+            session_id       text NOT NULL,
+            status           text NOT NULL CHECK (status IN ('pending', 'failed', 'ok', 'dead')),
+            attempts         integer NOT NULL DEFAULT 0,
+            first_attempt_at double precision,
+            next_attempt_at  double precision NOT NULL,
+            last_status_code integer,
+            last_error       text,
+            updated_at       double precision NOT NULL,
+            PRIMARY KEY (webhook_id, event_id)
+        );
+        CREATE INDEX ws_deliveries_open
+            ON ws_deliveries (webhook_id, session_id, event_id) WHERE status IN ('pending', 'failed');
+        CREATE INDEX ws_deliveries_by_status ON ws_deliveries (webhook_id, status, event_id);
+        CREATE INDEX ws_deliveries_by_event ON ws_deliveries (event_id);
+        -- Which node delivers a lane (webhook, session) until when (cluster/lanes.py).
+        CREATE TABLE ws_webhook_lanes (
+            webhook_id  text NOT NULL,
+            session_id  text NOT NULL,
+            node        text NOT NULL,
+            until       timestamptz NOT NULL,
+            PRIMARY KEY (webhook_id, session_id)
+        );
+
+        -- The message index (cluster/messages.py), as store/messages.py keeps it.
+        CREATE TABLE ws_messages (
+            session_id  text NOT NULL,
+            message_id  text NOT NULL,
+            chat        text,
+            chat_jid    text NOT NULL,
+            sender_jid  text NOT NULL,
+            from_me     boolean NOT NULL,
+            kind        text NOT NULL,
+            text        text,
+            attachment  bytea,  -- private: the media keys
+            mimetype    text,
+            indexed_at  double precision NOT NULL,
+            PRIMARY KEY (session_id, message_id)
+        );
+        CREATE INDEX ws_messages_by_age ON ws_messages (indexed_at);
+        """,
+    ),
 )
 
 

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
 from .model import LoggedEvent
 
 RING = 4096
+
+
+class Publisher(Protocol):
+    """Told of every batch the recorder logged: the hub itself on one node, the log follower in a
+    cluster (which publishes every node's events to the hub in id order)."""
+
+    def publish(self, events: Sequence[LoggedEvent]) -> None: ...
 
 
 class EventHub:

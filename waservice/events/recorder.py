@@ -16,7 +16,7 @@ import trio
 from ..errors import StorageFailed
 from ..metrics import Metrics
 from ..store import EventStore
-from .hub import EventHub
+from .hub import Publisher
 from .model import Activity, ActivitySink
 
 log = logging.getLogger("waservice.events")
@@ -28,7 +28,7 @@ RETRY_DELAY = (0.1, 5.0)  # the log refused a write (disk full?): retry, first s
 
 class EventRecorder:
     def __init__(
-        self, store: EventStore, hub: EventHub, buffer: int = BUFFER, metrics: Metrics | None = None
+        self, store: EventStore, hub: Publisher, buffer: int = BUFFER, metrics: Metrics | None = None
     ) -> None:
         self.store = store
         self.hub = hub

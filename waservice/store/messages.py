@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -26,7 +26,14 @@ from ..events.model import MESSAGE_RECEIVED, Activity, LoggedEvent
 if TYPE_CHECKING:
     from . import EventStore
 
-__all__ = ["IndexedMessage", "MessageIndex", "MessageTable"]
+__all__ = [
+    "IndexedMessage",
+    "MessageIndex",
+    "MessageTable",
+    "indexed_from_row",
+    "message_row",
+    "received_row",
+]
 
 log = logging.getLogger("waservice.store")
 PRUNE_INTERVAL = 600.0
@@ -86,7 +93,7 @@ class MessageTable:
         rows = [
             row
             for event, source in zip(logged, sources, strict=True)
-            if event.type == MESSAGE_RECEIVED and (row := _received_row(event, source, now)) is not None
+            if event.type == MESSAGE_RECEIVED and (row := received_row(event, source, now)) is not None
         ]
         if rows:
             db.executemany(_UPSERT, rows)
@@ -94,7 +101,7 @@ class MessageTable:
     def add_many(self, messages: Sequence[IndexedMessage]) -> None:
         """Index messages this service sent (or any others), in one transaction: one fsync for all."""
         now = time.time()
-        rows = [_row(message, now) for message in messages]
+        rows = [message_row(message, now) for message in messages]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(_UPSERT, rows)
@@ -109,20 +116,7 @@ class MessageTable:
             " mimetype FROM messages WHERE session_id = ? AND message_id = ?",
             (session_id, message_id),
         ).fetchone()
-        if row is None:
-            return None
-        session, id_, chat, chat_jid, sender, from_me, kind, text, attachment, mimetype = row
-        return IndexedMessage(
-            session_id=session,
-            message_id=id_,
-            chat=chat,
-            chat_jid=chat_jid,
-            sender_jid=sender,
-            from_me=bool(from_me),
-            kind=kind,
-            text=text,
-            attachment=None if attachment is None else Attachment(message=attachment, mimetype=mimetype),
-        )
+        return None if row is None else indexed_from_row(row)
 
     def forget_session(self, session_id: str) -> int:
         return self._db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,)).rowcount
@@ -148,7 +142,23 @@ ON CONFLICT (session_id, message_id) DO UPDATE SET
 """
 
 
-def _row(message: IndexedMessage, now: float) -> tuple[object, ...]:
+def indexed_from_row(row: Sequence) -> IndexedMessage:
+    """From (session, message id, chat, chat JID, sender JID, from me, kind, text, attachment, mimetype)."""
+    session, id_, chat, chat_jid, sender, from_me, kind, text, attachment, mimetype = row
+    return IndexedMessage(
+        session_id=session,
+        message_id=id_,
+        chat=chat,
+        chat_jid=chat_jid,
+        sender_jid=sender,
+        from_me=bool(from_me),
+        kind=kind,
+        text=text,
+        attachment=None if attachment is None else Attachment(message=attachment, mimetype=mimetype),
+    )
+
+
+def message_row(message: IndexedMessage, now: float) -> tuple[object, ...]:
     attachment = message.attachment
     return (
         message.session_id,
@@ -165,7 +175,7 @@ def _row(message: IndexedMessage, now: float) -> tuple[object, ...]:
     )
 
 
-def _received_row(event: LoggedEvent, source: Activity, now: float) -> tuple[object, ...] | None:
+def received_row(event: LoggedEvent, source: Activity, now: float) -> tuple[object, ...] | None:
     """The row of a logged message, or None when its data lacks what the index needs: a failure
     here would fail the append, and the event with it."""
     data = event.data
@@ -201,10 +211,12 @@ class MessageIndex:
         self._arrived = trio.Event()
 
     @classmethod
-    async def open(cls, events: EventStore) -> MessageIndex:
+    async def open(
+        cls, events: EventStore, table_type: Callable[[Any], MessageTable] = MessageTable
+    ) -> MessageIndex:
         """Create the table and index every received message logged from now on (call before
-        anything is logged)."""
-        table = await events.call(MessageTable, events.connection)
+        anything is logged). A cluster's store passes `table_type=PgMessageTable`."""
+        table = await events.call(table_type, events.connection)
         events.add_outbox(table.outbox)
         return cls(events, table)
 

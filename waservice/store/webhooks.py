@@ -21,7 +21,7 @@ import msgspec
 
 from ..events.model import Activity, LoggedEvent
 
-__all__ = ["Delivery", "DeliveryResult", "Due", "StoredWebhook", "WebhookTables"]
+__all__ = ["Delivery", "DeliveryResult", "Due", "StoredWebhook", "WebhookTables", "due_from_row"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -288,12 +288,7 @@ class WebhookTables:
             " ORDER BY d.event_id LIMIT ?",
             (webhook_id, session_id, limit),
         )
-        found = []
-        for id_, type_, session, timestamp, data, attempts, first, next_at in rows:
-            body = _envelope.encode(_Envelope(id_, type_, session, timestamp, msgspec.Raw(data)))
-            event = LoggedEvent(id_, type_, session, timestamp, _data.decode(data))
-            found.append(Due(event, body, attempts, first, next_at))
-        return found
+        return [due_from_row(row) for row in rows]
 
     def record(self, results: Sequence[DeliveryResult]) -> None:
         """Attempts' outcomes, in one transaction (many lanes share its fsync)."""
@@ -341,6 +336,14 @@ class WebhookTables:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def due_from_row(row: Sequence) -> Due:
+    """A Due from (id, type, session, timestamp, data JSON, attempts, first attempt, next attempt)."""
+    id_, type_, session, timestamp, data, attempts, first, next_at = row
+    body = _envelope.encode(_Envelope(id_, type_, session, timestamp, msgspec.Raw(data)))
+    event = LoggedEvent(id_, type_, session, timestamp, _data.decode(data))
+    return Due(event, body, attempts, first, next_at)
 
 
 _COLUMNS = "id, url, events, session_id, secret, created_at, source, enabled"

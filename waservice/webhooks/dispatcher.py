@@ -7,6 +7,11 @@ lanes for new events (woken by the hub), at start for what a previous run left o
 
 Every attempt's outcome is written (in batches shared by all lanes) before the lane goes on, so a
 restart resumes where this run stopped; an attempt cut short by a crash is sent again.
+
+In a cluster every node's dispatcher hears of every event; `LaneClaims` (cluster/lanes.py) lets one
+node at a time deliver a lane: a lane holds its claim before it reads and before each attempt, the
+claims of running lanes are renewed, and lanes with work are looked for now and then, to take over
+those a dead node left.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
@@ -46,12 +51,30 @@ DEFAULT_POLICY = RetryPolicy()
 LaneKey = tuple[str, str]  # (webhook id, session id)
 
 
+class LaneClaims(Protocol):
+    """Who delivers which lane when several dispatchers share the tables (cluster/lanes.py)."""
+
+    @property
+    def interval(self) -> float:
+        """Seconds between renewals; a claim lasts several of them."""
+        ...
+
+    async def hold(self, webhook_id: str, session_id: str) -> bool:
+        """Take or extend the lane's claim; False if another dispatcher has it."""
+        ...
+
+    async def renew(self, lanes: Sequence[LaneKey]) -> set[LaneKey] | None:
+        """Extend these claims; those still held, or None if nobody can tell (database down)."""
+        ...
+
+
 @attrs.define(eq=False)
 class _Lane:
     key: LaneKey
     more: bool = True  # work may have arrived since the last read
     interrupt: trio.Event = attrs.Factory(trio.Event)  # re-read now (redeliver), even mid-wait
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    held_at: float | None = None  # trio time the lane's claim was last taken or renewed (cluster)
 
 
 class Dispatcher:
@@ -68,6 +91,7 @@ class Dispatcher:
         spread: Callable[[], float] = lambda: random.uniform(-1.0, 1.0),
         prune_interval: float | None = PRUNE_INTERVAL,
         metrics: Metrics | None = None,
+        claims: LaneClaims | None = None,
     ) -> None:
         self.store = store
         self.tables = tables
@@ -81,6 +105,7 @@ class Dispatcher:
         self._wall = wall  # unix time; tests put it on trio's clock
         self._spread = spread
         self._prune_interval = prune_interval
+        self._claims = claims
         self._writer = _ResultWriter(store, tables)
         self._lanes: dict[LaneKey, _Lane] = {}
         self._nursery: trio.Nursery | None = None
@@ -92,6 +117,8 @@ class Dispatcher:
             nursery.start_soon(self._writer.run)
             if self._prune_interval is not None:
                 nursery.start_soon(self._prune_forever, self._prune_interval)
+            if self._claims is not None:
+                nursery.start_soon(self._share_lanes, self._claims)
             seen = self.hub.last_id  # events after this are new; those before are found by the query
             for key in await self._read(self.tables.lanes_with_work):
                 self._wake(key)
@@ -139,6 +166,8 @@ class Dispatcher:
         try:
             with lane.scope:
                 while True:
+                    if not await self._hold(lane, at_once=True):
+                        return  # another node delivers it
                     lane.more = False
                     lane.interrupt = trio.Event()
                     webhook = await self._read(self.tables.get, webhook_id)
@@ -175,6 +204,8 @@ class Dispatcher:
             with trio.move_on_after(max(0.0, next_at - self._wall())):
                 await lane.interrupt.wait()
                 return False
+            if not await self._hold(lane):
+                return False  # the lane went to another node meanwhile: it sends this one
             started = self._wall()
             headers = signing.headers(key, due.event.id, int(started), due.body)
             async with self._webhook_limiter(webhook.id), self._limiter:
@@ -197,6 +228,40 @@ class Dispatcher:
                 return True
             assert decision.next_attempt_at is not None
             next_at = decision.next_attempt_at
+
+    async def _hold(self, lane: _Lane, at_once: bool = False) -> bool:
+        """Whether this dispatcher may deliver the lane now (always, without claims). Before an
+        attempt, a claim taken or renewed less than an interval ago is good for two more."""
+        claims = self._claims
+        if claims is None:
+            return True
+        now = trio.current_time()
+        if not at_once and lane.held_at is not None and now - lane.held_at < claims.interval:
+            return True
+        if not await claims.hold(*lane.key):
+            lane.held_at = None
+            return False
+        lane.held_at = now
+        return True
+
+    async def _share_lanes(self, claims: LaneClaims) -> None:
+        """Keep the claims of the lanes this node runs (a lane waiting for a retry keeps its node),
+        stop those another node took, and start lanes with work nobody holds: a dead node's, once
+        its claims have run out, or any a lost wake-up left waiting."""
+        while True:
+            await trio.sleep(claims.interval)
+            running = {key: lane for key, lane in self._lanes.items() if lane.held_at is not None}
+            sent = trio.current_time()
+            held = await claims.renew(list(running))
+            if held is not None:
+                for key, lane in running.items():
+                    if key in held:
+                        lane.held_at = sent
+                    else:
+                        log.warning("webhook lane %s/%s taken by another node: stopped here", *key)
+                        lane.scope.cancel()
+            for key in await self._read(self.tables.lanes_with_work):
+                self._wake(key)
 
     def _count(self, verdict: Verdict, happened: str) -> None:
         if verdict is Verdict.OK:

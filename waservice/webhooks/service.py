@@ -21,7 +21,7 @@ from ..metrics import Metrics
 from ..store import EventStore
 from ..store.webhooks import Delivery, StoredWebhook, WebhookTables
 from . import rules, signing
-from .dispatcher import WEBHOOK_SHARE, Dispatcher
+from .dispatcher import WEBHOOK_SHARE, Dispatcher, LaneClaims
 from .schedule import RetryPolicy
 from .sender import HttpSender
 
@@ -114,12 +114,16 @@ async def run_webhooks(
     configured: Sequence[WebhookConfig] = (),
     *,
     metrics: Metrics | None = None,
+    claims: LaneClaims | None = None,
     task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The config file's webhooks stored, then delivery until cancelled; started() gives the service."""
+    """The config file's webhooks stored, then delivery until cancelled; started() gives the service.
+    `claims`: in a cluster, how the nodes share the lanes (cluster/lanes.py)."""
     sender = HttpSender(delivery.timeout, connections=max(1, delivery.concurrency // WEBHOOK_SHARE))
     policy = RetryPolicy(max_age=delivery.max_age_hours * 3600)
-    dispatcher = Dispatcher(store, tables, hub, sender, policy, delivery.concurrency, metrics=metrics)
+    dispatcher = Dispatcher(
+        store, tables, hub, sender, policy, delivery.concurrency, metrics=metrics, claims=claims
+    )
     service = WebhookService(store, tables, dispatcher)
     try:
         await service.configure([WebhookSpec(c.url, c.events, c.session_id, c.secret) for c in configured])

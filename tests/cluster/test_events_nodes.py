@@ -1,0 +1,128 @@
+"""Two real service processes on one PostgreSQL (fake engine): the event log is the cluster's. A
+webhook created through one node gets every event of both nodes once, under the log's ids, and
+GET /events on either node streams them all."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.cluster.nodes import Cluster
+
+pytestmark = pytest.mark.cluster
+
+
+class Receiver(ThreadingHTTPServer):
+    """A real HTTP receiver in a thread: keeps (webhook-id header, event) of every POST, answers 200."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.received: list[tuple[int, dict]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+    def ids(self) -> list[int]:
+        with self.lock:
+            return [event_id for event_id, _ in self.received]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:  # http.server calls it by this name
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with self.server.lock:
+            self.server.received.append((int(self.headers["webhook-id"]), json.loads(body)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path, database_url, ttl=3.0)
+    try:
+        yield nodes
+    finally:
+        codes = nodes.stop_all()
+        assert all(code in (0, -9, None) for code in codes.values()), codes
+
+
+def _pair(cluster: Cluster, node_id: str, session_id: str, phone: str) -> None:
+    assert cluster.post(node_id, "/connect", session_id=session_id).status_code == 200
+    cluster.wait(lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "qr_ready")
+    assert cluster.post(node_id, "/_fake/scan", session_id=session_id, phone=phone).status_code == 200
+    cluster.wait(
+        lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "connected"
+    )
+
+
+def _logged(database_url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT id, session_id FROM ws_events ORDER BY id").fetchall()
+
+
+def _stream_ids(cluster: Cluster, node_id: str, count: int) -> list[int]:
+    ids: list[int] = []
+    url = cluster.nodes[node_id].url + "/events"
+    with httpx.stream("GET", url, params={"after": 0}, timeout=30) as response:
+        assert response.status_code == 200
+        pending = None  # an `id:` line is an event's when an `event:` line follows (else a cursor move)
+        for line in response.iter_lines():
+            if line.startswith("event:") and pending is not None:
+                ids.append(pending)
+            pending = int(match[1]) if (match := re.fullmatch(r"id: (\d+)", line)) else None
+            if len(ids) >= count:
+                return ids
+    return ids
+
+
+def test_a_webhook_and_the_streams_carry_every_nodes_events_once(
+    cluster: Cluster, receiver: Receiver, database_url: str
+) -> None:
+    cluster.start("a")
+    cluster.start("b")
+    created = cluster.post("b", "/webhooks", url=receiver.url, events=["*"])
+    assert created.status_code in (200, 201), created.text
+    _pair(cluster, "a", "s1", "15550000001")
+    _pair(cluster, "b", "s2", "15550000002")
+    logged = _logged(database_url)
+    assert {session for _, session in logged} >= {"s1", "s2"}  # both nodes logged, one sequence
+    ids = [event_id for event_id, _ in logged]
+    cluster.wait(lambda: set(receiver.ids()) >= set(ids), timeout=30, what="every event delivered")
+    for node_id in ("a", "b"):
+        assert _stream_ids(cluster, node_id, len(ids))[: len(ids)] == ids, node_id
+    counted = collections.Counter(receiver.ids())
+    assert [i for i, c in counted.items() if c > 1] == []  # once across the cluster
+    assert all(event["id"] == event_id for event_id, event in receiver.received)  # the log's ids
+    per_session = collections.defaultdict(list)
+    for event_id, event in receiver.received:
+        per_session[event["session_id"]].append(event_id)
+    assert all(seq == sorted(seq) for seq in per_session.values())  # in order per lane
