@@ -183,9 +183,9 @@ class SlowRestore(FakeEngine):
         super().__init__()
         self.gate = trio.Event()
 
-    async def has_credentials(self, directory: Path) -> bool:
+    async def has_credentials(self, session_id: str, directory: Path) -> bool:
         await self.gate.wait()
-        return await super().has_credentials(directory)
+        return await super().has_credentials(session_id, directory)
 
 
 async def test_ready_flips_once_the_sessions_are_restored(store: SessionStore, nursery: trio.Nursery):
@@ -283,9 +283,9 @@ async def test_the_server_answers_while_it_restores(tmp_path: Path, monkeypatch,
     gate = trio.Event()
     probe = FakeEngine.has_credentials
 
-    async def slow_probe(self, directory: Path) -> bool:
+    async def slow_probe(self, session_id: str, directory: Path) -> bool:
         await gate.wait()
-        return await probe(self, directory)
+        return await probe(self, session_id, directory)
 
     monkeypatch.setattr(FakeEngine, "has_credentials", slow_probe)
     monkeypatch.setattr(server, "_fix_server_libraries", lambda: None)  # process-wide: not in a test

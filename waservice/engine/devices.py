@@ -23,6 +23,11 @@ class DeviceSpec:
     new_device: bool = False  # pair a new account (PostgreSQL: never "the first device in the store")
 
 
+def is_postgres(db: str) -> bool:
+    """Whether goneonize opens `db` as PostgreSQL (its own test: the name's prefix), not SQLite."""
+    return db.startswith("postgres")
+
+
 class DeviceStore(Protocol):
     async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
         """How to open the session's device now (its account if it has one, else a new device).

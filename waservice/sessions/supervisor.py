@@ -291,7 +291,7 @@ class SessionSupervisor:
     async def may_be_paired(self) -> bool:
         """Whether the device has credentials; when the engine cannot tell, assume it may."""
         try:
-            return await self._engine.has_credentials(self.directory)
+            return await self._engine.has_credentials(self.session_id, self.directory)
         except Exception as exc:  # e.g. an unreadable device store: connecting will say why
             log.warning("session=%s cannot tell whether the device is paired: %r", self.session_id, exc)
             return True
@@ -467,7 +467,7 @@ class SessionSupervisor:
     async def _forget_credentials(self, previous: trio.Event, done: trio.Event) -> None:
         try:
             await previous.wait()  # the connection that reported the logout has stopped
-            await self._engine.forget_credentials(self.directory)
+            await self._engine.forget_credentials(self.session_id, self.directory)
         except Exception as exc:  # OSError, or the engine's: the next connection shows a QR anyway
             log.error(
                 "session=%s could not delete the logged-out device's credentials: %r", self.session_id, exc

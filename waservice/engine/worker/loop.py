@@ -17,10 +17,11 @@ import trio
 from .. import protocol as p
 from ..content import Attachment, Content, Downloaded, NumberCheck
 from ..credentials import CorruptDatabase, check_database
+from ..devices import is_postgres
 from . import HISTORY_MESSAGES_ENV
 from .activity import ActivityWriter
 from .device import Attempt, attempt_uuid
-from .go import CallError, GoBridge, go_jid
+from .go import CallError, GoBridge, account_jid, go_jid
 from .normalize import Normalizer, PhoneBook, jid_text
 from .outgoing import BuildError, build
 
@@ -114,11 +115,17 @@ class Worker:
             cmd.session, cmd.attempt, cmd.db, self.post, self._normalizer(cmd), self.activity, self.soon
         )
         self.attempts[(cmd.session, cmd.attempt)] = attempt
+        account = b""
         try:
             # Validate before Go sees it: goneonize aborts the whole process on a db it cannot use.
-            await trio.to_thread.run_sync(check_database, Path(cmd.db), limiter=self._control_threads)
+            # A PostgreSQL store is checked by the API process (the account's row, devices.py).
+            if not is_postgres(cmd.db):
+                await trio.to_thread.run_sync(check_database, Path(cmd.db), limiter=self._control_threads)
+            account = account_jid(cmd.jid) if cmd.jid else b""
         except CorruptDatabase as exc:
             attempt.result = f"device database unusable: {exc}"
+        except ValueError as exc:
+            attempt.result = f"device account unusable: {exc}"
         if attempt.stopping or attempt.result:
             del self.attempts[(cmd.session, cmd.attempt)]
             attempt.returned.set()
@@ -127,7 +134,7 @@ class Worker:
             return
         attempt.started = True
         trio.lowlevel.start_thread_soon(
-            lambda: self.go.connect(attempt.uuid, attempt.db, attempt),
+            lambda: self.go.connect(attempt.uuid, attempt.db, attempt, account, cmd.new_device),
             lambda result: self.token.run_sync_soon(self._returned, attempt, result),
             name=f"go:{attempt.uuid}",
         )

@@ -1,0 +1,132 @@
+"""whatsmeow's devices in a real PostgreSQL, through the real engine (worker pool) against the simulator.
+
+The registry rows (`ws_sessions`) are inserted here: in the service the coordinator's registry
+creates them before a session starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import trio
+
+from tests.simulator.conftest import sim  # noqa: F401 (the simulator fixture, per test)
+from tests.simulator.engine_harness import Device, pair, pool_on
+from tests.wasim import Simulator
+from waservice.cluster.database import Database
+from waservice.cluster.devices import PostgresDevices
+from waservice.cluster.migrations import migrate
+from waservice.engine import Connected, QrCode
+from waservice.engine.devices import DeviceSpec
+
+pytestmark = [pytest.mark.cluster, pytest.mark.simulator, pytest.mark.trio]
+
+
+def phone(i: int) -> str:
+    return f"1555200{i:04d}"
+
+
+@contextlib.asynccontextmanager
+async def registry(url: str, *sessions: str) -> AsyncIterator[Database]:
+    async with Database.open(url, size=2) as db:
+        await db.call(migrate)
+        await db.call(add_sessions, sessions)
+        yield db
+
+
+def add_sessions(conn: psycopg.Connection, sessions: tuple[str, ...], jid: str | None = None) -> None:
+    for session in sessions:
+        conn.execute("INSERT INTO ws_sessions (id, jid) VALUES (%s, %s)", (session, jid))
+
+
+def registry_jids(conn: psycopg.Connection) -> dict[str, str | None]:
+    return dict(conn.execute("SELECT id, jid FROM ws_sessions").fetchall())
+
+
+def stored_devices(conn: psycopg.Connection) -> set[str]:
+    return {jid for (jid,) in conn.execute("SELECT jid FROM whatsmeow_device").fetchall()}
+
+
+def rows_of(conn: psycopg.Connection, jid: str) -> int:
+    """The account's rows in whatsmeow's tables that key on our device (its keys and sessions)."""
+    tables = ("whatsmeow_device", "whatsmeow_identity_keys", "whatsmeow_pre_keys", "whatsmeow_sessions")
+    total = 0
+    for table in tables:
+        column = "jid" if table in ("whatsmeow_device", "whatsmeow_pre_keys") else "our_jid"
+        total += conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", (jid,)).fetchone()[0]
+    return total
+
+
+async def start(nursery: trio.Nursery, pool, session: str, tmp_path: Path) -> Device:  # type: ignore[no-untyped-def]
+    device = Device(pool, session, tmp_path / session)
+    await nursery.start(device.run)
+    return device
+
+
+async def stop(device: Device) -> None:
+    device.stop()
+    with trio.fail_after(30):
+        await device.done.wait()
+
+
+async def test_paired_accounts_are_restored_by_jid_on_a_fresh_engine(
+    sim: Simulator,  # noqa: F811
+    patched_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    async with registry(database_url, "s0", "s1") as db:
+        devices = PostgresDevices(db, database_url)
+        go_url = f"{database_url}?sslmode=prefer"  # lib/pq's default would be "require"
+        assert await devices.spec("s0", tmp_path) == DeviceSpec(db=go_url, new_device=True)
+        assert not await devices.has_credentials("s0", tmp_path)  # no whatsmeow table yet: no device
+
+        # Two sessions paired in one database: two accounts, each JID in the registry.
+        async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
+            for i in range(2):
+                await pair(sim, await start(nursery, pool, f"s{i}", tmp_path), phone(i))
+            nursery.cancel_scope.cancel()
+        jids = await db.call(registry_jids)
+        for i in range(2):
+            user, _, rest = str(jids[f"s{i}"]).partition(":")
+            assert user == phone(i) and rest.endswith("@s.whatsapp.net"), jids
+        assert await db.call(stored_devices) == set(jids.values())
+        assert await devices.has_credentials("s0", tmp_path)
+        assert await devices.spec("s1", tmp_path) == DeviceSpec(db=go_url, jid=jids["s1"])
+
+        # A registry JID whatsmeow has no device for: a new device (QR), not a crashed worker.
+        await db.call(add_sessions, ("s2",), f"{phone(9)}:3@s.whatsapp.net")
+        assert not await devices.has_credentials("s2", tmp_path)
+
+        # A fresh engine (a restart, or another node): each session logs in as its own account.
+        logins = len(sim.events("login"))
+        registrations = len(sim.events("registration"))
+        async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
+            restored = [await start(nursery, pool, f"s{i}", tmp_path) for i in range(2)]
+            for i, device in enumerate(restored):
+                assert await device.wait(Connected) == Connected(phone(i))
+            stranger = await start(nursery, pool, "s2", tmp_path)
+            await stranger.wait(QrCode)
+            assert all(device.connected for device in restored)  # the worker did not crash
+            assert all(slot.restarts == 0 for slot in pool._slots)
+            assert all(device.count(QrCode) == 0 for device in restored)
+            assert len(sim.events("registration")) == registrations + 1  # the stranger's only
+            seen = {(e["phone"], e["device"]) for e in sim.events("login")[logins:]}
+            expected = {(phone(i), int(str(jids[f"s{i}"]).split(":")[1].split("@")[0])) for i in range(2)}
+            assert seen == expected
+
+            # Forget one: its rows go, the registry forgets its JID, the other stays.
+            await stop(restored[0])
+            await devices.forget("s0", tmp_path / "s0")
+            assert await db.call(rows_of, jids["s0"]) == 0
+            assert await db.call(rows_of, jids["s1"]) > 0
+            assert (await db.call(registry_jids))["s0"] is None
+            assert not await devices.has_credentials("s0", tmp_path)
+            again = await start(nursery, pool, "s0", tmp_path)
+            await again.wait(QrCode)  # a new device: the account is gone
+            assert restored[1].connected
+            nursery.cancel_scope.cancel()
