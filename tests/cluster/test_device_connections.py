@@ -18,6 +18,7 @@ from tests.cluster.test_device_store import registry, start, stop
 from tests.simulator.conftest import sim  # noqa: F401 (the simulator fixture, per test)
 from tests.simulator.engine_harness import pair, pool_on
 from tests.wasim import Simulator
+from waservice.cluster.database import Database
 from waservice.cluster.devices import PostgresDevices
 from waservice.engine import Connected
 from waservice.engine.pool import WorkerPool
@@ -63,6 +64,15 @@ def backends(conn: psycopg.Connection) -> list[int]:
     return [port for (port,) in rows]
 
 
+async def settled(db: Database, at_least: int) -> list[int]:
+    """The workers' connections once there are `at_least`, or after 5 s: Go opens a store's second
+    connection when it first needs two at once (mostly a moment after the login)."""
+    with trio.move_on_after(5):
+        while len(ports := await db.call(backends)) < at_least:
+            await trio.sleep(0.1)
+    return ports
+
+
 def per_worker(pool: WorkerPool, ports: list[int]) -> dict[int, int]:
     counts = {}
     for slot in pool._slots:
@@ -86,18 +96,19 @@ async def test_connections_per_session_per_attempt_and_after_a_recycle(
             for i, session in enumerate(sessions):
                 running[session] = await start(nursery, pool, session, tmp_path)
                 await pair(sim, running[session], phone(i))
-            paired = await db.call(backends)
+            paired = await settled(db, 2 * SESSIONS)
             print(f"\n{SESSIONS} sessions paired: {len(paired)} worker connections")
-            assert 2 * SESSIONS <= len(paired) <= 2 * SESSIONS + 2  # two per Neonize() (Go's idle pool)
+            # Up to two per Neonize() (Go's idle pool); the second opens when first needed.
+            assert SESSIONS <= len(paired) <= 2 * SESSIONS + 2
 
             # Every session reconnects (a new attempt: a new Neonize(), a new store in Go).
             for i, session in enumerate(sessions):
                 await stop(running[session])
                 running[session] = await start(nursery, pool, session, tmp_path)
                 assert await running[session].wait(Connected) == Connected(phone(i))
-            reconnected = await db.call(backends)
+            reconnected = await settled(db, len(paired) + 2 * SESSIONS)
             print(f"after one more attempt each: {len(reconnected)}")
-            # The stopped attempts' stores stay open in Go: measured, both of their connections.
+            # The stopped attempts' stores stay open in Go, with their connections.
             assert len(reconnected) >= len(paired) + SESSIONS
 
             # Recycle worker 0 (what the pool does past max_leaked_fds): its connections close.
@@ -118,6 +129,6 @@ async def test_connections_per_session_per_attempt_and_after_a_recycle(
                 ):
                     await trio.sleep(0.2)
             assert sum(seen.values()) == len(after) and seen[1] == counts[1], (seen, len(after))
-            assert 2 * len(moved) <= seen[0] < counts[0]  # the new worker: its sessions' attempts only
+            assert len(moved) <= seen[0] < counts[0]  # the new worker: its sessions' attempts only
             print(f"per worker before the recycle: {counts}; after: {seen}")
             nursery.cancel_scope.cancel()
