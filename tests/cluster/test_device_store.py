@@ -130,3 +130,26 @@ async def test_paired_accounts_are_restored_by_jid_on_a_fresh_engine(
             await again.wait(QrCode)  # a new device: the account is gone
             assert restored[1].connected
             nursery.cancel_scope.cancel()
+
+
+async def test_lib_pq_binary_parameters_pairs_restores_and_sends(
+    sim: Simulator,  # noqa: F811
+    patched_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """`binary_parameters=yes` (lib/pq sends Parse and Bind together: PgBouncer's transaction mode
+    needs it, facts-scale.md section 2) is accepted, and whatsmeow's keys work through it."""
+    async with registry(database_url, "s0") as db:
+        devices = PostgresDevices(db, f"{database_url}?binary_parameters=yes")
+        async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
+            await pair(sim, await start(nursery, pool, "s0", tmp_path), phone(0))
+            nursery.cancel_scope.cancel()
+        registrations = len(sim.events("registration"))
+        async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
+            device = await start(nursery, pool, "s0", tmp_path)
+            assert await device.wait(Connected) == Connected(phone(0))
+            sent = await device.send_text("15559998888", "through binary parameters")
+            assert (await sim.wait_message(to="15559998888", text="through binary parameters")).id == sent.id
+            assert len(sim.events("registration")) == registrations and device.count(QrCode) == 0
+            nursery.cancel_scope.cancel()
