@@ -20,7 +20,7 @@ from tests.wasim import Simulator
 from waservice.cluster.database import Database
 from waservice.cluster.devices import PostgresDevices
 from waservice.cluster.migrations import migrate
-from waservice.engine import Connected, QrCode
+from waservice.engine import Connected, EngineError, QrCode
 from waservice.engine.devices import DeviceSpec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.simulator, pytest.mark.trio]
@@ -31,8 +31,8 @@ def phone(i: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def registry(url: str, *sessions: str) -> AsyncIterator[Database]:
-    async with Database.open(url, size=2) as db:
+async def registry(url: str, *sessions: str, acquire_timeout: float = 10.0) -> AsyncIterator[Database]:
+    async with Database.open(url, size=2, acquire_timeout=acquire_timeout) as db:
         await db.call(migrate)
         await db.call(add_sessions, sessions)
         yield db
@@ -153,3 +153,58 @@ async def test_lib_pq_binary_parameters_pairs_restores_and_sends(
             assert (await sim.wait_message(to="15559998888", text="through binary parameters")).id == sent.id
             assert len(sim.events("registration")) == registrations and device.count(QrCode) == 0
             nursery.cancel_scope.cancel()
+
+
+def cut_off(database_url: str, cut: bool) -> None:
+    """The database refuses new connections and drops the ones it has; or takes them again."""
+    server, name = database_url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not cut).lower()}')
+        if cut:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+
+
+async def test_a_pairing_the_registry_missed_is_recorded_at_the_next_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    """No engine here: a one-column `whatsmeow_device` stands in for whatsmeow's (the store reads
+    only that); the real one is in the test above."""
+    jid = f"{phone(1)}:4@s.whatsapp.net"
+    async with registry(database_url, "s0", "s1", acquire_timeout=1.0) as db:
+        await db.call(lambda conn: conn.execute("CREATE TABLE whatsmeow_device (jid text PRIMARY KEY)"))
+        await db.call(lambda conn: conn.execute("INSERT INTO whatsmeow_device VALUES (%s)", (jid,)))
+        devices = PostgresDevices(db, database_url)
+        cut_off(database_url, True)
+        try:
+            await devices.paired("s0", jid)  # never raises: the session is connected either way
+            assert await devices.has_credentials("s0", tmp_path)  # known here, not yet in the registry
+            with pytest.raises(EngineError, match="PostgreSQL unavailable"):  # the supervisor retries
+                await devices.spec("s0", tmp_path)
+        finally:
+            cut_off(database_url, False)
+        assert (await db.call(registry_jids))["s0"] is None
+        spec = await devices.spec("s0", tmp_path)  # the next start writes it, then restores it
+        assert spec.jid == jid and not spec.new_device
+        assert (await db.call(registry_jids))["s0"] == jid
+
+        # A registry JID that is no device JID at all: a new device, never handed to Go.
+        await db.call(lambda conn: conn.execute("UPDATE ws_sessions SET jid = 'garbage' WHERE id = 's1'"))
+        assert (await devices.spec("s1", tmp_path)).new_device
+
+        await devices.forget("s0", tmp_path)
+        assert await db.call(stored_devices) == set()
+        assert (await db.call(registry_jids))["s0"] is None
+        assert (await devices.spec("s0", tmp_path)).new_device
+
+
+async def test_forget_before_whatsmeow_made_its_tables(database_url: str, tmp_path: Path) -> None:
+    async with registry(database_url, "s0") as db:
+        devices = PostgresDevices(db, database_url)
+        await db.call(
+            lambda conn: conn.execute("UPDATE ws_sessions SET jid = %s", (f"{phone(0)}:2@s.whatsapp.net",))
+        )
+        assert not await devices.has_credentials("s0", tmp_path)
+        await devices.forget("s0", tmp_path)
+        assert (await db.call(registry_jids))["s0"] is None
