@@ -97,6 +97,8 @@ async def test_connections_per_session_per_attempt_and_after_a_recycle(
                 running[session] = await start(nursery, pool, session, tmp_path)
                 await pair(sim, running[session], phone(i))
             paired = await settled(db, 2 * SESSIONS)
+            fds = {stats.index: stats.open_fds for stats in pool.stats()}
+            by_worker = per_worker(pool, paired)
             print(f"\n{SESSIONS} sessions paired: {len(paired)} worker connections")
             # Up to two per Neonize() (Go's idle pool); the second opens when first needed.
             assert SESSIONS <= len(paired) <= 2 * SESSIONS + 2
@@ -113,6 +115,12 @@ async def test_connections_per_session_per_attempt_and_after_a_recycle(
 
             # Recycle worker 0 (what the pool does past max_leaked_fds): its connections close.
             counts = per_worker(pool, reconnected)
+            # Each kept connection is an open file of its worker: what max_leaked_fds recycles on.
+            for stats in pool.stats():
+                grown = stats.open_fds - fds[stats.index]
+                kept = counts[stats.index] - by_worker[stats.index]
+                print(f"worker {stats.index}: +{grown} open files, +{kept} connections")
+                assert grown >= kept
             assert sum(counts.values()) == len(reconnected)  # every connection is a worker's
             old = pool._slots[0].current
             assert old is not None
