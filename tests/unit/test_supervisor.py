@@ -156,6 +156,27 @@ async def test_delete_removes_folder(manager: SessionManager, engine: FakeEngine
     assert "gone" not in [s.session_id for s in manager.sessions()]
 
 
+async def test_delete_forgets_the_device_where_the_engine_keeps_it(
+    manager: SessionManager, engine: FakeEngine, monkeypatch
+):
+    """A shared device store (PostgreSQL) is not in the folder: the engine is asked, even when the
+    logout failed (the account's keys would stay behind otherwise), before the store forgets it."""
+    session = await pair(manager, engine, "gone", "1555")
+    engine.fail_logouts = True
+    forgotten = []
+    forget = engine.forget_credentials
+
+    async def recording(session_id: str, directory: Path) -> None:
+        stored = [s.id for s in await manager.store.list()]
+        forgotten.append((session_id, directory, session_id in stored))
+        await forget(session_id, directory)
+
+    monkeypatch.setattr(engine, "forget_credentials", recording)
+    result = await manager.delete("gone")
+    assert result.unlinked is False
+    assert forgotten == [("gone", session.directory, True)]
+
+
 async def test_unknown_and_illegal_events_are_logged_and_ignored(manager, engine: FakeEngine, caplog):
     session = await pair(manager, engine, "s1", "1555")
     client = engine.clients["s1"]

@@ -296,6 +296,15 @@ class SessionSupervisor:
             log.warning("session=%s cannot tell whether the device is paired: %r", self.session_id, exc)
             return True
 
+    async def forget_device(self) -> None:
+        """On delete, once disconnected: remove the device's keys wherever the engine keeps them (a
+        shared PostgreSQL store keeps them outside the folder the session store removes). Before
+        the store forgets the session: the registry says which account is the session's."""
+        try:
+            await self._engine.forget_credentials(self.session_id, self.directory)
+        except Exception as exc:  # the folder's removal reports leftover files itself
+            log.warning("session=%s could not delete its device's credentials: %r", self.session_id, exc)
+
     async def _log_out(self) -> str | None:
         """Log out through a connection (started if need be); returns why it could not."""
         self.connect()
