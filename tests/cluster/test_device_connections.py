@@ -140,3 +140,31 @@ async def test_connections_per_session_per_attempt_and_after_a_recycle(
             assert len(moved) <= seen[0] < counts[0]  # the new worker: its sessions' attempts only
             print(f"per worker before the recycle: {counts}; after: {seen}")
             nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_past_its_stale_stores_is_recycled_and_its_connections_close(
+    sim: Simulator,  # noqa: F811
+    patched_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    async with registry(f"{database_url}?application_name={OURS}", "s0") as db:
+        devices = PostgresDevices(db, database_url, max_stale_stores=2)
+        async with pool_on(patched_dir, devices=devices, workers=1) as pool, trio.open_nursery() as nursery:
+            device = await start(nursery, pool, "s0", tmp_path)
+            await pair(sim, device, phone(0))
+            for _ in range(3):  # three more attempts: three stale stores > 2
+                await stop(device)
+                device = await start(nursery, pool, "s0", tmp_path)
+                await device.wait(Connected)
+            with trio.fail_after(30):  # the next ping sees it
+                while not any("device stores" in end for end in device.ends):
+                    await trio.sleep(0.1)
+            recycled = next(i for i, e in enumerate(device.events) if "device stores" in str(e))
+            await device.wait(Connected, after=recycled, timeout=60)  # on the new worker
+            assert pool.restart_causes == {"recycled_stores": 1}
+            with trio.move_on_after(30):  # the old worker's stores are gone with it
+                while len(await db.call(backends)) > 2:
+                    await trio.sleep(0.2)
+            assert 1 <= len(await db.call(backends)) <= 2  # the new worker's one attempt
+            nursery.cancel_scope.cancel()

@@ -164,6 +164,11 @@ def test_reason_classes(reason, expected):
         ("engine worker 0 was recycled (900 open files > 532 for 4 clients)", "recycled_fds"),
         ("engine worker 0 was recycled (1100 MB resident > 1024 MB)", "recycled_rss"),
         ("engine worker 0 was recycled (17 abandoned QR-phase clients > 16)", "recycled_abandoned"),
+        (
+            "engine worker 0 was recycled (21 device stores of past attempts keep their database"
+            " connections > 20)",
+            "recycled_stores",
+        ),
         ("engine worker 2 did not answer a ping in 15 s; killed", "unresponsive"),
         ("engine worker 0 could not start: not ready in 60 s", "start_failed"),
         ("engine worker 0 exited with SIGSEGV: ... too many open files", "crashed"),

@@ -25,14 +25,18 @@ from .database import Database, DatabaseError
 
 log = logging.getLogger("waservice.cluster.devices")
 T = TypeVar("T")
+# Each connection attempt leaves its store open in Go with up to 2 server connections (measured:
+# tests/cluster/test_device_connections.py): a worker past this many is recycled, which closes them.
+STALE_STORES = 20
 
 
 class PostgresDevices:
     """A `DeviceStore` on the cluster database `url` (the one `database` is connected to)."""
 
-    def __init__(self, database: Database, url: str) -> None:
+    def __init__(self, database: Database, url: str, *, max_stale_stores: int = STALE_STORES) -> None:
         self._database = database
         self._url = go_url(url)
+        self.max_stale_stores = max_stale_stores
         # Pairings the registry has not recorded yet (the database was unreachable at that moment):
         # written at the session's next start, so the account is not lost with the failed write.
         self._unsaved: dict[str, str] = {}

@@ -29,6 +29,11 @@ def is_postgres(db: str) -> bool:
 
 
 class DeviceStore(Protocol):
+    # goneonize opens a store (a SQLite file, or a PostgreSQL connection pool) per connection attempt
+    # and never closes it: how many of those a worker may keep before the pool replaces it (None:
+    # only its open files count, max_leaked_fds).
+    max_stale_stores: int | None
+
     async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
         """How to open the session's device now (its account if it has one, else a new device).
 

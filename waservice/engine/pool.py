@@ -163,6 +163,7 @@ class WorkerProcess:
             rss_mb=_rss_mb(self.process.pid),
             abandoned=self.pong.abandoned if self.pong else 0,
             clients=self.pong.devices if self.pong else 0,
+            stale_stores=self.pong.opened - self.pong.devices if self.pong else 0,
         )
 
 
@@ -217,7 +218,12 @@ class WorkerPool:
         self.activity = activity
         self.events = events or EventsConfig()
         self.devices: DeviceStore = devices or SqliteDevices()
-        self.limits = Limits(config.max_leaked_fds, config.max_rss_mb, config.max_abandoned_clients)
+        self.limits = Limits(
+            config.max_leaked_fds,
+            config.max_rss_mb,
+            config.max_abandoned_clients,
+            self.devices.max_stale_stores,
+        )
         self._env = env
         self.restart_causes: Counter[str] = Counter()  # for /metrics
         self._slots = [_Slot(i, config) for i in range(config.workers)]

@@ -177,6 +177,7 @@ class Pong(msgspec.Struct, tag=True):
     req: int
     devices: int  # live attempts
     abandoned: int  # stopped while showing a QR: Go still runs their QR loop and holds their db
+    opened: int = 0  # Neonize() calls so far: each opened a device store Go never closes
 
 
 class Happened(msgspec.Struct, tag=True):

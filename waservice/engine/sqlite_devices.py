@@ -13,6 +13,8 @@ from .devices import DeviceSpec
 
 
 class SqliteDevices:
+    max_stale_stores = None  # a few open files each: max_leaked_fds is the budget
+
     async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
         return DeviceSpec(db=str(credentials.db_path(directory.resolve())))
 

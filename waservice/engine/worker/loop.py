@@ -45,6 +45,7 @@ class Worker:
         self.activity = activity
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.phone_books: dict[str, PhoneBook] = {}  # per session, across its attempts
+        self.opened = 0  # Neonize() calls: goneonize opens a device store for each, and never closes it
         self.history_messages = os.environ.get(HISTORY_MESSAGES_ENV) == "1"
         self.token = trio.lowlevel.current_trio_token()
         self._outbox, self._outgoing = trio.open_memory_channel[p.Message](OUTBOX)
@@ -104,7 +105,7 @@ class Worker:
             case p.Ping(req):
                 live = sum(1 for a in self.attempts.values() if not a.reported_over)
                 abandoned = sum(1 for a in self.attempts.values() if a.abandoned)
-                self._queue(p.Pong(req, live, abandoned))
+                self._queue(p.Pong(req, live, abandoned, self.opened))
             case _:
                 log.warning("unexpected message %r", message)
 
@@ -133,6 +134,7 @@ class Worker:
                 self._queue(over)
             return
         attempt.started = True
+        self.opened += 1
         trio.lowlevel.start_thread_soon(
             lambda: self.go.connect(attempt.uuid, attempt.db, attempt, account, cmd.new_device),
             lambda result: self.token.run_sync_soon(self._returned, attempt, result),
