@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 import trio
@@ -17,7 +18,7 @@ import trio
 from tests.simulator.conftest import sim  # noqa: F401 (the simulator fixture, per test)
 from tests.simulator.engine_harness import Device, pair, pool_on
 from tests.wasim import Simulator
-from waservice.cluster.database import Database
+from waservice.cluster.database import Database, DatabaseUnavailable
 from waservice.cluster.devices import PostgresDevices
 from waservice.cluster.migrations import migrate
 from waservice.engine import Connected, EngineError, QrCode
@@ -184,7 +185,14 @@ async def test_a_pairing_the_registry_missed_is_recorded_at_the_next_start(
                 await devices.spec("s0", tmp_path)
         finally:
             cut_off(database_url, False)
-        assert (await db.call(registry_jids))["s0"] is None
+        with trio.fail_after(30):  # the pool reconnects with a backoff of its own
+            while True:
+                try:
+                    jids = await db.call(registry_jids)
+                    break
+                except DatabaseUnavailable:
+                    await trio.sleep(0.1)
+        assert jids["s0"] is None
         spec = await devices.spec("s0", tmp_path)  # the next start writes it, then restores it
         assert spec.jid == jid and not spec.new_device
         assert (await db.call(registry_jids))["s0"] == jid
@@ -208,3 +216,33 @@ async def test_forget_before_whatsmeow_made_its_tables(database_url: str, tmp_pa
         assert not await devices.has_credentials("s0", tmp_path)
         await devices.forget("s0", tmp_path)
         assert (await db.call(registry_jids))["s0"] is None
+
+
+async def test_the_worker_refuses_a_shared_store_with_neither_account_nor_new_device(
+    sim: Simulator,  # noqa: F811
+    patched_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """The last line of defence against logging in as the store's first account (someone else's)."""
+
+    class Careless(PostgresDevices):
+        async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
+            return attrs.evolve(await super().spec(session_id, directory), jid=None, new_device=False)
+
+    async with registry(database_url, "s0", "s1") as db:
+        devices = PostgresDevices(db, database_url)
+        async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
+            await pair(sim, await start(nursery, pool, "s0", tmp_path), phone(0))
+            nursery.cancel_scope.cancel()
+        logins = len(sim.events("login"))
+        careless = Careless(db, database_url)
+        async with pool_on(patched_dir, devices=careless) as pool, trio.open_nursery() as nursery:
+            device = await start(nursery, pool, "s1", tmp_path)
+            with trio.fail_after(30):
+                while not device.ends:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        assert "needs the account's JID or a new device" in device.ends[0]
+        assert device.count(QrCode) == device.count(Connected) == 0
+        assert len(sim.events("login")) == logins  # s0's account was not opened for s1

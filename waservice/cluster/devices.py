@@ -129,9 +129,13 @@ def _account(conn: psycopg.Connection, session_id: str, unsaved: str | None) -> 
     return jid
 
 
+def _has_devices_table(conn: psycopg.Connection) -> bool:
+    """whatsmeow creates its tables at its first connection: before that, no table is no device."""
+    return conn.execute("SELECT to_regclass('whatsmeow_device')").fetchone()[0] is not None
+
+
 def _has_device(conn: psycopg.Connection, jid: str) -> bool:
-    # whatsmeow creates its tables at its first connection: before that, no table is no device.
-    if conn.execute("SELECT to_regclass('whatsmeow_device')").fetchone()[0] is None:
+    if not _has_devices_table(conn):
         return False
     return conn.execute("SELECT 1 FROM whatsmeow_device WHERE jid = %s", (jid,)).fetchone() is not None
 
@@ -143,7 +147,7 @@ def _record(conn: psycopg.Connection, session_id: str, jid: str) -> bool:
 def _forget(conn: psycopg.Connection, session_id: str, unsaved: str | None) -> None:
     row = conn.execute("SELECT jid FROM ws_sessions WHERE id = %s FOR UPDATE", (session_id,)).fetchone()
     jids = [jid for jid in {row[0] if row is not None else None, unsaved} if jid is not None]
-    if jids and conn.execute("SELECT to_regclass('whatsmeow_device')").fetchone()[0] is not None:
+    if jids and _has_devices_table(conn):
         # whatsmeow's other tables reference the device ON DELETE CASCADE (measured: 12 of them).
         conn.execute("DELETE FROM whatsmeow_device WHERE jid = ANY(%s)", (jids,))
     conn.execute("UPDATE ws_sessions SET jid = NULL WHERE id = %s", (session_id,))

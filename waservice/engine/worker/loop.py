@@ -122,6 +122,8 @@ class Worker:
             # A PostgreSQL store is checked by the API process (the account's row, devices.py).
             if not is_postgres(cmd.db):
                 await trio.to_thread.run_sync(check_database, Path(cmd.db), limiter=self._control_threads)
+            elif not cmd.jid and not cmd.new_device:  # Go would open the store's first account
+                raise ValueError("a shared device store needs the account's JID or a new device")
             account = account_jid(cmd.jid) if cmd.jid else b""
         except CorruptDatabase as exc:
             attempt.result = f"device database unusable: {exc}"
