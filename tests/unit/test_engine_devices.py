@@ -71,6 +71,10 @@ def test_not_a_device_jid(text: str) -> None:
         ("postgres://u@db/ws?application_name=x", "postgres://u@db/ws?application_name=x&sslmode=prefer"),
         ("postgresql://u@db/ws?sslmode=verify-full", "postgresql://u@db/ws?sslmode=verify-full"),
         ("postgresql://u@db/ws?sslmode=disable", "postgresql://u@db/ws?sslmode=disable"),
+        ("postgresql://db", "postgresql://db?sslmode=prefer"),
+        # Characters libpq takes in a password and Go's net/url refuses: encoded (libpq decodes them).
+        ("postgresql://u:p[w]@db/ws", "postgresql://u:p%5Bw%5D@db/ws?sslmode=prefer"),
+        ("postgresql://u:a%20b:c@db/ws", "postgresql://u:a%20b%3Ac@db/ws?sslmode=prefer"),
     ],
 )
 def test_go_url_keeps_libpqs_tls_default(url: str, expected: str) -> None:
@@ -78,7 +82,7 @@ def test_go_url_keeps_libpqs_tls_default(url: str, expected: str) -> None:
     assert is_postgres(go_url(url))
 
 
-@pytest.mark.parametrize("url", ["host=db dbname=ws", "mysql://db/ws", "/data/whatsmeow.db"])
+@pytest.mark.parametrize("url", ["host=db password=pw", "mysql://u:pw@db/ws", "/data/whatsmeow.db"])
 def test_go_url_must_be_a_postgresql_url(url: str) -> None:
     with pytest.raises(ValueError) as caught:
         go_url(url)

@@ -88,19 +88,32 @@ class PostgresDevices:
 
 
 def go_url(url: str) -> str:
-    """The database URL as the workers hand it to goneonize (lib/pq).
+    """The database URL as the workers hand it to goneonize (lib/pq, Go's net/url).
 
-    Only a URL will do: goneonize opens anything not starting with "postgres" as a SQLite file. And
-    lib/pq's default is `sslmode=require` where libpq's (psycopg's) is `prefer`: without this, a
-    server the service itself reaches without TLS would refuse every device."""
-    scheme, sep, _ = url.partition("://")
+    Only a URL will do: goneonize opens anything not starting with "postgres" as a SQLite file. The
+    user and password are percent-encoded afresh: libpq takes characters Go's parser refuses (a
+    "[" in a password), and Go's parse error would quote the whole URL, password included. And
+    lib/pq's default is `sslmode=require` where libpq's (psycopg's) is `prefer`: without it, a
+    server the service itself reaches without TLS would refuse every device. Never raises with any
+    part of the URL in its message (urllib's errors quote pieces of it)."""
+    scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("postgres", "postgresql"):
         raise ValueError("the database URL must start with postgresql:// (the device store needs a URL)")
-    parts = urllib.parse.urlsplit(url)
-    if "sslmode" in urllib.parse.parse_qs(parts.query):
-        return url
-    query = f"{parts.query}&sslmode=prefer" if parts.query else "sslmode=prefer"
-    return urllib.parse.urlunsplit(parts._replace(query=query))
+    ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+    authority, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        userinfo = _encoded(user) + (f":{_encoded(password)}" if colon else "")
+        authority = f"{userinfo}@{host}"
+    path, _, query = tail.partition("?")
+    if "sslmode" not in urllib.parse.parse_qs(query):
+        query = f"{query}&sslmode=prefer" if query else "sslmode=prefer"
+    return f"{scheme}://{authority}{path}?{query}"
+
+
+def _encoded(part: str) -> str:
+    return urllib.parse.quote(urllib.parse.unquote(part), safe="")
 
 
 # -- SQL (each runs in one transaction on a database thread) ------------------------------------
