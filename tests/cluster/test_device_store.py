@@ -248,3 +248,27 @@ async def test_the_worker_refuses_a_shared_store_with_neither_account_nor_new_de
         assert "needs the account's JID or a new device" in device.ends[0]
         assert device.count(QrCode) == device.count(Connected) == 0
         assert len(sim.events("login")) == logins  # s0's account was not opened for s1
+
+
+async def test_sessions_starting_together_on_an_empty_store_all_show_a_qr(
+    sim: Simulator,  # noqa: F811
+    patched_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """whatsmeow's first schema upgrades collide when run at once (23505, measured): the first start
+    creates the tables, the others wait for them, so no attempt fails."""
+    sessions = [f"s{i}" for i in range(6)]
+    async with registry(database_url, *sessions) as db:
+        devices = PostgresDevices(db, database_url)
+        async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
+            started: list[Device] = []
+            async with trio.open_nursery() as together:
+                for session in sessions:
+                    device = Device(pool, session, tmp_path / session)
+                    started.append(device)
+                    together.start_soon(nursery.start, device.run)
+            for device in started:
+                await device.wait(QrCode)
+            assert [device.ends for device in started] == [[]] * len(sessions)
+            nursery.cancel_scope.cancel()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import psycopg
+import trio
 
 from ..engine.base import EngineError
 from ..engine.device_jid import parse_device_jid
@@ -28,6 +29,8 @@ T = TypeVar("T")
 # Each connection attempt leaves its store open in Go with up to 2 server connections (measured:
 # tests/cluster/test_device_connections.py): a worker past this many is recycled, which closes them.
 STALE_STORES = 20
+# How long starts on a store with no tables yet wait for the first one to create them.
+FIRST_UPGRADE_WAIT = 15.0
 
 
 class PostgresDevices:
@@ -40,8 +43,12 @@ class PostgresDevices:
         # Pairings the registry has not recorded yet (the database was unreachable at that moment):
         # written at the session's next start, so the account is not lost with the failed write.
         self._unsaved: dict[str, str] = {}
+        self._first_upgrade = trio.Lock()
+        self._tables_made = False  # whatsmeow's tables exist (once seen, they stay)
+        self._upgrading = False  # a start was let through to create them
 
     async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
+        await self._after_first_upgrade()
         unsaved = self._unsaved.pop(session_id, None)
         try:
             jid = await self._call(_account, session_id, unsaved)
@@ -78,6 +85,22 @@ class PostgresDevices:
             if unsaved is not None:
                 self._unsaved[session_id] = unsaved
             raise OSError(str(exc)) from None  # the supervisor's contract: forgetting raises OSError
+
+    async def _after_first_upgrade(self) -> None:
+        """whatsmeow creates its tables at every Neonize() that finds none, and two such at once
+        collide (measured: 23505 on pg_type, the attempt fails). So while there are none, starts go
+        one at a time: the first creates them, the others wait until it has (or FIRST_UPGRADE_WAIT
+        passed: that one failed, and the next takes its turn). Other nodes are not held back: one
+        of theirs may still collide once, and the session's retry then finds the tables."""
+        if self._tables_made:
+            return
+        async with self._first_upgrade:
+            if self._upgrading:  # a start before this one is creating them
+                with trio.move_on_after(FIRST_UPGRADE_WAIT):
+                    while not await self._call(_has_devices_table):
+                        await trio.sleep(0.2)
+            self._tables_made = await self._call(_has_devices_table)
+            self._upgrading = True
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         """The query's result, or an EngineError (a supervisor retries it with its backoff)."""
