@@ -61,6 +61,7 @@ _RECYCLE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("recycled_fds", ("open files",)),
     ("recycled_rss", ("mb resident",)),
     ("recycled_abandoned", ("abandoned",)),
+    ("recycled_stores", ("device stores",)),
 )
 RESTART_CAUSES = (
     "crashed",

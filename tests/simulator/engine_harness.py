@@ -15,6 +15,7 @@ from tests.wasim import Simulator
 from waservice.config import EngineConfig
 from waservice.engine import Connected, ConnectionLost, EngineError, EngineEvent, QrCode, SentMessage
 from waservice.engine.content import Text
+from waservice.engine.devices import DeviceStore
 from waservice.engine.pool import WorkerPool, open_pool
 from waservice.engine.proxy import WorkerClient
 from waservice.events.model import Activity, ActivitySink
@@ -25,10 +26,12 @@ async def pool_on(
     patched_dir: Path,
     activity: ActivitySink | None = None,
     env: dict[str, str] | None = None,
+    devices: DeviceStore | None = None,
     **config: object,
 ) -> AsyncIterator[WorkerPool]:
     """Without an `activity` sink, the pool's activity is read and dropped. `env` is added to the
-    workers' environment (Go reads SSL_CERT_FILE only at start: the media host's test CA)."""
+    workers' environment (Go reads SSL_CERT_FILE only at start: the media host's test CA).
+    `devices`: where the devices are stored (None: SQLite files in the session folders)."""
     settings = {"workers": 2, "ping_interval": 1.0, "ping_timeout": 20.0, **config}
     async with contextlib.AsyncExitStack() as stack:
         if activity is None:
@@ -37,7 +40,8 @@ async def pool_on(
             nursery.start_soon(_drop, dropped)
             stack.callback(nursery.cancel_scope.cancel)
         env = {**(env or {}), "PYTHONPATH": str(patched_dir)}
-        yield await stack.enter_async_context(open_pool(EngineConfig(**settings), activity, env))  # type: ignore[arg-type]
+        pool = open_pool(EngineConfig(**settings), activity, env, devices=devices)  # type: ignore[arg-type]
+        yield await stack.enter_async_context(pool)
 
 
 async def _drop(activity: trio.MemoryReceiveChannel[Activity]) -> None:

@@ -26,6 +26,16 @@ def test_recycle_on_any_threshold() -> None:
     assert recycle_reason(Usage(10, 10.0, 17), LIMITS) == "17 abandoned QR-phase clients > 16"
 
 
+def test_recycle_on_stale_device_stores_only_with_a_shared_store() -> None:
+    assert recycle_reason(Usage(10, 10.0, 0, stale_stores=10_000), LIMITS) is None  # SQLite: files count
+    shared = Limits(max_leaked_fds=900, max_rss_mb=1024, max_abandoned=16, max_stale_stores=20)
+    assert recycle_reason(Usage(10, 10.0, 0, clients=50, stale_stores=20), shared) is None
+    assert (
+        recycle_reason(Usage(10, 10.0, 0, clients=50, stale_stores=21), shared)
+        == "21 device stores of past attempts keep their database connections > 20"
+    )
+
+
 def test_restart_backoff() -> None:
     backoff = RestartBackoff(delay=1.0, max_delay=8.0, stable_after=60.0)
     # The first crash restarts at once; crashes soon after a start back off, doubling, capped.

@@ -12,6 +12,8 @@ from waservice.events.model import Activity
 
 MESSAGES: list[p.Message] = [
     p.Start("s1", 3, "/data/s1/whatsmeow.db"),
+    p.Start("s1", 4, "postgresql://db/ws?sslmode=prefer", jid="15550001111:7@s.whatsapp.net"),
+    p.Start("s1", 5, "postgresql://db/ws?sslmode=prefer", new_device=True),
     p.Stop("s1", 3),
     p.Send(7, "s1", 3, "15550001111@s.whatsapp.net", c.Text(text="héllo ✓")),
     p.Send(7, "s1", 3, "1203@g.us", c.Media(kind="image", path="/spool/1", mimetype="image/png", size=3)),
@@ -27,6 +29,7 @@ MESSAGES: list[p.Message] = [
     p.Ready(1234),
     p.Event("s1", 3, p.Qr("2@abc,def")),
     p.Event("s1", 3, p.Connected(None)),
+    p.Event("s1", 3, p.Paired("15550001111", "15550001111:7@s.whatsapp.net")),
     p.Event("s1", 3, p.Replaced("another client")),
     p.AttemptOver("s1", 3, "stopped"),
     p.Reply(7, sent=p.Sent("3EB0ABC", 1_700_000_000)),

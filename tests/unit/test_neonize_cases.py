@@ -1,6 +1,7 @@
 """Cases that build neonize's protobufs (normalize_cases.py: the normaliser; outgoing_cases.py: the
-outgoing builders) run in a process of their own: importing any part of neonize loads the Go
-library, which the test process (it spawns workers and simulators) must never hold."""
+outgoing builders; device_jid_cases.py: the account JID handed to Go) run in a process of their
+own: importing any part of neonize loads the Go library, which the test process (it spawns workers
+and simulators) must never hold."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 
 
-@pytest.mark.parametrize("cases", ["normalize_cases.py", "outgoing_cases.py"])
+@pytest.mark.parametrize("cases", ["normalize_cases.py", "outgoing_cases.py", "device_jid_cases.py"])
 def test_cases_in_a_process_that_may_load_neonize(cases: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / cases)],

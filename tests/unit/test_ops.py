@@ -164,6 +164,11 @@ def test_reason_classes(reason, expected):
         ("engine worker 0 was recycled (900 open files > 532 for 4 clients)", "recycled_fds"),
         ("engine worker 0 was recycled (1100 MB resident > 1024 MB)", "recycled_rss"),
         ("engine worker 0 was recycled (17 abandoned QR-phase clients > 16)", "recycled_abandoned"),
+        (
+            "engine worker 0 was recycled (21 device stores of past attempts keep their database"
+            " connections > 20)",
+            "recycled_stores",
+        ),
         ("engine worker 2 did not answer a ping in 15 s; killed", "unresponsive"),
         ("engine worker 0 could not start: not ready in 60 s", "start_failed"),
         ("engine worker 0 exited with SIGSEGV: ... too many open files", "crashed"),
@@ -183,9 +188,9 @@ class SlowRestore(FakeEngine):
         super().__init__()
         self.gate = trio.Event()
 
-    async def has_credentials(self, directory: Path) -> bool:
+    async def has_credentials(self, session_id: str, directory: Path) -> bool:
         await self.gate.wait()
-        return await super().has_credentials(directory)
+        return await super().has_credentials(session_id, directory)
 
 
 async def test_ready_flips_once_the_sessions_are_restored(store: SessionStore, nursery: trio.Nursery):
@@ -283,9 +288,9 @@ async def test_the_server_answers_while_it_restores(tmp_path: Path, monkeypatch,
     gate = trio.Event()
     probe = FakeEngine.has_credentials
 
-    async def slow_probe(self, directory: Path) -> bool:
+    async def slow_probe(self, session_id: str, directory: Path) -> bool:
         await gate.wait()
-        return await probe(self, directory)
+        return await probe(self, session_id, directory)
 
     monkeypatch.setattr(FakeEngine, "has_credentials", slow_probe)
     monkeypatch.setattr(server, "_fix_server_libraries", lambda: None)  # process-wide: not in a test

@@ -81,7 +81,7 @@ async def test_logged_out_and_replaced_do_not_retry(manager, engine: FakeEngine,
     runs = client.runs
     await trio.sleep(300)
     assert client.runs == runs and session.info().phone_number is None
-    assert not await engine.has_credentials(session.directory)
+    assert not await engine.has_credentials(session.session_id, session.directory)
     assert "logged out" in session.info().last_error
 
     await pair(manager, engine, "s1", "1666")  # a fresh QR, no delete/recreate needed
@@ -91,7 +91,7 @@ async def test_logged_out_and_replaced_do_not_retry(manager, engine: FakeEngine,
     await trio.sleep(300)
     assert client.runs == runs
     assert "replaced" in session.info().last_error
-    assert await engine.has_credentials(session.directory)  # replaced keeps the device
+    assert await engine.has_credentials(session.session_id, session.directory)  # replaced keeps the device
 
 
 async def test_qr_expiry_goes_disconnected(manager, engine: FakeEngine, autojump_clock):
@@ -156,6 +156,27 @@ async def test_delete_removes_folder(manager: SessionManager, engine: FakeEngine
     assert "gone" not in [s.session_id for s in manager.sessions()]
 
 
+async def test_delete_forgets_the_device_where_the_engine_keeps_it(
+    manager: SessionManager, engine: FakeEngine, monkeypatch
+):
+    """A shared device store (PostgreSQL) is not in the folder: the engine is asked, even when the
+    logout failed (the account's keys would stay behind otherwise), before the store forgets it."""
+    session = await pair(manager, engine, "gone", "1555")
+    engine.fail_logouts = True
+    forgotten = []
+    forget = engine.forget_credentials
+
+    async def recording(session_id: str, directory: Path) -> None:
+        stored = [s.id for s in await manager.store.list()]
+        forgotten.append((session_id, directory, session_id in stored))
+        await forget(session_id, directory)
+
+    monkeypatch.setattr(engine, "forget_credentials", recording)
+    result = await manager.delete("gone")
+    assert result.unlinked is False
+    assert forgotten == [("gone", session.directory, True)]
+
+
 async def test_unknown_and_illegal_events_are_logged_and_ignored(manager, engine: FakeEngine, caplog):
     session = await pair(manager, engine, "s1", "1555")
     client = engine.clients["s1"]
@@ -202,10 +223,10 @@ async def test_an_unreadable_device_fails_its_own_session_at_restore(tmp_path: P
     data = tmp_path / "data"
     engine = FakeEngine()
 
-    async def broken_probe(directory: Path) -> bool:
+    async def broken_probe(session_id: str, directory: Path) -> bool:
         if directory.name == "bad":
             raise OSError("database disk image is malformed")
-        return await FakeEngine.has_credentials(engine, directory)
+        return await FakeEngine.has_credentials(engine, session_id, directory)
 
     async with open_store(data) as store:
         await store.add("bad")

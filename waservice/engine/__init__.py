@@ -23,6 +23,7 @@ from .base import (
     SentMessage,
     Stopped,
 )
+from .devices import DeviceStore
 
 __all__ = [
     "Client",
@@ -45,14 +46,20 @@ __all__ = [
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    kind: str, config: EngineConfig, activity: ActivitySink, *, events: EventsConfig | None = None
+    kind: str,
+    config: EngineConfig,
+    activity: ActivitySink,
+    *,
+    events: EventsConfig | None = None,
+    devices: DeviceStore | None = None,
 ) -> AsyncIterator[Engine]:
     """The engine `kind` ("neonize" or "fake"), running until the block exits.
 
     Connection states go to each client's supervisor; everything else that happens (messages,
     receipts, typing...) goes to `activity`, the one sink of every session, which the caller owns
     and closes. "neonize" is a pool of worker processes (pool.py); leaving the block stops them.
-    This process never imports neonize: only the workers do.
+    This process never imports neonize: only the workers do. `devices` is where its sessions'
+    devices are stored (None: a SQLite file in each session's folder); "fake" keeps its own.
     """
     if kind == "fake":
         from .fake import FakeEngine
@@ -63,5 +70,5 @@ async def open_engine(
         raise ValueError(f"unknown engine {kind!r}")
     from .pool import open_pool
 
-    async with open_pool(config, activity, events=events) as pool:
+    async with open_pool(config, activity, events=events, devices=devices) as pool:
         yield pool

@@ -140,12 +140,13 @@ class Engine(Protocol):
 
     def client(self, session_id: str, directory: Path) -> Client: ...
 
-    async def has_credentials(self, directory: Path) -> bool:
-        """Whether the device stored in `directory` is paired (can log in without a QR).
+    async def has_credentials(self, session_id: str, directory: Path) -> bool:
+        """Whether the session's device (in `directory`, or in the shared device store) is paired
+        (can log in without a QR).
 
-        Never blocks the trio thread (file access goes to a worker thread)."""
+        Never blocks the trio thread (file and database access go to worker threads)."""
         ...
 
-    async def forget_credentials(self, directory: Path) -> None:
+    async def forget_credentials(self, session_id: str, directory: Path) -> None:
         """Remove a device's stored credentials (after a logout or on delete); raises OSError."""
         ...

@@ -23,7 +23,17 @@ class DeviceSpec:
     new_device: bool = False  # pair a new account (PostgreSQL: never "the first device in the store")
 
 
+def is_postgres(db: str) -> bool:
+    """Whether goneonize opens `db` as PostgreSQL (its own test: the name's prefix), not SQLite."""
+    return db.startswith("postgres")
+
+
 class DeviceStore(Protocol):
+    # goneonize opens a store (a SQLite file, or a PostgreSQL connection pool) per connection attempt
+    # and never closes it: how many of those a worker may keep before the pool replaces it (None:
+    # only its open files count, max_leaked_fds).
+    max_stale_stores: int | None
+
     async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
         """How to open the session's device now (its account if it has one, else a new device).
 

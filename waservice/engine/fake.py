@@ -218,7 +218,7 @@ class FakeClient:
         if self.engine.fail_logouts:
             raise EngineError("WhatsApp refused the logout (fake engine)")
         self.logouts += 1
-        await self.engine.forget_credentials(self.directory)
+        await self.engine.forget_credentials(self.session_id, self.directory)
         self._end()
 
     async def close(self) -> None:
@@ -415,10 +415,10 @@ class FakeEngine:
         except (OSError, ValueError, KeyError):
             return None
 
-    async def has_credentials(self, directory: Path) -> bool:
+    async def has_credentials(self, session_id: str, directory: Path) -> bool:
         await trio.sleep(0)
         return self.paired_phone(directory) is not None
 
-    async def forget_credentials(self, directory: Path) -> None:
+    async def forget_credentials(self, session_id: str, directory: Path) -> None:
         await trio.sleep(0)
         (directory / DEVICE_FILE).unlink(missing_ok=True)

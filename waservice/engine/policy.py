@@ -30,6 +30,7 @@ class Usage:
     rss_mb: float
     abandoned: int
     clients: int = 0  # live connection attempts on the worker
+    stale_stores: int = 0  # device stores Go keeps open for attempts that are over
 
 
 @attrs.frozen
@@ -37,6 +38,9 @@ class Limits:
     max_leaked_fds: int  # open files beyond FDS_PER_CLIENT per live client
     max_rss_mb: float
     max_abandoned: int
+    # A shared device store (PostgreSQL): each stale store keeps its connections to the server, whose
+    # own limit (max_connections, 100 by default) is far below max_leaked_fds. None: no such limit.
+    max_stale_stores: int | None = None
 
 
 def recycle_reason(usage: Usage, limits: Limits) -> str | None:
@@ -48,6 +52,11 @@ def recycle_reason(usage: Usage, limits: Limits) -> str | None:
         return f"{usage.rss_mb:.0f} MB resident > {limits.max_rss_mb:.0f} MB"
     if usage.abandoned > limits.max_abandoned:
         return f"{usage.abandoned} abandoned QR-phase clients > {limits.max_abandoned}"
+    if limits.max_stale_stores is not None and usage.stale_stores > limits.max_stale_stores:
+        return (
+            f"{usage.stale_stores} device stores of past attempts keep their database connections"
+            f" > {limits.max_stale_stores}"
+        )
     return None
 
 

@@ -30,11 +30,12 @@ import trio
 from ..config import EngineConfig, EventsConfig
 from ..events.model import ActivitySink
 from ..metrics import restart_cause
-from . import credentials
 from . import protocol as p
 from .base import EngineError, OutcomeUnknown
+from .devices import DeviceStore
 from .policy import Limits, RestartBackoff, Usage, death_reason, pick_worker, recycle_reason
 from .proxy import Route, WorkerClient
+from .sqlite_devices import SqliteDevices
 from .worker import HISTORY_MESSAGES_ENV
 
 log = logging.getLogger("waservice.engine.pool")
@@ -162,6 +163,7 @@ class WorkerProcess:
             rss_mb=_rss_mb(self.process.pid),
             abandoned=self.pong.abandoned if self.pong else 0,
             clients=self.pong.devices if self.pong else 0,
+            stale_stores=self.pong.opened - self.pong.devices if self.pong else 0,
         )
 
 
@@ -210,11 +212,18 @@ class WorkerPool:
         activity: ActivitySink,
         env: dict[str, str] | None = None,
         events: EventsConfig | None = None,
+        devices: DeviceStore | None = None,
     ) -> None:
         self.config = config
         self.activity = activity
         self.events = events or EventsConfig()
-        self.limits = Limits(config.max_leaked_fds, config.max_rss_mb, config.max_abandoned_clients)
+        self.devices: DeviceStore = devices or SqliteDevices()
+        self.limits = Limits(
+            config.max_leaked_fds,
+            config.max_rss_mb,
+            config.max_abandoned_clients,
+            self.devices.max_stale_stores,
+        )
         self._env = env
         self.restart_causes: Counter[str] = Counter()  # for /metrics
         self._slots = [_Slot(i, config) for i in range(config.workers)]
@@ -227,11 +236,11 @@ class WorkerPool:
     def client(self, session_id: str, directory: Path) -> WorkerClient:
         return WorkerClient(self, session_id, directory)
 
-    async def has_credentials(self, directory: Path) -> bool:
-        return await credentials.has_credentials(directory)
+    async def has_credentials(self, session_id: str, directory: Path) -> bool:
+        return await self.devices.has_credentials(session_id, directory)
 
-    async def forget_credentials(self, directory: Path) -> None:
-        await credentials.forget_credentials(directory)
+    async def forget_credentials(self, session_id: str, directory: Path) -> None:
+        await self.devices.forget(session_id, directory)
 
     # -- what clients use -------------------------------------------------------------------------
 
@@ -522,10 +531,11 @@ async def open_pool(
     activity: ActivitySink,
     env: dict[str, str] | None = None,
     events: EventsConfig | None = None,
+    devices: DeviceStore | None = None,
 ) -> AsyncIterator[WorkerPool]:
     """Workers started and ready; on exit they stop their clients and exit."""
     async with trio.open_nursery() as nursery:
-        pool: WorkerPool = await nursery.start(WorkerPool(config, activity, env, events).run)
+        pool: WorkerPool = await nursery.start(WorkerPool(config, activity, env, events, devices).run)
         try:
             yield pool
         finally:

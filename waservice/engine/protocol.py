@@ -22,11 +22,14 @@ _LENGTH = struct.Struct(">I")
 
 
 class Start(msgspec.Struct, tag=True):
-    """Begin connection attempt `attempt` of `session` on the device database `db`."""
+    """Begin connection attempt `attempt` of `session` on the device database `db` (a SQLite path or
+    a PostgreSQL URL): as account `jid` if given, else a new device if `new_device` (devices.py)."""
 
     session: str
     attempt: int
     db: str
+    jid: str | None = None
+    new_device: bool = False
 
 
 class Stop(msgspec.Struct, tag=True):
@@ -113,6 +116,7 @@ class Qr(msgspec.Struct, tag=True):
 
 class Paired(msgspec.Struct, tag=True):
     phone: str
+    jid: str | None = None  # the new device's full JID, as whatsmeow's store keys it
 
 
 class Connected(msgspec.Struct, tag=True):
@@ -173,6 +177,7 @@ class Pong(msgspec.Struct, tag=True):
     req: int
     devices: int  # live attempts
     abandoned: int  # stopped while showing a QR: Go still runs their QR loop and holds their db
+    opened: int = 0  # Neonize() calls so far: each opened a device store Go never closes
 
 
 class Happened(msgspec.Struct, tag=True):

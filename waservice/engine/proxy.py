@@ -25,7 +25,6 @@ from .base import (
     Stopped,
 )
 from .content import Attachment, Content, Downloaded, NumberCheck, TypingState
-from .credentials import db_path
 
 if TYPE_CHECKING:
     from .pool import WorkerPool, WorkerProcess
@@ -41,7 +40,7 @@ def to_engine_event(event: p.DeviceEvent) -> EngineEvent:
     match event:
         case p.Qr(code):
             return QrCode(code)
-        case p.Paired(phone):
+        case p.Paired(phone, _):
             return Paired(phone)
         case p.Connected(phone):
             return Connected(phone)
@@ -61,7 +60,7 @@ class Route:
     supervisor, so events go into a small buffer that the attempt's `run()` forwards."""
 
     def __init__(self) -> None:
-        self._send, self.events = trio.open_memory_channel[EngineEvent](ROUTE_BUFFER)
+        self._send, self.events = trio.open_memory_channel[p.DeviceEvent](ROUTE_BUFFER)
         self.reason = ""
         self.over = trio.Event()
 
@@ -69,7 +68,7 @@ class Route:
         if self.over.is_set():
             return
         try:
-            self._send.send_nowait(to_engine_event(event))
+            self._send.send_nowait(event)
         except trio.WouldBlock:
             log.error("dropped %s: its session is not reading its events", type(event).__name__)
 
@@ -89,15 +88,20 @@ class WorkerClient(Client):
 
     async def run(self, events: EventSender) -> None:
         worker = await self.pool.worker_for(self.session_id)
+        device = await self.pool.devices.spec(self.session_id, self.directory)
         await trio.to_thread.run_sync(lambda: self.directory.mkdir(parents=True, exist_ok=True))
         attempt = self.pool.next_attempt()
         key = (self.session_id, attempt)
         route = worker.routes[key] = Route()
         try:
-            await worker.send(p.Start(self.session_id, attempt, str(db_path(self.directory.resolve()))))
+            await worker.send(p.Start(self.session_id, attempt, device.db, device.jid, device.new_device))
             self._live = (worker, attempt)
             async for event in route.events:  # ends when the attempt is over
-                await events.send(event)
+                if isinstance(event, p.Paired) and event.jid:
+                    # Before the supervisor hears of it: a crash right after pairing must still
+                    # find the account at the next start (on this node or another).
+                    await self.pool.devices.paired(self.session_id, event.jid)
+                await events.send(to_engine_event(event))
             raise EngineError(route.reason or "connection closed")
         finally:
             self._live = None

@@ -255,6 +255,7 @@ class SessionManager:
             if unlink.warning:
                 log.warning("session=%s %s", session_id, unlink.warning)
             await session.disconnect()
+            await session.forget_device()
             # StorageFailed: the session stays, disconnected, and the client sees why.
             leftovers = await self.store.remove(session_id)
             del self._sessions[session_id]

@@ -295,10 +295,19 @@ class SessionSupervisor:
     async def may_be_paired(self) -> bool:
         """Whether the device has credentials; when the engine cannot tell, assume it may."""
         try:
-            return await self._engine.has_credentials(self.directory)
+            return await self._engine.has_credentials(self.session_id, self.directory)
         except Exception as exc:  # e.g. an unreadable device store: connecting will say why
             log.warning("session=%s cannot tell whether the device is paired: %r", self.session_id, exc)
             return True
+
+    async def forget_device(self) -> None:
+        """On delete, once disconnected: remove the device's keys wherever the engine keeps them (a
+        shared PostgreSQL store keeps them outside the folder the session store removes). Before
+        the store forgets the session: the registry says which account is the session's."""
+        try:
+            await self._engine.forget_credentials(self.session_id, self.directory)
+        except Exception as exc:  # the folder's removal reports leftover files itself
+            log.warning("session=%s could not delete its device's credentials: %r", self.session_id, exc)
 
     async def _log_out(self) -> str | None:
         """Log out through a connection (started if need be); returns why it could not."""
@@ -489,7 +498,7 @@ class SessionSupervisor:
     async def _forget_credentials(self, previous: trio.Event, done: trio.Event) -> None:
         try:
             await previous.wait()  # the connection that reported the logout has stopped
-            await self._engine.forget_credentials(self.directory)
+            await self._engine.forget_credentials(self.session_id, self.directory)
         except Exception as exc:  # OSError, or the engine's: the next connection shows a QR anyway
             log.error(
                 "session=%s could not delete the logged-out device's credentials: %r", self.session_id, exc

@@ -29,6 +29,7 @@ from neonize.events import (
 from neonize.proto.Neonize_pb2 import ConnectFailureReason
 
 from .. import protocol as p
+from ..device_jid import DeviceJid
 from .activity import ActivityWriter
 from .go import ME
 from .normalize import Normalizer
@@ -116,7 +117,7 @@ class Attempt:
         elif isinstance(event, PairStatusEv):
             if event.Status == event.SUCCESS:
                 self._linked()
-                self._event(p.Paired(event.ID.User))
+                self._event(p.Paired(event.ID.User, device_jid_text(event.ID)))
             else:
                 self._event(p.Lost(f"pairing failed: {event.Error}"))
         elif isinstance(event, ConnectedEv):
@@ -164,3 +165,8 @@ class Attempt:
             return None
         self.reported_over = True
         return p.AttemptOver(self.session, self.number, reason)
+
+
+def device_jid_text(jid: Any) -> str:
+    """A neonize JID proto as whatsmeow's store keys the device ("<user>:<device>@s.whatsapp.net")."""
+    return str(DeviceJid(jid.User, jid.RawAgent, jid.Device, jid.Server))

@@ -59,6 +59,7 @@ from neonize.proto.Neonize_pb2 import (
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
+from ..device_jid import parse_device_jid
 from .bridge import AFTER_START_WRITES, BridgeLock
 from .normalize import bare, parse_jid
 
@@ -154,8 +155,14 @@ class GoBridge:
 
     # -- calls (each blocks its thread; run them on worker threads) ----------------------------
 
-    def connect(self, uuid: str, db: str, receiver: Receiver) -> str:
-        """Go's Neonize(): returns only when the connection is over; returns Go's error text."""
+    def connect(
+        self, uuid: str, db: str, receiver: Receiver, account: bytes = b"", new_device: bool = False
+    ) -> str:
+        """Go's Neonize(): returns only when the connection is over; returns Go's error text.
+
+        `account`: the serialized JID of the account to open (`account_jid`), checked to be in the
+        store (an unknown one aborts the process); else `new_device` pairs a new one. Neither: the
+        store's first device (SQLite's one account; in a shared PostgreSQL, someone else's)."""
         self._receivers[uuid] = receiver
         thread = threading.get_ident()
         self._starting[thread] = uuid  # until whatsmeow dials (see _force_active_receipts)
@@ -166,9 +173,9 @@ class GoBridge:
                 error = gocode.Neonize(
                     db.encode(),
                     uuid.encode(),
-                    b"",
-                    0,
-                    0,
+                    account,
+                    len(account),
+                    int(new_device),
                     GO_LOG_LEVEL,
                     self._qr_cb,
                     self._status_cb,
@@ -387,6 +394,15 @@ def go_jid(text: str) -> bytes:
     if not at or not user or not server:
         raise CallError(f"not a JID: {text!r}")
     return bare(parse_jid(text)).SerializeToString()
+
+
+def account_jid(text: str) -> bytes:
+    """A device JID ("user[.agent][:device]@server") as Neonize() takes the account to open; Go turns
+    it back into the same text to find the device's row. ValueError if it is not one."""
+    jid = parse_device_jid(text)
+    return JID(
+        User=jid.user, RawAgent=jid.agent, Device=jid.device, Integrator=0, Server=jid.server
+    ).SerializeToString()
 
 
 def _text(value: object) -> str:

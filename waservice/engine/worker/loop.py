@@ -17,10 +17,11 @@ import trio
 from .. import protocol as p
 from ..content import Attachment, Content, Downloaded, NumberCheck
 from ..credentials import CorruptDatabase, check_database
+from ..devices import is_postgres
 from . import HISTORY_MESSAGES_ENV
 from .activity import ActivityWriter
 from .device import Attempt, attempt_uuid
-from .go import CallError, GoBridge, go_jid
+from .go import CallError, GoBridge, account_jid, go_jid
 from .normalize import Normalizer, PhoneBook, jid_text
 from .outgoing import BuildError, build
 
@@ -44,6 +45,7 @@ class Worker:
         self.activity = activity
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.phone_books: dict[str, PhoneBook] = {}  # per session, across its attempts
+        self.opened = 0  # Neonize() calls: goneonize opens a device store for each, and never closes it
         self.history_messages = os.environ.get(HISTORY_MESSAGES_ENV) == "1"
         self.token = trio.lowlevel.current_trio_token()
         self._outbox, self._outgoing = trio.open_memory_channel[p.Message](OUTBOX)
@@ -103,7 +105,7 @@ class Worker:
             case p.Ping(req):
                 live = sum(1 for a in self.attempts.values() if not a.reported_over)
                 abandoned = sum(1 for a in self.attempts.values() if a.abandoned)
-                self._queue(p.Pong(req, live, abandoned))
+                self._queue(p.Pong(req, live, abandoned, self.opened))
             case _:
                 log.warning("unexpected message %r", message)
 
@@ -114,11 +116,19 @@ class Worker:
             cmd.session, cmd.attempt, cmd.db, self.post, self._normalizer(cmd), self.activity, self.soon
         )
         self.attempts[(cmd.session, cmd.attempt)] = attempt
+        account = b""
         try:
             # Validate before Go sees it: goneonize aborts the whole process on a db it cannot use.
-            await trio.to_thread.run_sync(check_database, Path(cmd.db), limiter=self._control_threads)
+            # A PostgreSQL store is checked by the API process (the account's row, devices.py).
+            if not is_postgres(cmd.db):
+                await trio.to_thread.run_sync(check_database, Path(cmd.db), limiter=self._control_threads)
+            elif not cmd.jid and not cmd.new_device:  # Go would open the store's first account
+                raise ValueError("a shared device store needs the account's JID or a new device")
+            account = account_jid(cmd.jid) if cmd.jid else b""
         except CorruptDatabase as exc:
             attempt.result = f"device database unusable: {exc}"
+        except ValueError as exc:
+            attempt.result = f"device account unusable: {exc}"
         if attempt.stopping or attempt.result:
             del self.attempts[(cmd.session, cmd.attempt)]
             attempt.returned.set()
@@ -126,8 +136,9 @@ class Worker:
                 self._queue(over)
             return
         attempt.started = True
+        self.opened += 1
         trio.lowlevel.start_thread_soon(
-            lambda: self.go.connect(attempt.uuid, attempt.db, attempt),
+            lambda: self.go.connect(attempt.uuid, attempt.db, attempt, account, cmd.new_device),
             lambda result: self.token.run_sync_soon(self._returned, attempt, result),
             name=f"go:{attempt.uuid}",
         )
