@@ -39,8 +39,6 @@ from .tcp import quiet_accept_errors, tune_listener
 from .webhooks.service import run_webhooks
 
 if TYPE_CHECKING:
-    from .cluster.events import ClusterEvents
-    from .cluster.forward import Forwarding
     from .cluster.service import Cluster
 
 log = logging.getLogger("waservice")
@@ -65,7 +63,7 @@ async def serve_forever(
     async with _session_store(config) as (store, cluster), _event_store(config, cluster) as event_store:
         metrics = Metrics()
         hub = EventHub(await event_store.last_id())
-        events = None if cluster is None else _cluster_events(event_store, hub, cluster)
+        events = None if cluster is None else cluster.events(event_store, hub)  # type: ignore[arg-type]
         # In a cluster every node appends: the hub hears of all of them, in id order, from the follower.
         recorder = EventRecorder(event_store, hub if events is None else events.follower, metrics=metrics)
         metrics.level("waservice_event_log_pending", "Events waiting to be logged", lambda: recorder.pending)
@@ -106,7 +104,11 @@ async def serve_forever(
             if events is not None:
                 background.start_soon(events.relay_pokes, webhooks.dispatcher)
             async with open_engine(
-                config.sessions.engine, config.engine, recorder.sink, events=config.events
+                config.sessions.engine,
+                config.engine,
+                recorder.sink,
+                events=config.events,
+                devices=None if cluster is None else cluster.devices(),
             ) as engine:
                 manager = SessionManager(
                     engine,
@@ -128,7 +130,7 @@ async def serve_forever(
                 )
                 live = LiveEvents(event_store, hub, config.stream)
                 metrics.level("waservice_sse_subscribers", "Open GET /events streams", lambda: live.open)
-                forwarding = None if cluster is None else _forwarding(cluster, config)
+                forwarding = None if cluster is None else cluster.forwarding()
                 app = create_app(
                     manager,
                     config.server.api_key,
@@ -206,24 +208,6 @@ async def _event_store(config: Config, cluster: Cluster | None) -> AsyncIterator
 
     async with open_events(config) as store:
         yield store  # type: ignore[misc]  # the same interface, on PostgreSQL
-
-
-def _cluster_events(event_store: EventStore, hub: EventHub, cluster: Cluster) -> ClusterEvents:
-    from .cluster.events import ClusterEvents  # psycopg is loaded only for a cluster
-
-    return ClusterEvents(event_store, hub, cluster.node.node_id, cluster.listener)  # type: ignore[arg-type]
-
-
-def _forwarding(cluster: Cluster, config: Config) -> Forwarding:
-    from .cluster.forward import Forwarding
-
-    return Forwarding(
-        cluster.locator,
-        cluster.node.node_id,
-        timeout=config.cluster.forward_timeout,
-        # Idle connections to other nodes close before those nodes close them (their keep-alive).
-        idle_expiry=0.8 * config.server.keep_alive_timeout,
-    )
 
 
 def _both(

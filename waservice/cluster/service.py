@@ -14,7 +14,12 @@ import trio
 
 from ..api.idempotency import IdempotencyKeys
 from ..config import Config
+from ..events.hub import EventHub
 from .database import Database, DatabaseError
+from .devices import PostgresDevices
+from .events import ClusterEvents
+from .eventstore import PgEventStore
+from .forward import Forwarding
 from .idempotency import PostgresIdempotencyTable
 from .keys import ClusterKeys
 from .locator import ClusterLocator
@@ -31,7 +36,8 @@ class Cluster:
     store: ClusterSessionStore
     locator: ClusterLocator
     keys: ClusterKeys
-    listener: Listener  # NOTIFY from the other nodes (key changes)
+    listener: Listener  # NOTIFY from the other nodes (key changes, new events)
+    config: Config = attrs.field(repr=False)  # database.url holds a password
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the other nodes' changes; ready once this node sees them."""
@@ -42,6 +48,24 @@ class Cluster:
                 raise OSError(f"cannot use the cluster database: {exc}") from None
             await nursery.start(self.keys.run, self.listener)
             task_status.started()
+
+    def devices(self) -> PostgresDevices:
+        """whatsmeow's device keys in this database, where any node finds them after a takeover."""
+        return PostgresDevices(self.db, self.config.database.url)
+
+    def events(self, store: PgEventStore, hub: EventHub) -> ClusterEvents:
+        """Every node's events in this node's hub, in id order; webhook lanes claimed cluster-wide."""
+        return ClusterEvents(store, hub, self.node.node_id, self.listener)
+
+    def forwarding(self) -> Forwarding:
+        """Requests for sessions other nodes own go to them (cluster/forward.py)."""
+        return Forwarding(
+            self.locator,
+            self.node.node_id,
+            timeout=self.config.cluster.forward_timeout,
+            # Idle connections to other nodes close before those nodes close them (their keep-alive).
+            idle_expiry=0.8 * self.config.server.keep_alive_timeout,
+        )
 
     def idempotency(self) -> IdempotencyKeys:
         """Idempotency-Key answers every node sees (a retry after a failover is still answered)."""
@@ -76,4 +100,4 @@ async def open_cluster(config: Config) -> AsyncIterator[Cluster]:
             raise OSError(f"cannot use the cluster database: {exc}") from None
         node = ClusterNode(db, node_id, url, config.cluster.lease_ttl)
         store = await ClusterSessionStore.open(config.data_dir, node, keys)
-        yield Cluster(db, node, store, ClusterLocator(node), keys, Listener(config.database.url))
+        yield Cluster(db, node, store, ClusterLocator(node), keys, Listener(config.database.url), config)
