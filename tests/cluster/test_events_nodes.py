@@ -5,11 +5,8 @@ GET /events on either node streams them all."""
 from __future__ import annotations
 
 import collections
-import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,52 +14,9 @@ import psycopg
 import pytest
 
 from tests.cluster.nodes import Cluster
+from tests.cluster.receiver import Receiver
 
 pytestmark = pytest.mark.cluster
-
-
-class Receiver(ThreadingHTTPServer):
-    """A real HTTP receiver in a thread: keeps (webhook-id header, event) of every POST, answers 200."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[tuple[int, dict]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-    def ids(self) -> list[int]:
-        with self.lock:
-            return [event_id for event_id, _ in self.received]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:  # http.server calls it by this name
-        body = self.rfile.read(int(self.headers["content-length"]))
-        with self.server.lock:
-            self.server.received.append((int(self.headers["webhook-id"]), json.loads(body)))
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
