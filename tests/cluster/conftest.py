@@ -20,7 +20,8 @@ import pytest
 
 from tests.cluster.pgserver import PostgresServer, PostgresUnavailable, pg_bin
 from tests.cluster.pgserver import postgres_server as start_postgres
-from tests.cluster.receiver import receiver  # noqa: F401 (a fixture for every test here)
+from tests.cluster.receiver import receiver  # noqa: F401 (fixtures for every test here)
+from tests.simulator.conftest import sim  # noqa: F401
 
 REQUIRE = os.environ.get("WASERVICE_REQUIRE_POSTGRES", "") not in ("", "0", "false", "no")
 _database_numbers = itertools.count(1)

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 import trio
 
-from tests.simulator.conftest import sim  # noqa: F401 (the simulator fixture, per test)
 from tests.simulator.engine_harness import Device, pair, pool_on
 from tests.wasim import Simulator
 from waservice.cluster.database import Database, DatabaseUnavailable
@@ -75,7 +74,7 @@ async def stop(device: Device) -> None:
 
 
 async def test_paired_accounts_are_restored_by_jid_on_a_fresh_engine(
-    sim: Simulator,  # noqa: F811
+    sim: Simulator,
     patched_dir: Path,
     database_url: str,
     tmp_path: Path,
@@ -134,7 +133,7 @@ async def test_paired_accounts_are_restored_by_jid_on_a_fresh_engine(
 
 
 async def test_lib_pq_binary_parameters_pairs_restores_and_sends(
-    sim: Simulator,  # noqa: F811
+    sim: Simulator,
     patched_dir: Path,
     database_url: str,
     tmp_path: Path,
@@ -221,7 +220,7 @@ async def test_forget_before_whatsmeow_made_its_tables(database_url: str, tmp_pa
 
 
 async def test_the_worker_refuses_a_shared_store_with_neither_account_nor_new_device(
-    sim: Simulator,  # noqa: F811
+    sim: Simulator,
     patched_dir: Path,
     database_url: str,
     tmp_path: Path,
@@ -251,7 +250,7 @@ async def test_the_worker_refuses_a_shared_store_with_neither_account_nor_new_de
 
 
 async def test_sessions_starting_together_on_an_empty_store_all_show_a_qr(
-    sim: Simulator,  # noqa: F811
+    sim: Simulator,
     patched_dir: Path,
     database_url: str,
     tmp_path: Path,

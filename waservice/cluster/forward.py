@@ -116,8 +116,12 @@ class Forwarding:
         session_id = await self._session_of(scope)
         if session_id is None:
             return None
+        forwarded = bool(request.headers.get(FORWARDED_BY))
         try:
-            owner = await self.locator.owner(session_id, create=scope.creates)
+            # A new session sent here by another node's placement is created here: placing it
+            # again could pick a third node as the loads change, and a forwarded request never
+            # travels further.
+            owner = await self.locator.owner(session_id, create=scope.creates and not forwarded)
         except DatabaseUnavailable:
             raise ClusterUnavailable(
                 f"cannot tell which node owns session '{session_id}': the cluster database is "
@@ -125,7 +129,7 @@ class Forwarding:
             ) from None
         if owner is None or owner.node_id == self.node_id:
             return None
-        if request.headers.get(FORWARDED_BY):
+        if forwarded:
             self.outcomes["moving"] += 1
             raise SessionMoving(f"session '{session_id}' is moving to another node; retry")
         try:

@@ -31,9 +31,9 @@ class ClusterLocator:
         if row is None:
             if not create:
                 return None  # answered here: no such session
-            target = await node.call(registry.least_loaded)
+            target = await node.call(registry.place, session_id)
             if target is None or target.node_id == node.node_id:
-                return None
+                return None  # placed here (or nowhere live: this node creates it)
             return Owner(target.node_id, target.url)
         if row.owner is None or row.owner == node.node_id:
             await node.take_here(session_id)  # nobody live runs it: this node will

@@ -213,6 +213,27 @@ def fair_share(conn: psycopg.Connection, node_id: str) -> int:
     return max(0, -(-total // live) - mine)
 
 
+# Placements take turns, so each sees the ones before it: a burst of new sessions spreads out.
+PLACEMENT_LOCK_KEY = 0x7761_706C_6163  # "waplac"
+
+
+def place(conn: psycopg.Connection, session_id: str) -> NodeRow | None:
+    """Register a new session on the least-loaded live node and return that node; the node already
+    owning it if it exists; None if no node is live. The row counts at once, for the next placement."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_KEY,))
+    existing = session(conn, session_id)
+    target = least_loaded(conn) if existing is None else None
+    if existing is None and target is not None:
+        conn.execute(
+            "INSERT INTO ws_sessions (id, owner, epoch, autoconnect) VALUES (%s, %s, 1, true)",
+            (session_id, target.node_id),
+        )
+        return target
+    if existing is None or existing.owner is None:
+        return None
+    return next((n for n in nodes(conn) if n.node_id == existing.owner), None)
+
+
 def least_loaded(conn: psycopg.Connection) -> NodeRow | None:
     """The live, non-draining node owning the fewest sessions (where a new session goes)."""
     candidates = [n for n in nodes(conn) if n.live and not n.draining]
