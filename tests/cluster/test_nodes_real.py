@@ -168,18 +168,20 @@ async def test_kill_nine_moves_sessions_without_qr_and_any_node_sends(
 
 async def test_partition_then_drain_with_sends_in_flight(nodes: Nodes, sim: Simulator, database_url: str):
     ids = [f"p{n}" for n in range(6)]
-    with TcpProxy.to_url(database_url) as proxy:
+    proxy = TcpProxy.to_url(database_url)  # in its own thread: its calls block, so they go to threads
+    await trio.to_thread.run_sync(proxy.start)
+    try:
         await nodes.start("a", database_url=proxy.url)
         for n, sid in enumerate(ids):  # before b exists: every session is a's
             await nodes.pair(sim, "a", sid, phone(100 + n))
         await nodes.wait(lambda: nodes.connected("a", ids), 120, "a's sessions connected")
         await nodes.start("b")
 
-        proxy.block()  # a loses its database, not WhatsApp: it must stop before b may start
+        await trio.to_thread.run_sync(proxy.block)  # a loses its database, not WhatsApp: it must stop first
         await nodes.wait(lambda: nodes.connected("b", ids, not_on="a"), TTL * 6, "b to take a's sessions")
         assert twice_connected(sim) == []
         assert "no lease renewal" in nodes.cluster.log("a")
-        proxy.unblock()
+        await trio.to_thread.run_sync(proxy.unblock)
         await nodes.wait(
             lambda: _true("renewed its lease again" in nodes.cluster.log("a")), TTL * 4, "a back in touch"
         )
@@ -216,6 +218,8 @@ async def test_partition_then_drain_with_sends_in_flight(nodes: Nodes, sim: Simu
         assert statuses[200] > len(ids), statuses
         assert set(statuses) <= {200, 400, 502, 503}, statuses  # refusals during the move, never a 500
         assert twice_connected(sim) == []
+    finally:
+        await trio.to_thread.run_sync(proxy.stop)
 
 
 async def _true(value: bool) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from ..errors import SessionMoving
 from . import registry
 from .forward import Owner
 from .node import ClusterNode
@@ -35,6 +36,8 @@ class ClusterLocator:
             if target is None or target.node_id == node.node_id:
                 return None  # placed here (or nowhere live: this node creates it)
             return Owner(target.node_id, target.url)
+        if row.owner is None and node.draining:  # it is handing sessions over, not taking them
+            raise SessionMoving(f"session '{session_id}' is moving to another node; retry")
         if row.owner is None or row.owner == node.node_id:
             await node.take_here(session_id)  # nobody live runs it: this node will
             return None
