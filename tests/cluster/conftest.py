@@ -14,10 +14,12 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.cluster.nodes import Cluster
 from tests.cluster.pgserver import PostgresServer, PostgresUnavailable, pg_bin
 from tests.cluster.pgserver import postgres_server as start_postgres
 from tests.cluster.receiver import receiver  # noqa: F401 (fixtures for every test here)
@@ -62,3 +64,14 @@ def database_url(postgres_server: PostgresServer) -> Iterator[str]:
             contextlib.suppress(psycopg.Error),
         ):
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    """Service processes on the fake engine (`cluster.start("a")`), stopped at the end."""
+    nodes = Cluster(tmp_path, database_url, ttl=3.0)
+    try:
+        yield nodes
+    finally:
+        codes = nodes.stop_all()
+        assert all(code in (0, -9, None) for code in codes.values()), codes

@@ -118,3 +118,13 @@ class Cluster:
 
     def log(self, node_id: str) -> str:
         return self.nodes[node_id].log()
+
+    def pair_fake(self, node_id: str, session_id: str, phone: str) -> None:
+        """/connect through `node_id`, the fake phone scans the QR, wait until connected."""
+        assert self.post(node_id, "/connect", session_id=session_id).status_code == 200
+        self.wait(lambda: self.state(node_id, session_id) == "qr_ready", what=f"{session_id}'s QR")
+        assert self.post(node_id, "/_fake/scan", session_id=session_id, phone=phone).status_code == 200
+        self.wait(lambda: self.state(node_id, session_id) == "connected", what=f"{session_id} connected")
+
+    def state(self, node_id: str, session_id: str) -> str | None:
+        return self.get(node_id, "/status", session_id=session_id).json().get("state")

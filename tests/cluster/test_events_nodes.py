@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -17,25 +15,6 @@ from tests.cluster.nodes import Cluster
 from tests.cluster.receiver import Receiver
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
-    nodes = Cluster(tmp_path, database_url, ttl=3.0)
-    try:
-        yield nodes
-    finally:
-        codes = nodes.stop_all()
-        assert all(code in (0, -9, None) for code in codes.values()), codes
-
-
-def _pair(cluster: Cluster, node_id: str, session_id: str, phone: str) -> None:
-    assert cluster.post(node_id, "/connect", session_id=session_id).status_code == 200
-    cluster.wait(lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "qr_ready")
-    assert cluster.post(node_id, "/_fake/scan", session_id=session_id, phone=phone).status_code == 200
-    cluster.wait(
-        lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "connected"
-    )
 
 
 def _logged(database_url: str) -> list[tuple[int, str]]:
@@ -65,8 +44,8 @@ def test_a_webhook_and_the_streams_carry_every_nodes_events_once(
     cluster.start("b")
     created = cluster.post("b", "/webhooks", url=receiver.url, events=["*"])
     assert created.status_code in (200, 201), created.text
-    _pair(cluster, "a", "s1", "15550000001")
-    _pair(cluster, "b", "s2", "15550000002")
+    cluster.pair_fake("a", "s1", "15550000001")
+    cluster.pair_fake("b", "s2", "15550000002")
     logged = _logged(database_url)
     assert {session for _, session in logged} >= {"s1", "s2"}  # both nodes logged, one sequence
     ids = [event_id for event_id, _ in logged]

@@ -3,9 +3,7 @@ either node, the one that does not own it forwarding to the owner the registry n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,14 +16,11 @@ SESSIONS = [f"s{n}" for n in range(6)]
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
-    nodes = Cluster(tmp_path, database_url)
-    try:
-        nodes.start("a")
-        nodes.start("b")
-        yield nodes
-    finally:
-        nodes.stop_all()
+def cluster(cluster: Cluster) -> Cluster:
+    """Two nodes, a and b (conftest's cluster, started)."""
+    cluster.start("a")
+    cluster.start("b")
+    return cluster
 
 
 def _status_through_both(cluster: Cluster, session_id: str) -> dict[str, httpx.Response]:

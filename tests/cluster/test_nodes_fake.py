@@ -4,8 +4,6 @@ through the API (the real engine and the simulator: test_nodes_real.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,29 +14,10 @@ from tests.cluster.tcpproxy import TcpProxy
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
-    nodes = Cluster(tmp_path, database_url, ttl=3.0)
-    try:
-        yield nodes
-    finally:
-        codes = nodes.stop_all()
-        assert all(code in (0, -9, None) for code in codes.values()), codes
-
-
-def _pair(cluster: Cluster, node_id: str, session_id: str, phone: str) -> None:
-    assert cluster.post(node_id, "/connect", session_id=session_id).status_code == 200
-    cluster.wait(lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "qr_ready")
-    assert cluster.post(node_id, "/_fake/scan", session_id=session_id, phone=phone).status_code == 200
-    cluster.wait(
-        lambda: cluster.get(node_id, "/status", session_id=session_id).json()["state"] == "connected"
-    )
-
-
 def test_a_killed_nodes_sessions_reconnect_on_the_others(cluster: Cluster, database_url: str):
     cluster.start("a")  # alone: /connect places a new session on the least-loaded live node
     for n in range(6):
-        _pair(cluster, "a", f"s{n}", f"1555000000{n}")
+        cluster.pair_fake("a", f"s{n}", f"1555000000{n}")
     cluster.start("b")
     cluster.start("c")
     owners = cluster.owners("b")
@@ -73,7 +52,7 @@ def test_a_killed_nodes_sessions_reconnect_on_the_others(cluster: Cluster, datab
 def test_drain_through_the_api_hands_everything_over(cluster: Cluster):
     cluster.start("a")
     for n in range(4):
-        _pair(cluster, "a", f"s{n}", f"1555000000{n}")
+        cluster.pair_fake("a", f"s{n}", f"1555000000{n}")
     cluster.start("b")
     response = cluster.post("b", "/nodes/a/drain")
     assert response.status_code == 200, response.text
@@ -92,7 +71,7 @@ def test_drain_through_the_api_hands_everything_over(cluster: Cluster):
 
 def test_a_stopped_node_hands_its_sessions_over_at_once(cluster: Cluster):
     cluster.start("a")
-    _pair(cluster, "a", "s1", "15550000001")
+    cluster.pair_fake("a", "s1", "15550000001")
     cluster.start("b")
     assert cluster.nodes["a"].stop() == 0
     # Released at shutdown: taken at b's next renewal (ttl / 4), not when a's lease would end.
@@ -108,7 +87,7 @@ def test_a_stopped_node_hands_its_sessions_over_at_once(cluster: Cluster):
 def test_a_partitioned_node_stops_its_sessions_before_another_takes_them(cluster: Cluster, database_url: str):
     with TcpProxy.to_url(database_url) as proxy:
         cluster.start("a", database_url=proxy.url)
-        _pair(cluster, "a", "s1", "15550000001")
+        cluster.pair_fake("a", "s1", "15550000001")
         cluster.start("b")
         proxy.block()  # a's database stops answering; WhatsApp still does
         cut_at = time.monotonic()

@@ -72,10 +72,10 @@ class EventStore:
     """The event log in worker threads: appends on their own connection, one at a time, never
     queued behind reads or the webhook tables' work (one call at a time on the other connection)."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, readers: int = 1) -> None:
         self._log = log
         self._append_limiter = trio.CapacityLimiter(1)
-        self._limiter = trio.CapacityLimiter(1)
+        self._limiter = trio.CapacityLimiter(readers)
 
     def add_outbox(self, outbox: Outbox) -> None:
         """Run `outbox` inside every append's transaction (see eventlog.Outbox)."""
@@ -100,11 +100,16 @@ class EventStore:
 
     async def append_call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking function of the appending connection (appends and pruning only)."""
-        return await _in_thread(fn, args, self._append_limiter)
+        return await self._in_thread(fn, args, self._append_limiter)
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking function of the log's connection (tables kept beside the log use this)."""
-        return await _in_thread(fn, args, self._limiter)
+        return await self._in_thread(fn, args, self._limiter)
+
+    async def _in_thread(
+        self, fn: Callable[..., T], args: tuple[object, ...], limiter: trio.CapacityLimiter
+    ) -> T:
+        return await _in_thread(fn, args, limiter)
 
     @property
     def connection(self) -> sqlite3.Connection:
