@@ -269,3 +269,17 @@ async def test_the_lease_functions_run_through_database_call(url: str) -> None:
         await db.call(partial(leases.fenced_update, state="connected"), "n1", "s", claim.epoch)
         assert await db.call(leases.still_mine, "n1", "s", claim.epoch)
         assert await db.call(leases.renew, "n1", "http://n1:3002", TTL, {"s": claim.epoch}) == {"s"}
+
+
+def test_a_burst_of_placements_spreads_over_the_live_nodes(url: str):
+    """Placements take turns and each counts the ones before it (30 at once: 10 per node)."""
+    from waservice.cluster import registry
+
+    for node_id in ("a", "b", "c"):
+        Node(url, node_id).heartbeat()
+    placers = [Node(url, f"client{n}") for n in range(30)]
+    placed = run_together([partial(p.run, registry.place, f"new{n}") for n, p in enumerate(placers)])
+    counts = {node_id: sum(1 for target in placed if target.node_id == node_id) for node_id in "abc"}
+    assert counts == {"a": 10, "b": 10, "c": 10}
+    again = placers[0].run(registry.place, "new0")  # an existing session: its owner, nothing new
+    assert again.node_id == placed[0].node_id
