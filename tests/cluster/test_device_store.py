@@ -271,3 +271,33 @@ async def test_sessions_starting_together_on_an_empty_store_all_show_a_qr(
                 await device.wait(QrCode)
             assert [device.ends for device in started] == [[]] * len(sessions)
             nursery.cancel_scope.cancel()
+
+
+async def test_two_nodes_starting_together_on_an_empty_store_all_show_a_qr(
+    sim: Simulator,
+    patched_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """The same across nodes: one start in the whole cluster creates whatsmeow's tables (its node
+    claims the turn in ws_device_store_upgrade); the other node's starts wait for them."""
+    sessions = [f"s{i}" for i in range(6)]
+    async with registry(database_url, *sessions) as db:
+        first, second = PostgresDevices(db, database_url, "a"), PostgresDevices(db, database_url, "b")
+        async with (
+            pool_on(patched_dir, devices=first) as pool_a,
+            pool_on(patched_dir, devices=second) as pool_b,
+            trio.open_nursery() as nursery,
+        ):
+            started: list[Device] = []
+            async with trio.open_nursery() as together:
+                for n, session in enumerate(sessions):
+                    device = Device(pool_a if n % 2 else pool_b, session, tmp_path / session)
+                    started.append(device)
+                    together.start_soon(nursery.start, device.run)
+            for device in started:
+                await device.wait(QrCode)
+            assert [device.ends for device in started] == [[]] * len(sessions)
+            nursery.cancel_scope.cancel()
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT node FROM ws_device_store_upgrade").fetchone()[0] in ("a", "b")

@@ -11,6 +11,7 @@ store, someone else's. So a spec carries a JID only after checking its row, else
 from __future__ import annotations
 
 import logging
+import math
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -30,14 +31,17 @@ T = TypeVar("T")
 # tests/cluster/test_device_connections.py): a worker past this many is recycled, which closes them.
 STALE_STORES = 20
 # How long starts on a store with no tables yet wait for the first one to create them.
-FIRST_UPGRADE_WAIT = 15.0
+FIRST_UPGRADE_WAIT = 15.0  # also how long a node's turn to create them lasts (ws_device_store_upgrade)
 
 
 class PostgresDevices:
     """A `DeviceStore` on the cluster database `url` (the one `database` is connected to)."""
 
-    def __init__(self, database: Database, url: str, *, max_stale_stores: int = STALE_STORES) -> None:
+    def __init__(
+        self, database: Database, url: str, node_id: str = "", *, max_stale_stores: int = STALE_STORES
+    ) -> None:
         self._database = database
+        self._node_id = node_id  # whose turn it is to create whatsmeow's tables, cluster-wide
         self._url = go_url(url)
         self.max_stale_stores = max_stale_stores
         # Pairings the registry has not recorded yet (the database was unreachable at that moment):
@@ -45,7 +49,7 @@ class PostgresDevices:
         self._unsaved: dict[str, str] = {}
         self._first_upgrade = trio.Lock()
         self._tables_made = False  # whatsmeow's tables exist (once seen, they stay)
-        self._upgrading = False  # a start was let through to create them
+        self._turn_until = -math.inf  # trio time this node's start that creates them has until
 
     async def spec(self, session_id: str, directory: Path) -> DeviceSpec:
         await self._after_first_upgrade()
@@ -88,19 +92,28 @@ class PostgresDevices:
 
     async def _after_first_upgrade(self) -> None:
         """whatsmeow creates its tables at every Neonize() that finds none, and two such at once
-        collide (measured: 23505 on pg_type, the attempt fails). So while there are none, starts go
-        one at a time: the first creates them, the others wait until it has (or FIRST_UPGRADE_WAIT
-        passed: that one failed, and the next takes its turn). Other nodes are not held back: one
-        of theirs may still collide once, and the session's retry then finds the tables."""
+        collide (measured: 23505 on pg_type, the attempt fails). So while there are none, one start
+        in the whole cluster goes through: this node's first, if it claims the turn (a row in
+        ws_device_store_upgrade, for FIRST_UPGRADE_WAIT); every other start waits until the tables
+        exist, or until that turn has passed (that start failed) and it may claim the next."""
         if self._tables_made:
             return
         async with self._first_upgrade:
-            if self._upgrading:  # a start before this one is creating them
-                with trio.move_on_after(FIRST_UPGRADE_WAIT):
-                    while not await self._call(_has_devices_table):
-                        await trio.sleep(0.2)
-            self._tables_made = await self._call(_has_devices_table)
-            self._upgrading = True
+            give_up = trio.current_time() + 2 * FIRST_UPGRADE_WAIT
+            while not await self._tables_exist():
+                now = trio.current_time()
+                if now >= self._turn_until and await self._call(
+                    _claim_upgrade, self._node_id, FIRST_UPGRADE_WAIT
+                ):
+                    self._turn_until = now + FIRST_UPGRADE_WAIT
+                    return  # this start creates them; the next ones wait for it
+                if now > give_up:
+                    return  # no tables after two turns: let it try (a failure is retried anyway)
+                await trio.sleep(0.2)
+
+    async def _tables_exist(self) -> bool:
+        self._tables_made = await self._call(_has_devices_table)
+        return self._tables_made
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         """The query's result, or an EngineError (a supervisor retries it with its backoff)."""
@@ -163,6 +176,21 @@ def _account(conn: psycopg.Connection, session_id: str, unsaved: str | None) -> 
         )
         return None
     return jid
+
+
+def _claim_upgrade(conn: psycopg.Connection, node_id: str, seconds: float) -> bool:
+    """This node's turn to let a start create whatsmeow's tables, unless another node's is running."""
+    row = conn.execute(
+        """
+        INSERT INTO ws_device_store_upgrade AS u (id, node, until)
+        VALUES (1, %(node)s, now() + make_interval(secs => %(secs)s))
+        ON CONFLICT (id) DO UPDATE SET node = EXCLUDED.node, until = EXCLUDED.until
+            WHERE u.until < now()
+        RETURNING node
+        """,
+        {"node": node_id, "secs": seconds},
+    ).fetchone()
+    return row is not None
 
 
 def _has_devices_table(conn: psycopg.Connection) -> bool:

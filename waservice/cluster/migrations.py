@@ -174,6 +174,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX ws_messages_by_age ON ws_messages (indexed_at);
         """,
     ),
+    Migration(
+        5,
+        """
+        -- Which node lets the first start through to create whatsmeow's tables (cluster/devices.py):
+        -- two of whatsmeow's schema upgrades at once collide. One row; a claim lasts until `until`.
+        CREATE TABLE ws_device_store_upgrade (
+            id    int PRIMARY KEY CHECK (id = 1),
+            node  text NOT NULL,
+            until timestamptz NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -51,7 +51,7 @@ class Cluster:
 
     def devices(self) -> PostgresDevices:
         """whatsmeow's device keys in this database, where any node finds them after a takeover."""
-        return PostgresDevices(self.db, self.config.database.url)
+        return PostgresDevices(self.db, self.config.database.url, self.node.node_id)
 
     def events(self, store: PgEventStore, hub: EventHub) -> ClusterEvents:
         """Every node's events in this node's hub, in id order; webhook lanes claimed cluster-wide."""
