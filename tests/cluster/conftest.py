@@ -24,6 +24,7 @@ from tests.cluster.pgserver import PostgresServer, PostgresUnavailable, pg_bin
 from tests.cluster.pgserver import postgres_server as start_postgres
 from tests.cluster.receiver import receiver  # noqa: F401 (fixtures for every test here)
 from tests.simulator.conftest import sim  # noqa: F401
+from waservice.cluster.migrations import migrate
 
 REQUIRE = os.environ.get("WASERVICE_REQUIRE_POSTGRES", "") not in ("", "0", "false", "no")
 _database_numbers = itertools.count(1)
@@ -64,6 +65,14 @@ def database_url(postgres_server: PostgresServer) -> Iterator[str]:
             contextlib.suppress(psycopg.Error),
         ):
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def url(database_url: str) -> str:
+    """A fresh database with the cluster's schema (migrated as a node does at start)."""
+    with psycopg.connect(database_url) as conn:
+        migrate(conn)
+    return database_url
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 import trio
 
 from waservice.api.stream import EventFilter, LiveEvents
-from waservice.cluster.migrations import migrate
 from waservice.events.hub import EventHub
 
 from .eventnode import EventNode, event_node
@@ -19,15 +18,6 @@ from .eventnode import EventNode, event_node
 pytestmark = pytest.mark.cluster
 
 WAIT = 60.0  # a safety net on a loaded box; every wait ends as soon as the events are there
-
-
-@pytest.fixture
-async def migrated(database_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
-    return database_url
 
 
 async def follow_hub(hub: EventHub, count: int) -> list[int]:
@@ -53,11 +43,11 @@ async def stream_ids(live: LiveEvents, count: int) -> list[int]:
 
 
 @pytest.fixture
-async def nodes(migrated: str) -> AsyncIterator[tuple[EventNode, EventNode]]:
+async def nodes(url: str) -> AsyncIterator[tuple[EventNode, EventNode]]:
     # No polling: what one node logs reaches the other through NOTIFY alone.
     async with (
-        event_node(migrated, "a", poll_interval=3600) as a,
-        event_node(migrated, "b", poll_interval=3600) as b,
+        event_node(url, "a", poll_interval=3600) as a,
+        event_node(url, "b", poll_interval=3600) as b,
     ):
         yield a, b
 

@@ -18,7 +18,6 @@ from waservice.api.app import create_app
 from waservice.api.idempotency import IdempotencyKeys
 from waservice.cluster.database import Database
 from waservice.cluster.idempotency import PostgresIdempotencyTable
-from waservice.cluster.migrations import migrate
 from waservice.engine.fake import FakeEngine
 from waservice.errors import StorageFailed
 from waservice.sessions.machine import ReconnectPolicy
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.cluster
 
 SLOT = ("admin", "s1", "k-1")
 BODY = {"session_id": "s1", "number": "12025550143", "message": "hello"}
-
-
-@pytest.fixture
-def url(database_url: str) -> str:
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
-    return database_url
 
 
 @asynccontextmanager

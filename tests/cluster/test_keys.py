@@ -13,7 +13,6 @@ import trio
 from tests.cluster.conftest import PostgresServer
 from waservice.cluster.database import Database
 from waservice.cluster.keys import ClusterKeys
-from waservice.cluster.migrations import migrate
 from waservice.cluster.notify import Backoff, Listener
 from waservice.errors import StorageFailed
 from waservice.store.keys import KEY_PREFIX
@@ -29,11 +28,11 @@ def sql(url: str, query: str, *args: object) -> None:
 
 
 @pytest.fixture
-def url(database_url: str) -> str:
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
+def url(url: str) -> str:
+    """With two sessions registered."""
+    with psycopg.connect(url) as conn:
         conn.execute("INSERT INTO ws_sessions (id) VALUES ('s1'), ('s2')")
-    return database_url
+    return url
 
 
 @asynccontextmanager

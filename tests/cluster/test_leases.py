@@ -14,7 +14,6 @@ from tests.cluster.racing import run_together
 from waservice.cluster import leases
 from waservice.cluster.database import Database
 from waservice.cluster.leases import Claim, LeaseLost
-from waservice.cluster.migrations import migrate
 
 pytestmark = pytest.mark.cluster
 
@@ -52,13 +51,6 @@ class Node:
         self.conn.execute(
             "UPDATE ws_nodes SET lease_until = now() - interval '1 second' WHERE node_id = %s", (self.id,)
         )
-
-
-@pytest.fixture
-def url(database_url: str) -> str:
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
-    return database_url
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 
 from waservice.cluster.eventstore import PgEventStore, open_pg_event_store
 from waservice.cluster.messages import PgMessageTable
-from waservice.cluster.migrations import migrate
 from waservice.engine.content import Attachment
 from waservice.events.model import MESSAGE_RECEIVED, Activity
 from waservice.store.messages import IndexedMessage, MessageIndex
@@ -21,10 +19,8 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-async def stores(database_url: str) -> AsyncIterator[tuple[PgEventStore, PgEventStore]]:
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
-    async with open_pg_event_store(database_url, size=2) as a, open_pg_event_store(database_url, size=2) as b:
+async def stores(url: str) -> AsyncIterator[tuple[PgEventStore, PgEventStore]]:
+    async with open_pg_event_store(url, size=2) as a, open_pg_event_store(url, size=2) as b:
         yield a, b
 
 

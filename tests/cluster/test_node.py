@@ -18,7 +18,6 @@ import trio
 from waservice.cluster.database import Database
 from waservice.cluster.keys import ClusterKeys
 from waservice.cluster.locator import ClusterLocator
-from waservice.cluster.migrations import migrate
 from waservice.cluster.node import ClusterNode
 from waservice.cluster.store import ClusterSessionStore
 from waservice.engine.fake import FakeEngine
@@ -44,13 +43,6 @@ class Node:
 
     def connected(self) -> set[str]:
         return {s.session_id for s in self.manager.sessions() if s.machine.state.value == "connected"}
-
-
-@pytest.fixture
-def url(database_url: str) -> str:
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
-    return database_url
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ import collections
 import time
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 import trio
 
@@ -16,7 +15,6 @@ from tests.webhook_receiver import Answer, WebhookReceiver
 from waservice.cluster.eventlog import PgEventLog
 from waservice.cluster.eventstore import PgEventStore, open_pg_event_store
 from waservice.cluster.lanes import PgLaneClaims
-from waservice.cluster.migrations import migrate
 from waservice.cluster.webhooks import PgWebhookTables
 from waservice.events.model import Activity
 from waservice.store.webhooks import DeliveryResult, StoredWebhook
@@ -30,15 +28,8 @@ WAIT = 90.0  # a safety net on a loaded box; every wait ends as soon as its cond
 
 
 @pytest.fixture
-def migrated(database_url: str) -> str:
-    with psycopg.connect(database_url) as conn:
-        migrate(conn)
-    return database_url
-
-
-@pytest.fixture
-async def store(migrated: str) -> AsyncIterator[PgEventStore]:
-    async with open_pg_event_store(migrated, size=3) as store:
+async def store(url: str) -> AsyncIterator[PgEventStore]:
+    async with open_pg_event_store(url, size=3) as store:
         yield store
 
 
@@ -108,8 +99,8 @@ async def test_the_tables_behave_as_on_one_node(store: PgEventStore) -> None:
     assert await call(tables.lanes_with_work) == []
 
 
-async def test_one_node_holds_a_lane_until_its_claim_runs_out(store: PgEventStore, migrated: str) -> None:
-    async with open_pg_event_store(migrated, size=2) as other:
+async def test_one_node_holds_a_lane_until_its_claim_runs_out(store: PgEventStore, url: str) -> None:
+    async with open_pg_event_store(url, size=2) as other:
         a = PgLaneClaims(store, "a", ttl=1.0)
         b = PgLaneClaims(other, "b", ttl=1.0)
         results = {}
@@ -159,12 +150,12 @@ async def logged_ids(node: EventNode) -> list[int]:
     return [e.id for e in await node.store.after(0, 100_000)]
 
 
-async def test_two_dispatchers_deliver_each_event_once(migrated: str) -> None:
+async def test_two_dispatchers_deliver_each_event_once(url: str) -> None:
     receiver = WebhookReceiver(secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     sessions, per_session = 6, 15
     async with trio.open_nursery() as outer:
         await outer.start(receiver.run)
-        async with event_node(migrated, "a") as a, event_node(migrated, "b") as b:
+        async with event_node(url, "a") as a, event_node(url, "b") as b:
             service = await a.start_dispatcher()
             await b.start_dispatcher()
             spec = WebhookSpec(receiver.url, ("*",), secret=receiver.secret)
@@ -191,15 +182,15 @@ async def test_two_dispatchers_deliver_each_event_once(migrated: str) -> None:
     assert holders  # lanes were claimed (by one node or both: whoever heard first)
 
 
-async def test_a_dead_nodes_lanes_are_finished_by_another_after_their_claims_run_out(migrated: str) -> None:
+async def test_a_dead_nodes_lanes_are_finished_by_another_after_their_claims_run_out(url: str) -> None:
     ttl = 3.0
     receiver = WebhookReceiver(default=Answer(delay=0.05))  # slow enough to die mid-way
     sessions, per_session = 4, 12
     total = sessions * per_session
     async with trio.open_nursery() as outer:
         await outer.start(receiver.run)
-        async with event_node(migrated, "b", lane_ttl=ttl) as b:
-            async with event_node(migrated, "a", lane_ttl=ttl) as a:
+        async with event_node(url, "b", lane_ttl=ttl) as b:
+            async with event_node(url, "a", lane_ttl=ttl) as a:
                 service = await a.start_dispatcher()
                 await service.create(WebhookSpec(receiver.url, ("*",)))
                 for n in range(per_session):
@@ -232,12 +223,12 @@ async def test_a_dead_nodes_lanes_are_finished_by_another_after_their_claims_run
     assert after and min(after) >= ttl * 2 / 3 - 0.5
 
 
-async def test_a_lane_another_node_took_stops_here_before_its_next_attempt(migrated: str) -> None:
+async def test_a_lane_another_node_took_stops_here_before_its_next_attempt(url: str) -> None:
     receiver = WebhookReceiver()
     receiver.script(Answer(500))  # the first attempt fails: the retry is due about 5 s later
     async with trio.open_nursery() as outer:
         await outer.start(receiver.run)
-        async with event_node(migrated, "a", lane_ttl=3.0) as a:
+        async with event_node(url, "a", lane_ttl=3.0) as a:
             service = await a.start_dispatcher()
             webhook, _ = await service.create(WebhookSpec(receiver.url, ("*",)))
             await a.emit("s1", 1)
@@ -258,12 +249,12 @@ async def test_a_lane_another_node_took_stops_here_before_its_next_attempt(migra
         outer.cancel_scope.cancel()
 
 
-async def test_a_redeliver_on_one_node_is_sent_at_once_by_the_node_holding_the_lane(migrated: str) -> None:
+async def test_a_redeliver_on_one_node_is_sent_at_once_by_the_node_holding_the_lane(url: str) -> None:
     receiver = WebhookReceiver()
     receiver.script(Answer(410))  # gone: dead at the first attempt
     async with trio.open_nursery() as outer:
         await outer.start(receiver.run)
-        async with event_node(migrated, "a") as a, event_node(migrated, "b") as b:
+        async with event_node(url, "a") as a, event_node(url, "b") as b:
             on_b = await b.start_dispatcher()  # b alone delivers: it holds the lane (for 30 s)
             webhook, _ = await on_b.create(WebhookSpec(receiver.url, ("*",)))
             await b.emit("s1", 1)
