@@ -13,7 +13,7 @@ from ..cluster.service import Cluster
 from ..errors import UnknownNode
 from .caller import admin_only
 from .models import SessionView
-from .routes import errors
+from .routes import errors, iso_seconds
 
 
 @attrs.define
@@ -49,7 +49,8 @@ def cluster() -> Cluster:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The API's format (UTC, to the second), whatever time zone the database answers in."""
+    return iso_seconds(moment.timestamp())
 
 
 @bp.get("/nodes")

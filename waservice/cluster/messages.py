@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import psycopg
 
-from ..events.model import MESSAGE_RECEIVED, Activity, LoggedEvent
-from ..store.messages import IndexedMessage, indexed_from_row, message_row, received_row
+from ..events.model import Activity, LoggedEvent
+from ..store.messages import IndexedMessage, indexed_from_row, message_row, received_rows
 from .database import Database
 
 __all__ = ["PgMessageTable"]
@@ -41,12 +41,7 @@ class PgMessageTable:
     def outbox(
         self, conn: psycopg.Connection, logged: Sequence[LoggedEvent], sources: Sequence[Activity]
     ) -> None:
-        now = time.time()
-        rows = [
-            row
-            for event, source in zip(logged, sources, strict=True)
-            if event.type == MESSAGE_RECEIVED and (row := received_row(event, source, now)) is not None
-        ]
+        rows = received_rows(logged, sources, time.time())
         if rows:
             conn.cursor().executemany(_UPSERT, rows)
 

@@ -235,8 +235,7 @@ class ClusterNode:
         if owned is None:
             return False
         self.held[session_id] = owned.epoch
-        await manager.adopt(session_id, owned.autoconnect, owned.down_reason)
-        self.state_changed(session_id)
+        await self._adopt(manager, session_id, owned)
         return True
 
     async def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:

@@ -17,7 +17,15 @@ from collections.abc import Sequence
 import psycopg
 
 from ..events.model import Activity, LoggedEvent
-from ..store.webhooks import OPEN, SNIPPET, Delivery, DeliveryResult, Due, StoredWebhook, due_from_row
+from ..store.webhooks import (
+    Delivery,
+    DeliveryResult,
+    Due,
+    StoredWebhook,
+    delivery_from_row,
+    due_from_row,
+    result_params,
+)
 from .database import Database
 
 __all__ = ["POKES", "PgWebhookTables"]
@@ -147,20 +155,7 @@ class PgWebhookTables:
             return rows, total
 
         rows, total = self._db.run(page)
-        return [
-            Delivery(
-                event_id=r[0],
-                event_type=r[1],
-                session_id=r[2],
-                status=r[3],
-                attempts=r[4],
-                next_attempt_at=r[5] if r[3] in OPEN else None,
-                last_status_code=r[6],
-                last_error=r[7],
-                updated_at=r[8],
-            )
-            for r in rows
-        ], total
+        return [delivery_from_row(r) for r in rows], total
 
     def redeliver(self, webhook_id: str, event_id: int | None) -> int:
         """Dead deliveries (or the one of `event_id`, whatever its status) back to pending, due now."""
@@ -227,19 +222,7 @@ class PgWebhookTables:
                 " first_attempt_at = COALESCE(first_attempt_at, %s), next_attempt_at = %s,"
                 " last_status_code = %s, last_error = %s, updated_at = %s"
                 " WHERE webhook_id = %s AND event_id = %s AND status IN ('pending', 'failed')",
-                [
-                    (
-                        r.status,
-                        r.attempted_at,
-                        r.next_attempt_at,
-                        r.status_code,
-                        r.error[:SNIPPET] if r.error else None,
-                        now,
-                        r.webhook_id,
-                        r.event_id,
-                    )
-                    for r in results
-                ],
+                result_params(results, now),
             )
         )
 

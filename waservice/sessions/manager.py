@@ -131,6 +131,12 @@ class SessionManager:
         self._by_case.setdefault(case_key(session_id), session_id)
         return session
 
+    def _forget(self, session_id: str) -> None:
+        """No longer run here (deleted, or owned by another node): free the id and its case key."""
+        del self._sessions[session_id]
+        if self._by_case.get(case_key(session_id)) == session_id:
+            del self._by_case[case_key(session_id)]
+
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
             raise RuntimeError("the session manager is not running")
@@ -172,11 +178,10 @@ class SessionManager:
     async def relinquish(self, session_id: str) -> None:
         """Stop a session this node no longer owns, leaving the registry and the device alone."""
         async with self._locks.hold(case_key(session_id)):
-            session = self._sessions.pop(session_id, None)
+            session = self._sessions.get(session_id)
             if session is None:
                 return
-            if self._by_case.get(case_key(session_id)) == session_id:
-                del self._by_case[case_key(session_id)]
+            self._forget(session_id)
             await session.close()
         log.info("session=%s handed over", session_id)
 
@@ -258,9 +263,7 @@ class SessionManager:
             await session.forget_device()
             # StorageFailed: the session stays, disconnected, and the client sees why.
             leftovers = await self.store.remove(session_id)
-            del self._sessions[session_id]
-            if self._by_case.get(case_key(session_id)) == session_id:
-                del self._by_case[case_key(session_id)]
+            self._forget(session_id)
             await session.close()
         log.info("session=%s deleted", session_id)
         return _delete_result(unlink, leftovers)

@@ -33,6 +33,7 @@ __all__ = [
     "indexed_from_row",
     "message_row",
     "received_row",
+    "received_rows",
 ]
 
 log = logging.getLogger("waservice.store")
@@ -89,12 +90,7 @@ class MessageTable:
     def outbox(
         self, db: sqlite3.Connection, logged: Sequence[LoggedEvent], sources: Sequence[Activity]
     ) -> None:
-        now = time.time()
-        rows = [
-            row
-            for event, source in zip(logged, sources, strict=True)
-            if event.type == MESSAGE_RECEIVED and (row := received_row(event, source, now)) is not None
-        ]
+        rows = received_rows(logged, sources, time.time())
         if rows:
             db.executemany(_UPSERT, rows)
 
@@ -173,6 +169,17 @@ def message_row(message: IndexedMessage, now: float) -> tuple[object, ...]:
         attachment.mimetype if attachment else None,
         now,
     )
+
+
+def received_rows(
+    logged: Sequence[LoggedEvent], sources: Sequence[Activity], now: float
+) -> list[tuple[object, ...]]:
+    """The rows of the received messages among events an append logged (an outbox's work)."""
+    return [
+        row
+        for event, source in zip(logged, sources, strict=True)
+        if event.type == MESSAGE_RECEIVED and (row := received_row(event, source, now)) is not None
+    ]
 
 
 def received_row(event: LoggedEvent, source: Activity, now: float) -> tuple[object, ...] | None:

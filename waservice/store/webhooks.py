@@ -21,7 +21,16 @@ import msgspec
 
 from ..events.model import Activity, LoggedEvent
 
-__all__ = ["Delivery", "DeliveryResult", "Due", "StoredWebhook", "WebhookTables", "due_from_row"]
+__all__ = [
+    "Delivery",
+    "DeliveryResult",
+    "Due",
+    "StoredWebhook",
+    "WebhookTables",
+    "delivery_from_row",
+    "due_from_row",
+    "result_params",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -227,21 +236,7 @@ class WebhookTables:
             " ORDER BY d.event_id DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
-        page = [
-            Delivery(
-                event_id=r[0],
-                event_type=r[1],
-                session_id=r[2],
-                status=r[3],
-                attempts=r[4],
-                next_attempt_at=r[5] if r[3] in OPEN else None,
-                last_status_code=r[6],
-                last_error=r[7],
-                updated_at=r[8],
-            )
-            for r in rows
-        ]
-        return page, total
+        return [delivery_from_row(r) for r in rows], total
 
     def redeliver(self, webhook_id: str, event_id: int | None) -> int:
         """Dead deliveries (or the one of `event_id`, whatever its status) back to pending, due now.
@@ -299,19 +294,7 @@ class WebhookTables:
                 " first_attempt_at = COALESCE(first_attempt_at, ?), next_attempt_at = ?,"
                 " last_status_code = ?, last_error = ?, updated_at = ?"
                 " WHERE webhook_id = ? AND event_id = ? AND status IN ('pending', 'failed')",
-                [
-                    (
-                        r.status,
-                        r.attempted_at,
-                        r.next_attempt_at,
-                        r.status_code,
-                        r.error[:SNIPPET] if r.error else None,
-                        now,
-                        r.webhook_id,
-                        r.event_id,
-                    )
-                    for r in results
-                ],
+                result_params(results, now),
             )
 
     def prune(self, limit: int = 10_000) -> int:
@@ -336,6 +319,40 @@ class WebhookTables:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def delivery_from_row(r: Sequence) -> Delivery:
+    """A Delivery from (event id, type, session, status, attempts, next attempt, last status code,
+    last error, updated at)."""
+    return Delivery(
+        event_id=r[0],
+        event_type=r[1],
+        session_id=r[2],
+        status=r[3],
+        attempts=r[4],
+        next_attempt_at=r[5] if r[3] in OPEN else None,
+        last_status_code=r[6],
+        last_error=r[7],
+        updated_at=r[8],
+    )
+
+
+def result_params(results: Sequence[DeliveryResult], now: float) -> list[tuple[object, ...]]:
+    """`record`'s parameters per attempt: status, attempted at, next attempt, status code, error,
+    updated at, webhook id, event id."""
+    return [
+        (
+            r.status,
+            r.attempted_at,
+            r.next_attempt_at,
+            r.status_code,
+            r.error[:SNIPPET] if r.error else None,
+            now,
+            r.webhook_id,
+            r.event_id,
+        )
+        for r in results
+    ]
 
 
 def due_from_row(row: Sequence) -> Due:
