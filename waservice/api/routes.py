@@ -17,8 +17,8 @@ from ..engine.content import Text
 from ..errors import InvalidRequest, NoQrCode
 from ..messaging import Messaging
 from ..sessions.manager import SessionManager
-from ..sessions.supervisor import SessionInfo
-from .caller import admin_only, caller, filtered_by_caller
+from ..sessions.supervisor import SessionInfo, SessionSupervisor
+from .caller import Caller, admin_only, caller, filtered_by_caller
 from .idempotency import idempotent
 from .limits import limit_new_session
 from .models import (
@@ -121,12 +121,13 @@ async def list_sessions() -> Response:
     With a session key: only that session."""
     query = _sessions_query()
     who = caller()
-    views = await _session_views()
-    views = [v for v in views if who.may_act_on(v.session_id)]
-    if query.state is not None:
-        views = [v for v in views if v.state == query.state]
-    page = views[query.offset :][: query.limit]
-    body = SessionsResponse(sessions=page, total=len(views))
+    listed = [
+        entry
+        for entry in await _listed_sessions(who)
+        if who.may_act_on(entry.session_id) and (query.state is None or entry.state == query.state)
+    ]
+    page = await _in_slices(listed[query.offset :][: query.limit], _as_view)  # only the page is shaped
+    body = SessionsResponse(sessions=page, total=len(listed))
     if len(page) >= ENCODE_IN_THREAD_FROM:
         encoded = await trio.to_thread.run_sync(msgspec.json.encode, body)
     else:
@@ -134,18 +135,26 @@ async def list_sessions() -> Response:
     return Response(encoded, mimetype="application/json")
 
 
-async def _session_views() -> list[SessionView]:
+async def _listed_sessions(who: Caller) -> list[SessionInfo] | list[SessionView]:
     """Every session: this node's as they are now; with several nodes, the others' as their owners
     last wrote them to the registry (`state_changed_at` is when)."""
-    local = await _in_slices(manager().sessions(), lambda s: _view(s.info()))
+    local = [s for s in manager().sessions() if who.may_act_on(s.session_id)]
     clustered = current_app.extensions.get("waservice.cluster")
     if clustered is None:
-        return local
+        return await _in_slices(local, lambda s: s.info())
     from .nodes import registry_views  # psycopg is loaded only for a cluster
 
     node_id = clustered.node.node_id
-    here = {v.session_id: attrs.evolve(v, node=node_id) for v in local}
+    here = {v.session_id: attrs.evolve(v, node=node_id) for v in await _in_slices(local, _local_view)}
     return [here.get(v.session_id, v) for v in await registry_views(clustered)]
+
+
+def _local_view(session: SessionSupervisor) -> SessionView:
+    return _view(session.info())
+
+
+def _as_view(entry: SessionInfo | SessionView) -> SessionView:
+    return entry if isinstance(entry, SessionView) else _view(entry)
 
 
 async def _in_slices(items: list[A], convert: Callable[[A], B]) -> list[B]:
