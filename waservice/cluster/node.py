@@ -48,8 +48,8 @@ class Renewal:
 def _renew(conn: psycopg.Connection, node_id: str, url: str, ttl: float, held: dict[str, int]) -> Renewal:
     still = leases.renew(conn, node_id, url, ttl, held)
     draining = registry.is_draining(conn, node_id)
-    if not draining:
-        leases.claim(conn, node_id, registry.fair_share(conn, node_id))
+    if not draining and (share := registry.fair_share(conn, node_id)) > 0:  # at its share: no claim
+        leases.claim(conn, node_id, share)
     return Renewal(still, registry.owned(conn, node_id), draining)
 
 
