@@ -161,7 +161,7 @@ def test_an_owner_whose_lease_ran_out_cannot_write_even_before_anyone_takes_over
     a.expire()
     with pytest.raises(LeaseLost):
         a.write("s", mine.epoch, state="connected")
-    assert row(a, "s")[2] == "stopped"
+    assert row(a, "s")[2] == "disconnected"  # as the claim left it: nothing written
 
 
 def test_a_node_whose_lease_expired_loses_its_sessions_to_a_live_node(url: str) -> None:
@@ -183,6 +183,27 @@ def test_a_node_whose_lease_expired_loses_its_sessions_to_a_live_node(url: str) 
         # The old owner's next renewal tells it to stop all three, and it claims nothing back.
         assert a.renew(held) == set()
         assert a.claim() == []
+
+
+def test_a_new_owner_does_not_show_the_former_owners_state(url: str) -> None:
+    """Until the new owner writes its own, a taken session reads 'disconnected', not what the dead
+    owner last wrote (a client polling GET /sessions would see 'connected' before it is)."""
+    from waservice.cluster import registry
+
+    a, b = Node(url, "short"), Node(url, "live")
+    with a.conn, b.conn:
+        a.heartbeat(ttl=0.5)
+        b.heartbeat()
+        add(a, "s1", "s2")
+        held = {c.session_id: c.epoch for c in a.claim()}
+        a.run(registry.write_states, a.id, {sid: (epoch, "connected") for sid, epoch in held.items()})
+        assert a.run(registry.session, "s1").state == "connected"
+        time.sleep(0.7)
+        b.claim(limit=1)  # s1, by the claim
+        b.run(registry.take, b.id, "s2", connect=False)  # s2, asked for on b
+        for sid in ("s1", "s2"):
+            row = b.run(registry.session, sid)
+            assert (row.owner, row.state) == ("live", "disconnected")
 
 
 def test_still_mine_is_false_for_an_expired_owner_nobody_has_replaced(nodes: tuple[Node, Node]) -> None:

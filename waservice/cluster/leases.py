@@ -78,7 +78,8 @@ def claim(conn: psycopg.Connection, node_id: str, limit: int) -> list[Claim]:
             LIMIT %(limit)s
             FOR UPDATE OF s SKIP LOCKED
         )
-        UPDATE ws_sessions s SET owner = %(node)s, epoch = s.epoch + 1
+        UPDATE ws_sessions s
+        SET owner = %(node)s, epoch = s.epoch + 1, state = 'disconnected', state_at = now()
         FROM orphan WHERE s.id = orphan.id
         RETURNING s.id, s.epoch
         """,

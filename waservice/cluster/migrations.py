@@ -179,6 +179,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         -- Which node lets the first start through to create whatsmeow's tables (cluster/devices.py):
         -- two of whatsmeow's schema upgrades at once collide. One row; a claim lasts until `until`.
+        -- A session's state until its owner writes one: what the API calls a session not running.
+        ALTER TABLE ws_sessions ALTER COLUMN state SET DEFAULT 'disconnected';
+        UPDATE ws_sessions SET state = 'disconnected' WHERE state = 'stopped';
         CREATE TABLE ws_device_store_upgrade (
             id    int PRIMARY KEY CHECK (id = 1),
             node  text NOT NULL,

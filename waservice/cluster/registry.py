@@ -106,7 +106,10 @@ def take(conn: psycopg.Connection, node_id: str, session_id: str, *, connect: bo
         SET owner = %(node)s,
             epoch = s.epoch + CASE WHEN s.owner IS NOT DISTINCT FROM %(node)s THEN 0 ELSE 1 END,
             autoconnect = s.autoconnect OR %(connect)s,
-            down_reason = CASE WHEN %(connect)s THEN NULL ELSE s.down_reason END
+            down_reason = CASE WHEN %(connect)s THEN NULL ELSE s.down_reason END,
+            -- A new owner has not connected it yet: the former owner's last state is not its own.
+            state = CASE WHEN s.owner IS NOT DISTINCT FROM %(node)s THEN s.state ELSE 'disconnected' END,
+            state_at = CASE WHEN s.owner IS NOT DISTINCT FROM %(node)s THEN s.state_at ELSE now() END
         WHERE s.id = %(id)s AND (s.owner IS NULL OR s.owner = %(node)s OR NOT EXISTS (
             SELECT 1 FROM ws_nodes n WHERE n.node_id = s.owner AND n.lease_until > now()))
         RETURNING s.epoch, s.autoconnect, s.down_reason
