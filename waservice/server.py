@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import signal
@@ -146,6 +147,7 @@ async def serve_forever(
                     forwarding=forwarding,
                 )
                 _bound_load(app, config)
+                _freeze_startup_objects()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_wait_for_signal, stop)
                     # Open event streams end at the signal: they would hold hypercorn's drain.
@@ -223,6 +225,15 @@ def _both(
 async def _in_scope(scope: trio.CancelScope, fn: Callable[..., Awaitable[object]], *args: object) -> None:
     with scope:
         await fn(*args)
+
+
+def _freeze_startup_objects() -> None:
+    """Exempt what start-up made (modules, the app, the routes: some 70,000 objects that live as
+    long as the process) from the collector's full passes. Restoring 1,000 sessions ran three full
+    passes that walked them all, 140-180 ms each, every request and session paused; 15-40 ms each
+    with them frozen (measured)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _fix_server_libraries() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import resource
 import threading
+import time
 
 from waservice.engine.worker.bridge import AFTER_START_WRITES, BridgeLock
 
@@ -136,4 +139,41 @@ def test_a_lookup_on_a_callback_thread_gives_up_on_a_long_writer_and_keeps_the_t
         with lock.shared_within(WAIT) as held:
             assert held
         assert lock.busy  # the lookup's end left the send's hold in place
+    assert not lock.busy
+
+
+def test_queued_starts_are_woken_one_at_a_time_not_all_at_every_release() -> None:
+    """A restore queues hundreds of starts on one worker's lock, each holding it through its
+    handshake. Waking every waiter at each release made the restore of 1,000 sessions O(N²) in
+    thread switches (about a million, most of the workers' CPU); a release must wake only the start
+    that can go next. Counted as the process's voluntary context switches: a waiting thread that is
+    woken and finds the lock taken costs at least one."""
+    lock = BridgeLock()
+    starts = 200
+    inside: queue.Queue[threading.Event] = queue.Queue()
+    queued = threading.Barrier(starts + 1)
+
+    def start() -> None:  # holds the lock until the test lets its "handshake" end
+        handshake = threading.Event()
+        queued.wait(WAIT)
+        with lock.call(exclusive=True, release_on=AFTER_START_WRITES):
+            inside.put(handshake)
+            handshake.wait(WAIT)
+
+    threads = [threading.Thread(target=start) for _ in range(starts)]
+    for thread in threads:
+        thread.start()
+    queued.wait(WAIT)
+    first = inside.get(timeout=WAIT)
+    while len(lock._writer_ok._waiters) < starts - 1:  # every other start waits on the lock
+        time.sleep(0.01)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    first.set()
+    for _ in range(starts - 1):
+        inside.get(timeout=WAIT).set()  # one start at a time is inside: let it finish
+    for thread in threads:
+        thread.join(WAIT)
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
+    # One by one: a few switches per start (the GIL's included). All at once: ~starts²/2 = 20,000.
+    assert switches < 20 * starts, switches
     assert not lock.busy

@@ -39,13 +39,13 @@ async def test_a_crash_looping_worker_makes_the_service_unready(patched_dir: Pat
     ):
         manager = await nursery.start(SessionManager(pool, store, ReconnectPolicy()).run)
         client = create_app(manager).test_client()
+        first = await until_running(pool)  # the pool reports ready at once; the worker takes a moment
         assert await call(client, "get", "/ready") == (200, {"success": True, "ready": True})
         m = await scrape(client)
         assert m["waservice_worker_up", (("worker", "0"),)] == 1
         assert m["waservice_worker_open_fds", (("worker", "0"),)] > 3
         assert m["waservice_worker_resident_memory_bytes", (("worker", "0"),)] > 10e6
 
-        first = await until_running(pool)
         os.kill(first, signal.SIGKILL)  # the first crash restarts at once
         os.kill(await until_running(pool, not_pid=first), signal.SIGKILL)  # the second waits restart_delay
         slot = pool._slots[0]

@@ -302,14 +302,12 @@ class WorkerPool:
     # -- running the workers ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start every worker, report ready once all are up, keep them running until cancelled."""
+        """Start every worker and keep them running until cancelled. Ready at once: a worker takes
+        0.5-1 s to load Go, which the service spends starting up too (a client waits for its
+        worker in `worker_for`)."""
         async with trio.open_nursery() as nursery:
             for slot in self._slots:
                 nursery.start_soon(self._keep_running, slot)
-            with trio.move_on_after(READY_TIMEOUT):
-                for slot in self._slots:
-                    while slot.live is None and slot.down_reason is None:
-                        await slot.changed.wait()
             task_status.started(self)
 
     async def shutdown(self) -> None:

@@ -365,9 +365,10 @@ class GoBridge:
                 if (uuid := self._starting.pop(threading.get_ident(), None)) is not None:
                     _force_active_receipts(uuid)
             level = _LEVELS.get(entry.Level.upper(), logging.INFO)
-            logger = go_log.getChild(entry.Name.replace("/", "."))
-            if logger.isEnabledFor(level):
-                logger.log(level, "%s", entry.Message)
+            # Most lines are debug lines nobody wants: drop them before getChild, which takes
+            # logging's process-wide lock (every Go thread's line would queue on it).
+            if go_log.isEnabledFor(level):
+                go_log.getChild(entry.Name.replace("/", ".")).log(level, "%s", entry.Message)
         except Exception:
             pass
 
