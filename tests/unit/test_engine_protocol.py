@@ -80,6 +80,81 @@ async def test_frame_stream_over_a_socketpair_with_concurrent_writers() -> None:
     assert await right.receive() is None
 
 
+class _GatedStream(trio.abc.SendStream):
+    """Counts writes; each write waits until the gate is open."""
+
+    def __init__(self, inner: trio.abc.SendStream) -> None:
+        self.inner = inner
+        self.writes = 0
+        self.gate = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes += 1
+        await self.gate.wait()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_frames_queued_during_a_write_go_out_together_even_if_their_senders_are_cancelled() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    gated = _GatedStream(a)
+    left, right = p.FrameStream(gated), p.FrameStream(b)  # type: ignore[arg-type]
+    scopes: list[trio.CancelScope] = []
+
+    async def give_up(i: int) -> None:
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            await left.send(p.Ping(i))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(left.send, p.Ping(0))  # takes the stream; its write waits at the gate
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(1, 40):  # queued behind it, then their senders give up
+            nursery.start_soon(give_up, i)
+        await trio.testing.wait_all_tasks_blocked()
+        for scope in scopes:
+            scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await left.send(p.Ping(99))  # cancelled before it queued: never sent
+        gated.gate.set()
+    # One write for the first frame, one for the 39 queued behind it: each frame whole.
+    assert gated.writes == 2
+    received = [await right.receive() for _ in range(40)]
+    assert sorted(received, key=lambda m: m.req) == [p.Ping(i) for i in range(40)]  # type: ignore[union-attr]
+    await a.aclose()
+    assert await right.receive() is None
+
+
+async def test_every_sender_of_a_batch_hears_that_the_stream_broke() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    gated = _GatedStream(a)
+    left = p.FrameStream(gated)  # type: ignore[arg-type]
+    failures = []
+
+    async def send(i: int) -> None:
+        try:
+            await left.send(p.Ping(i))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            failures.append(type(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(1, 5):
+            nursery.start_soon(send, i)
+        await trio.testing.wait_all_tasks_blocked()
+        await b.aclose()  # the reader is gone: the queued batch's write fails
+        gated.gate.set()
+    assert len(failures) == 5
+
+
 def test_activity_frames_carry_the_shared_model() -> None:
     activity = Activity(
         session_id="s1",

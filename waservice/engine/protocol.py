@@ -232,20 +232,50 @@ class FrameDecoder:
         return len(self._buffer)
 
 
+class _Batch:
+    """Frames that go out in one write: queued by any number of senders, written by the first of
+    them to take the stream."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.written = False
+        self.error: BaseException | None = None
+
+
 class FrameStream:
-    """A trio stream carrying frames. One writer at a time: concurrent `send_all`s on one stream
-    raise BusyResourceError, so writes take a lock."""
+    """A trio stream carrying frames, written by any number of tasks. Frames queued while a write
+    is under way go out together in the next one: one syscall, and one wake-up of the reading
+    process, for all of them. A queued frame is written whole even if its sender is cancelled
+    meanwhile: a write cut short would leave half a frame and garble the stream for everyone."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._write = trio.Lock()
+        self._batch: _Batch | None = None
         self._decoder = FrameDecoder()
         self._ready: list[Message] = []
 
-    async def send(self, message: Message) -> None:
-        data = encode(message)
-        async with self._write:
-            await self.stream.send_all(data)
+    async def send(self, *messages: Message) -> None:
+        """Returns once the messages are written; BrokenResourceError if the stream broke first."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled sender queues nothing
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+        for message in messages:
+            batch.data += encode(message)
+        with trio.CancelScope(shield=True):
+            async with self._write:
+                if not batch.written:
+                    batch.written = True
+                    if self._batch is batch:
+                        self._batch = None  # frames queued from now on wait for the next write
+                    try:
+                        await self.stream.send_all(batch.data)
+                    except BaseException as exc:
+                        batch.error = exc
+                        raise
+        if batch.error is not None:
+            raise trio.BrokenResourceError(f"the frame stream broke: {batch.error!r}") from batch.error
 
     async def receive(self) -> Message | None:
         """The next message, or None at end of stream."""

@@ -31,6 +31,7 @@ T = TypeVar("T")
 # After Stop, Neonize() returns within milliseconds, except while whatsmeow shows a QR code.
 STOP_WAIT = 3.0
 OUTBOX = 1000  # events and replies waiting for the socket; the API reads continuously
+WRITE_BATCH = 64  # messages written to the socket at once, at most
 # A pairing code needs the websocket up, which the first QR code proves: whatsmeow shows it
 # within a second or two of dialing.
 PAIR_WAIT = 20.0
@@ -67,8 +68,15 @@ class Worker:
             nursery.cancel_scope.cancel()  # the API process is gone or asked us to exit
 
     async def _write_loop(self) -> None:
+        """One write for whatever is waiting: one syscall and one wake-up of the API process."""
         async for message in self._outgoing:
-            await self.stream.send(message)
+            messages = [message]
+            while len(messages) < WRITE_BATCH:
+                try:
+                    messages.append(self._outgoing.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self.stream.send(*messages)
 
     def post(self, message: p.Message) -> None:
         """Thread-safe: queue a message for the API process."""
