@@ -22,6 +22,7 @@ from waservice.cluster.devices import PostgresDevices
 from waservice.cluster.migrations import migrate
 from waservice.engine import Connected, EngineError, QrCode
 from waservice.engine.devices import DeviceSpec
+from waservice.engine.pool import WorkerPool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.simulator, pytest.mark.trio]
 
@@ -249,6 +250,21 @@ async def test_the_worker_refuses_a_shared_store_with_neither_account_nor_new_de
         assert len(sim.events("login")) == logins  # s0's account was not opened for s1
 
 
+async def all_show_a_qr(
+    nursery: trio.Nursery, pools: list[WorkerPool], sessions: list[str], tmp_path: Path
+) -> None:
+    """Start every session at once, spread over `pools` in turn; each shows a QR and no attempt ends."""
+    started: list[Device] = []
+    async with trio.open_nursery() as together:
+        for n, session in enumerate(sessions):
+            device = Device(pools[n % len(pools)], session, tmp_path / session)
+            started.append(device)
+            together.start_soon(nursery.start, device.run)
+    for device in started:
+        await device.wait(QrCode)
+    assert [device.ends for device in started] == [[]] * len(sessions)
+
+
 async def test_sessions_starting_together_on_an_empty_store_all_show_a_qr(
     sim: Simulator,
     patched_dir: Path,
@@ -261,15 +277,7 @@ async def test_sessions_starting_together_on_an_empty_store_all_show_a_qr(
     async with registry(database_url, *sessions) as db:
         devices = PostgresDevices(db, database_url)
         async with pool_on(patched_dir, devices=devices) as pool, trio.open_nursery() as nursery:
-            started: list[Device] = []
-            async with trio.open_nursery() as together:
-                for session in sessions:
-                    device = Device(pool, session, tmp_path / session)
-                    started.append(device)
-                    together.start_soon(nursery.start, device.run)
-            for device in started:
-                await device.wait(QrCode)
-            assert [device.ends for device in started] == [[]] * len(sessions)
+            await all_show_a_qr(nursery, [pool], sessions, tmp_path)
             nursery.cancel_scope.cancel()
 
 
@@ -289,15 +297,7 @@ async def test_two_nodes_starting_together_on_an_empty_store_all_show_a_qr(
             pool_on(patched_dir, devices=second) as pool_b,
             trio.open_nursery() as nursery,
         ):
-            started: list[Device] = []
-            async with trio.open_nursery() as together:
-                for n, session in enumerate(sessions):
-                    device = Device(pool_a if n % 2 else pool_b, session, tmp_path / session)
-                    started.append(device)
-                    together.start_soon(nursery.start, device.run)
-            for device in started:
-                await device.wait(QrCode)
-            assert [device.ends for device in started] == [[]] * len(sessions)
+            await all_show_a_qr(nursery, [pool_b, pool_a], sessions, tmp_path)
             nursery.cancel_scope.cancel()
         with psycopg.connect(database_url) as conn:
             assert conn.execute("SELECT node FROM ws_device_store_upgrade").fetchone()[0] in ("a", "b")

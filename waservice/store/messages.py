@@ -32,7 +32,6 @@ __all__ = [
     "MessageTable",
     "indexed_from_row",
     "message_row",
-    "received_row",
     "received_rows",
 ]
 

@@ -55,9 +55,9 @@ class BridgeLock:
     ~1 M context switches in a 1,000-session restore, most of the workers' CPU)."""
 
     def __init__(self) -> None:
-        mutex = threading.Lock()
-        self._readers_ok = threading.Condition(mutex)  # notified (all) when a writer leaves
-        self._writer_ok = threading.Condition(mutex)  # notified (one) when the lock falls free
+        self._mutex = threading.Lock()  # guards the fields below; both conditions wait on it
+        self._readers_ok = threading.Condition(self._mutex)  # notified (all) when a writer leaves
+        self._writer_ok = threading.Condition(self._mutex)  # notified (one) when the lock falls free
         self._readers = 0
         self._writer = False
         self._holds: dict[int, _Hold] = {}  # calling thread -> its hold, while in Go
@@ -75,7 +75,7 @@ class BridgeLock:
     def shared_within(self, timeout: float) -> Iterator[bool]:
         """A shared hold around a call that makes no callbacks, if one is had within `timeout`
         (yields False if not). Safe on a callback thread: it leaves that thread's own hold alone."""
-        with self._readers_ok:
+        with self._mutex:
             held = self._readers_ok.wait_for(lambda: not self._writer, timeout)
             if held:
                 self._readers += 1
@@ -83,7 +83,7 @@ class BridgeLock:
             yield held
         finally:
             if held:
-                with self._readers_ok:
+                with self._mutex:
                     self._readers -= 1
                     self._wake()
 
@@ -95,7 +95,7 @@ class BridgeLock:
 
     def downgrade(self) -> None:
         """From a Go callback: the calling thread's writes are over, its reads are still ahead."""
-        with self._readers_ok:
+        with self._mutex:
             hold = self._holds.get(threading.get_ident())
             if hold is None or not hold.held or not hold.exclusive:
                 return
@@ -109,7 +109,7 @@ class BridgeLock:
         self._acquire(False, FIRST_EVENT)
 
     def _acquire(self, exclusive: bool, release_on: frozenset[str]) -> None:
-        with self._readers_ok:
+        with self._mutex:
             if exclusive:
                 self._writer_ok.wait_for(lambda: not self._writer and self._readers == 0)
                 self._writer = True
@@ -119,7 +119,7 @@ class BridgeLock:
             self._holds[threading.get_ident()] = _Hold(exclusive, release_on)
 
     def _release(self, thread: int) -> None:
-        with self._readers_ok:
+        with self._mutex:
             hold = self._holds.pop(thread, None)
             if hold is None or not hold.held:
                 return
@@ -139,5 +139,5 @@ class BridgeLock:
 
     @property
     def busy(self) -> bool:
-        with self._readers_ok:
+        with self._mutex:
             return self._writer or self._readers > 0
