@@ -149,6 +149,8 @@ def test_delete_that_could_not_unlink_says_so(page, service):
     open_page(page, service)
     create_in_page(page, "pw4")
     c = card(page, "pw4")
+    # The click only queues the page's request: scan once the session shows its QR.
+    expect(c).to_have_attribute("data-state", "qr_ready")
     service.ok("POST", "/_fake/scan", {"session_id": "pw4", "phone": "12025550145"})
     expect(c).to_have_attribute("data-state", "connected")
     service.ok("POST", "/_fake/fail-logouts", {"fail": True})
