@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import time
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.unit.calls import call, wait_state
 from waservice.api.app import create_app
+from waservice.api.routes import iso_seconds
 
 
 async def test_health(client):
@@ -22,6 +25,14 @@ async def test_default_session_exists(client):
     fields = {"session_id", "state", "phone_number", "has_qr", "reconnect_attempts", "last_error"}
     assert set(default) == {*fields, "state_changed_at", "queue_depth", "node"}
     assert default["queue_depth"] == 0
+    changed = datetime.strptime(default["state_changed_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(changed.timestamp() - time.time()) < 60
+
+
+def test_timestamps_are_utc_to_the_second() -> None:
+    assert iso_seconds(0) == "1970-01-01T00:00:00Z"
+    assert iso_seconds(1796615274.99) == "2026-12-07T03:47:54Z"  # cut, not rounded, as before
+    assert iso_seconds(1796615274.01) == iso_seconds(1796615274.99)  # one cached string per second
 
 
 async def test_full_flow(client, engine):

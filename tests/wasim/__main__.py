@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import sys
@@ -31,9 +32,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# A full collection walks every object of every live connection: with 1,000 connected devices, each
+# one stopped the simulator for 0.3-0.4 s, twice in a restore of 1,000 sessions, and took 40 % of
+# its CPU (measured with perf). Every client's handshake waited meanwhile: a stall WhatsApp's own
+# servers do not cause. So in its own process the old generation is collected only once the
+# simulator has been idle for IDLE_FOR_FULL_GC, or after FULL_GC_AT_LEAST_EVERY of steady traffic.
+IDLE_FOR_FULL_GC = 1.0  # seconds with nothing recorded (no connection, login or message)
+FULL_GC_AT_LEAST_EVERY = 60.0  # seconds
+
+
+async def collect_when_idle(sim: Simulator) -> None:
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 1 << 30)  # the young generations stay automatic
+    seen, collected_at, dirty = len(sim.history), trio.current_time(), False
+    while True:
+        await trio.sleep(IDLE_FOR_FULL_GC)
+        busy, seen = len(sim.history) != seen, len(sim.history)
+        dirty = dirty or busy
+        if dirty and (not busy or trio.current_time() - collected_at >= FULL_GC_AT_LEAST_EVERY):
+            gc.collect()
+            collected_at, dirty = trio.current_time(), False
+
+
 async def run(args: argparse.Namespace) -> None:
     sim = Simulator()
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect_when_idle, sim)
         port = await nursery.start(sim.serve, args.port, args.host)
         control_port = await nursery.start(serve_control, sim, args.control_port, args.host)
         ready = {"port": port, "control_port": control_port, "media_host": sim.media.hostname}

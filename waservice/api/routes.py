@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import attrs
@@ -76,7 +77,14 @@ def errors(*codes: int):
 
 def iso_seconds(timestamp: float) -> str:
     """The API's timestamps outside events: ISO-8601 UTC to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _iso_second(int(timestamp))
+
+
+# GET /sessions formats every session's `state_changed_at`: cached, the list costs ~1 us less per
+# session, and far more on a loaded loop. Sessions that changed state in the same second share one.
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def _view(info: SessionInfo) -> SessionView:

@@ -40,6 +40,9 @@ def main() -> None:
     _setup()
     import trio  # after the set-up: neonize (imported by loop) starts Go threads at import
 
+    from .lean import register_bare_packages
+
+    register_bare_packages()  # before loop imports neonize's binding
     from .loop import serve
 
     try:
