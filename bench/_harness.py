@@ -302,7 +302,10 @@ class ServiceSystem(System):
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the process (returns once /health answers) and a poller of GET /sessions."""
         await trio.to_thread.run_sync(lambda: self.service.start(timeout=60))
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        # Reuse an idle connection only well inside the service's keep-alive timeout (5 s): at
+        # httpx's default of 5 s too, a request could go out on a connection the service was
+        # closing ("Server disconnected without sending a response", seen once while pairing).
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0)
         self.http = httpx.AsyncClient(
             base_url=self.service.url, timeout=120, limits=limits, headers=self.headers
         )

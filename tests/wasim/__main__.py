@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # its CPU (measured with perf). Every client's handshake waited meanwhile: a stall WhatsApp's own
 # servers do not cause. So in its own process the old generation is collected only once the
 # simulator has been idle for IDLE_FOR_FULL_GC, or after FULL_GC_AT_LEAST_EVERY of steady traffic.
-IDLE_FOR_FULL_GC = 1.0  # seconds with nothing recorded (no connection, login or message)
+IDLE_FOR_FULL_GC = 0.25  # seconds with nothing recorded (no connection, login or message)
 FULL_GC_AT_LEAST_EVERY = 60.0  # seconds
 
 
