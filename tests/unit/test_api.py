@@ -33,6 +33,7 @@ def test_timestamps_are_utc_to_the_second() -> None:
     assert iso_seconds(0) == "1970-01-01T00:00:00Z"
     assert iso_seconds(1796615274.99) == "2026-12-07T03:47:54Z"  # cut, not rounded, as before
     assert iso_seconds(1796615274.01) == iso_seconds(1796615274.99)  # one cached string per second
+    assert iso_seconds(-0.5) == "1969-12-31T23:59:59Z"
 
 
 async def test_full_flow(client, engine):

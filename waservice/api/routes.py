@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -77,7 +78,7 @@ def errors(*codes: int):
 
 def iso_seconds(timestamp: float) -> str:
     """The API's timestamps outside events: ISO-8601 UTC to the second."""
-    return _iso_second(int(timestamp))
+    return _iso_second(math.floor(timestamp))  # floor, as datetime did: before 1970 too
 
 
 # GET /sessions formats every session's `state_changed_at`: cached, the list costs ~1 us less per
