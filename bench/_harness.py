@@ -30,6 +30,12 @@ from tests.simulator.clients import Event, RawClient  # noqa: E402
 from tests.wasim.patch import lease_patched_neonize  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Reuse a kept-alive connection only well inside the service's keep_alive_timeout (5 s), as
+# browsers do (they also retry a request the server's idle close raced; httpx does not). At httpx's
+# default of 5 s a request could go out on a connection the service was closing: "Server
+# disconnected without sending a response", seen once while pairing.
+KEEPALIVE_EXPIRY = 2.0
+
 SERVICE_CONFIG = '[server]\ncreate_rate = 0\n\n[logging]\nlevel = "warning"\n'
 
 
@@ -302,10 +308,9 @@ class ServiceSystem(System):
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the process (returns once /health answers) and a poller of GET /sessions."""
         await trio.to_thread.run_sync(lambda: self.service.start(timeout=60))
-        # Reuse an idle connection only well inside the service's keep-alive timeout (5 s): at
-        # httpx's default of 5 s too, a request could go out on a connection the service was
-        # closing ("Server disconnected without sending a response", seen once while pairing).
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0)
+        limits = httpx.Limits(
+            max_connections=200, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_EXPIRY
+        )
         self.http = httpx.AsyncClient(
             base_url=self.service.url, timeout=120, limits=limits, headers=self.headers
         )

@@ -39,7 +39,7 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench._harness import BenchError, log, percentile, sample  # noqa: E402
+from bench._harness import KEEPALIVE_EXPIRY, BenchError, log, percentile, sample  # noqa: E402
 from tests.process.rawhttp import open_idle, raise_fd_limit, read_response, request  # noqa: E402
 from tests.process.service import ServiceProcess  # noqa: E402
 
@@ -83,9 +83,9 @@ def start_service(tree: Path, workdir: Path) -> ServiceProcess:
 
 class Client:
     def __init__(self, service: ServiceProcess) -> None:
-        # Reuse a kept-alive connection only well within the server's 5 s keep_alive_timeout, as
-        # browsers do (they also retry a request the server's idle close raced; httpx does not).
-        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=2.0)
+        limits = httpx.Limits(
+            max_connections=50, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY
+        )
         self.http = httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits)
 
     async def ok(self, method: str, path: str, **kwargs) -> httpx.Response:

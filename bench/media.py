@@ -29,6 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
+    KEEPALIVE_EXPIRY,
     BenchError,
     ServiceSystem,
     SimulatorProcess,
@@ -83,7 +84,7 @@ async def measure(
     measured_images = 0
     start = trio.current_time()
     measure_from, end = start + args.warmup, start + args.warmup + args.duration
-    limits = httpx.Limits(max_connections=len(ids) * args.loops)
+    limits = httpx.Limits(max_connections=len(ids) * args.loops, keepalive_expiry=KEEPALIVE_EXPIRY)
     async with httpx.AsyncClient(base_url=service.url, timeout=120, limits=limits) as http:
 
         async def loop(sid: str, number: int) -> None:
