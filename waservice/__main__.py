@@ -11,7 +11,8 @@ from pathlib import Path
 import trio
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
+from .engine.launch import head_start
 from .logs import setup_logging
 from .store import CorruptRegistry
 
@@ -44,11 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         "required" if config.server.api_key else "off, loopback only",
         ", cluster on PostgreSQL" if config.database.url else "",
     )
-    from .server import serve_forever
-
     exit_code = 0
     try:
-        trio.run(serve_forever, config)
+        trio.run(_serve, config)
     except* CorruptRegistry as group:  # restarting cannot help: say what to do, and stop
         log.error("cannot start: %s", _first(group))
         exit_code = EXIT_CORRUPT_DATA
@@ -60,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.shutdown()
     sys.stdout.flush()
     os._exit(exit_code)
+
+
+async def _serve(config: Config) -> None:
+    # The engine workers start first: they load Go while this process imports its web stack.
+    async with head_start(config.sessions.engine, config.engine, config.events) as early:
+        from .server import serve_forever
+
+        await serve_forever(config, head_start=early)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -24,6 +24,7 @@ from .api.limits import install_create_limit
 from .api.stream import LiveEvents
 from .config import Config
 from .engine import open_engine
+from .engine.launch import HeadStart
 from .events.hub import EventHub
 from .events.model import Activity
 from .events.recorder import EventRecorder
@@ -52,9 +53,13 @@ def _bind(host: str, port: int) -> str:
 
 
 async def serve_forever(
-    config: Config, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    head_start: HeadStart | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly."""
+    """Serve until SIGINT/SIGTERM; then stop taking requests and stop every session cleanly.
+    `head_start`: engine workers launched already (engine/launch.py)."""
     _fix_server_libraries()
     r = config.reconnect
     sending = config.sending
@@ -110,6 +115,7 @@ async def serve_forever(
                 recorder.sink,
                 events=config.events,
                 devices=None if cluster is None else cluster.devices(),
+                head_start=head_start,
             ) as engine:
                 manager = SessionManager(
                     engine,

@@ -16,6 +16,7 @@ from waservice.config import EngineConfig
 from waservice.engine import Connected, ConnectionLost, EngineError, EngineEvent, QrCode, SentMessage
 from waservice.engine.content import Text
 from waservice.engine.devices import DeviceStore
+from waservice.engine.launch import HeadStart
 from waservice.engine.pool import WorkerPool, open_pool
 from waservice.engine.proxy import WorkerClient
 from waservice.events.model import Activity, ActivitySink
@@ -27,6 +28,7 @@ async def pool_on(
     activity: ActivitySink | None = None,
     env: dict[str, str] | None = None,
     devices: DeviceStore | None = None,
+    head_start: HeadStart | None = None,
     **config: object,
 ) -> AsyncIterator[WorkerPool]:
     """Without an `activity` sink, the pool's activity is read and dropped. `env` is added to the
@@ -40,7 +42,7 @@ async def pool_on(
             nursery.start_soon(_drop, dropped)
             stack.callback(nursery.cancel_scope.cancel)
         env = {**(env or {}), "PYTHONPATH": str(patched_dir)}
-        pool = open_pool(EngineConfig(**settings), activity, env, devices=devices)  # type: ignore[arg-type]
+        pool = open_pool(EngineConfig(**settings), activity, env, devices=devices, head_start=head_start)  # type: ignore[arg-type]
         yield await stack.enter_async_context(pool)
 
 

@@ -15,8 +15,10 @@ import trio
 
 from tests.simulator.engine_harness import Device, pair, pool_on
 from tests.wasim import Simulator
+from waservice.config import EngineConfig, EventsConfig
 from waservice.engine import Connected, ConnectionLost, OutcomeUnknown, QrCode
-from waservice.engine.pool import WorkerPool, go_procs
+from waservice.engine.launch import go_procs, head_start
+from waservice.engine.pool import WorkerPool
 
 pytestmark = [pytest.mark.simulator, pytest.mark.trio]
 
@@ -55,6 +57,34 @@ async def test_pair_and_send_without_neonize_here(sim: Simulator, patched_dir: P
         # Only the workers load neonize (and Go); this process never does.
         assert not [name for name in sys.modules if name.split(".")[0] == "neonize"]
         nursery.cancel_scope.cancel()
+
+
+async def test_the_pool_adopts_the_workers_launched_ahead(
+    sim: Simulator, patched_dir: Path, tmp_path: Path
+) -> None:
+    env = {"PYTHONPATH": str(patched_dir)}
+    async with head_start("neonize", EngineConfig(workers=2), EventsConfig(), env) as early:
+        assert early is not None
+        launched = early.pids
+        assert len(launched) == 2
+        async with pool_on(patched_dir, head_start=early) as pool, trio.open_nursery() as nursery:
+            (device,) = await start_paired(nursery, pool, sim, tmp_path, 1)  # through an adopted one
+            assert early.pids == []  # each slot took one
+            worker = pool._slots[pool.slot_of("s0").index].current
+            assert worker is not None and worker.process.pid in launched
+            await device.send_text(CONTACT, "from a worker launched ahead")
+            await sim.wait_message(to=CONTACT, text="from a worker launched ahead")
+            nursery.cancel_scope.cancel()
+
+
+async def test_workers_launched_ahead_and_never_taken_are_killed(patched_dir: Path) -> None:
+    """The service could not start (its port taken, say): no worker outlives it."""
+    env = {"PYTHONPATH": str(patched_dir)}
+    async with head_start("neonize", EngineConfig(workers=2), EventsConfig(), env) as early:
+        assert early is not None
+        launched = early.pids
+        assert len(launched) == 2 and all(Path(f"/proc/{pid}").exists() for pid in launched)
+    assert not [pid for pid in launched if Path(f"/proc/{pid}").exists()]  # killed and reaped
 
 
 async def test_sigkill_drops_only_that_workers_sessions(

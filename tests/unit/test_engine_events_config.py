@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from waservice.config import ConfigError, EventsConfig, load_config
-from waservice.engine.pool import worker_environment
+from waservice.engine.launch import worker_environment
 from waservice.engine.worker import HISTORY_MESSAGES_ENV
 
 

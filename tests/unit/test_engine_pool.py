@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from waservice.config import EngineConfig
-from waservice.engine.pool import WorkerPool, worker_environment
+from waservice.engine.launch import worker_environment
+from waservice.engine.pool import WorkerPool
 from waservice.events.model import Activity
 
 

@@ -13,6 +13,7 @@ it (an ``flock``) until the run ends; the cache keeps at most ``CACHE_KEEP`` idl
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import fcntl
 import importlib.util
@@ -121,6 +122,9 @@ def patched_neonize(
         shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__"))
         library = _library(package)
         library.write_bytes(patch_library(source_lib.read_bytes(), port, root_pub))
+        # Compiled now, as pip compiles an installed package: else every worker compiles the
+        # modules it imports at each start wherever bytecode is not written (PYTHONDONTWRITEBYTECODE).
+        compileall.compile_dir(package, quiet=1)
         (staging / _MARKER).write_text(json.dumps(wanted))
         if target.exists():
             shutil.rmtree(target)

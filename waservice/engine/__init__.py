@@ -24,6 +24,7 @@ from .base import (
     Stopped,
 )
 from .devices import DeviceStore
+from .launch import HeadStart
 
 __all__ = [
     "Client",
@@ -52,6 +53,7 @@ async def open_engine(
     *,
     events: EventsConfig | None = None,
     devices: DeviceStore | None = None,
+    head_start: HeadStart | None = None,
 ) -> AsyncIterator[Engine]:
     """The engine `kind` ("neonize" or "fake"), running until the block exits.
 
@@ -60,6 +62,7 @@ async def open_engine(
     and closes. "neonize" is a pool of worker processes (pool.py); leaving the block stops them.
     This process never imports neonize: only the workers do. `devices` is where its sessions'
     devices are stored (None: a SQLite file in each session's folder); "fake" keeps its own.
+    `head_start`: "neonize" workers launched already (launch.py).
     """
     if kind == "fake":
         from .fake import FakeEngine
@@ -70,5 +73,5 @@ async def open_engine(
         raise ValueError(f"unknown engine {kind!r}")
     from .pool import open_pool
 
-    async with open_pool(config, activity, events=events, devices=devices) as pool:
+    async with open_pool(config, activity, events=events, devices=devices, head_start=head_start) as pool:
         yield pool

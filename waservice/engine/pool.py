@@ -1,7 +1,6 @@
 """The worker pool (API side): spawns engine worker processes, keeps them alive, routes messages.
 
-Each worker is `python -m waservice.engine.worker FD ACTIVITY_FD` (fork+exec: the API process never
-loads neonize, and a process that has loaded it must never fork). The API and a worker talk over a
+Each worker is a process of its own (launch.py). The API and a worker talk over a
 socketpair with protocol.py's frames; a second socketpair carries only activity (messages,
 receipts...), written by the worker straight from Go's callback threads and read here into the
 activity sink (a frame the worker wrote outlives the worker: it waits in the kernel).
@@ -17,26 +16,23 @@ import itertools
 import logging
 import os
 import socket
-import subprocess
-import sys
 from collections import Counter, deque
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import attrs
 import trio
 
-from ..config import EngineConfig, EventsConfig, cores
+from ..config import EngineConfig, EventsConfig
 from ..events.model import ActivitySink
 from ..metrics import restart_cause
 from . import protocol as p
 from .base import EngineError, OutcomeUnknown
 from .devices import DeviceStore
+from .launch import HeadStart, launch, worker_environment
 from .policy import Limits, RestartBackoff, Usage, death_reason, pick_worker, recycle_reason
 from .proxy import Route, WorkerClient
 from .sqlite_devices import SqliteDevices
-from .worker import HISTORY_MESSAGES_ENV
 
 log = logging.getLogger("waservice.engine.pool")
 
@@ -213,7 +209,10 @@ class WorkerPool:
         env: dict[str, str] | None = None,
         events: EventsConfig | None = None,
         devices: DeviceStore | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
+        """`env`: added to the workers' environment; `head_start`: workers launched already (with
+        the environment they were launched with), each slot's first."""
         self.config = config
         self.activity = activity
         self.events = events or EventsConfig()
@@ -224,7 +223,11 @@ class WorkerPool:
             config.max_abandoned_clients,
             self.devices.max_stale_stores,
         )
-        self._env = env
+        self._head_start = head_start
+        if head_start is not None:
+            self._env = head_start.env
+        else:
+            self._env = worker_environment(env, events, config.workers)
         self.restart_causes: Counter[str] = Counter()  # for /metrics
         self._slots = [_Slot(i, config) for i in range(config.workers)]
         self._assigned: dict[str, _Slot] = {}
@@ -360,30 +363,16 @@ class WorkerPool:
             slot.down_reason = None
 
     async def _spawn(self, nursery: trio.Nursery, index: int) -> WorkerProcess:
-        ours, theirs = socket.socketpair()
-        activity_ours, activity_theirs = socket.socketpair()
-        fds = (theirs.fileno(), activity_theirs.fileno())
+        launched = self._head_start.take() if self._head_start is not None else None
+        if launched is None:
+            launched = await launch(self._env)
         try:
-            process: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    [sys.executable, "-m", "waservice.engine.worker", *map(str, fds)],
-                    pass_fds=fds,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,  # Go writes there; the worker points fd 1 at /dev/null too
-                    stderr=subprocess.PIPE,
-                    env=worker_environment(self._env, self.events, self.config.workers),
-                    check=False,
-                )
-            )
+            await nursery.start(_own, launched.process)
         except BaseException:
-            ours.close()
-            activity_ours.close()
+            await launched.discard()
             raise
-        finally:
-            theirs.close()
-            activity_theirs.close()
-        worker = WorkerProcess(index, process, _frames(ours), _frames(activity_ours))
+        process = launched.process
+        worker = WorkerProcess(index, process, _frames(launched.stream), _frames(launched.activity))
         nursery.start_soon(self._read_stderr, worker)
         nursery.start_soon(self._read_frames, worker)
         nursery.start_soon(self._read_activity, worker)
@@ -530,10 +519,13 @@ async def open_pool(
     env: dict[str, str] | None = None,
     events: EventsConfig | None = None,
     devices: DeviceStore | None = None,
+    head_start: HeadStart | None = None,
 ) -> AsyncIterator[WorkerPool]:
-    """Workers started and ready; on exit they stop their clients and exit."""
+    """The pool, its workers starting (a client waits for its own); on exit they stop their
+    clients and exit."""
+    pool = WorkerPool(config, activity, env, events, devices, head_start)
     async with trio.open_nursery() as nursery:
-        pool: WorkerPool = await nursery.start(WorkerPool(config, activity, env, events, devices).run)
+        await nursery.start(pool.run)
         try:
             yield pool
         finally:
@@ -542,39 +534,25 @@ async def open_pool(
             nursery.cancel_scope.cancel()
 
 
+async def _own(
+    process: trio.Process, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A slot's hold on its worker process: if the slot is cancelled first, the process is killed
+    and reaped. By then the pool has asked it to stop (Shutdown) and waited; a worker ignores
+    SIGTERM (the process group's signal is the API's to handle), so SIGKILL it is."""
+    task_status.started()
+    try:
+        await process.wait()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        raise
+
+
 def _frames(sock: socket.socket) -> p.FrameStream:
     return p.FrameStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-
-
-def worker_environment(
-    extra: dict[str, str] | None = None, events: EventsConfig | None = None, workers: int = 1
-) -> dict[str, str]:
-    """The environment a worker starts with. Go reads it once, at process start, so Go-side
-    settings must be in place at spawn; setting them later in Python does nothing."""
-    env = dict(os.environ)  # SSL_CERT_FILE / SSL_CERT_DIR / PYTHONPATH are inherited
-    env.update(extra or {})
-    env[HISTORY_MESSAGES_ENV] = "1" if events is not None and events.history_messages else "0"
-    # The worker logs at the levels this process logs at.
-    env["WASERVICE_WORKER_LOG_LEVEL"] = _level_name("waservice.engine")
-    env["WASERVICE_ENGINE_LOG_LEVEL"] = _level_name("whatsmeow")
-    # Our users' messages are theirs, not a bot's: neonize tags every 1:1 message
-    # `<bot biz_bot="1"/>` unless this is off.
-    env["NEONIZE_BOT_TAG"] = "off"
-    env.setdefault("GOTRACEBACK", "single")  # a panic prints its own goroutine, not all of them
-    env.setdefault("GOMAXPROCS", str(go_procs(workers)))
-    return env
-
-
-def go_procs(workers: int) -> int:
-    """Go threads running Go code at once, per worker: the workers share the CPUs. Go's default
-    (every CPU in each runtime) oversubscribes them, and its idle threads spin and wake each other:
-    a 1,000-session restore on 2 CPUs and 2 workers made 10 % fewer context switches with 1 each,
-    and took a median 6 % less time over 11 interleaved pairs. A user's own GOMAXPROCS wins."""
-    return max(1, cores() // workers)
-
-
-def _level_name(logger: str) -> str:
-    return logging.getLevelName(logging.getLogger(logger).getEffectiveLevel())
 
 
 def _count_fds(pid: int) -> int:
