@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -12,7 +13,7 @@ from tests.unit.test_supervisor import pair
 from waservice.engine.fake import FakeEngine
 from waservice.events.hub import EventHub
 from waservice.events.model import Activity, LoggedEvent, iso_utc
-from waservice.events.recorder import EventRecorder
+from waservice.events.recorder import LINGER, EventRecorder
 from waservice.sessions.manager import SessionManager
 from waservice.store import EventStore, open_event_store, open_store
 
@@ -108,6 +109,32 @@ async def test_recorder_logs_in_arrival_order_then_publishes(event_store: EventS
     logged = await event_store.after(0, 2000)
     assert [e.data["n"] for e in logged] == list(range(1200))
     assert recorder.hub.last_id == logged[-1].id and recorder.logged == 1200
+
+
+async def test_a_lone_event_is_logged_at_once_and_a_burst_in_one_batch(
+    event_store: EventStore, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+):
+    batches: list[int] = []
+    append = event_store.append
+
+    async def counted(batch: list[Activity]) -> list[LoggedEvent]:
+        batches.append(len(batch))
+        return await append(batch)
+
+    monkeypatch.setattr(event_store, "append", counted)
+    recorder = EventRecorder(event_store, EventHub(0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(recorder.run)
+        await recorder.sink.send(activity(0))
+        await recorder.hub.wait_beyond(0)  # the clock stands still: no waiting after a quiet spell
+        for n in range(1, 4):  # right after it: a burst
+            await recorder.sink.send(activity(n))
+        await trio.testing.wait_all_tasks_blocked()
+        assert recorder.logged == 1  # gathering
+        mock_clock.jump(LINGER)
+        await recorder.hub.wait_beyond(recorder.hub.last_id)
+        assert batches == [1, 3] and recorder.logged == 4
+        await recorder.finish()
 
 
 async def test_state_changes_and_qr_codes_are_logged(

@@ -358,6 +358,7 @@ def write_limit(live: LiveEvents) -> float:
 async def test_a_write_blocked_longer_than_the_limit_ends_the_stream(
     client, live, recorder, write_limit, mock_clock
 ):
+    recorder.linger = 0  # the mock clock stands still: a burst's wait for more would never end
     async with subscribe(client, live) as sub:
         await sub.live()
         for n in range(12):  # one write each: the test client holds 10, the next one waits
@@ -372,6 +373,7 @@ async def test_a_write_blocked_longer_than_the_limit_ends_the_stream(
 async def test_a_write_too_slow_in_the_middle_of_a_replay_page_resumes_from_what_was_written(
     client, live, recorder, write_limit, mock_clock
 ):
+    recorder.linger = 0  # the mock clock stands still: a burst's wait for more would never end
     use_small_ring(live, recorder, size=4, page=2000)
     big = "x" * 1000
     await record(
@@ -400,6 +402,7 @@ async def test_a_write_too_slow_in_the_middle_of_a_replay_page_resumes_from_what
 
 
 async def test_a_quiet_stream_gets_a_keepalive_every_heartbeat(client, live, recorder, mock_clock):
+    recorder.linger = 0  # the mock clock stands still: a burst's wait for more would never end
     async with subscribe(client, live, "/events?types=presence") as sub:
         await sub.live()
         await trio.testing.wait_all_tasks_blocked()

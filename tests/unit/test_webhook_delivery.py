@@ -23,7 +23,7 @@ import trio.testing
 from waservice.errors import StorageFailed
 from waservice.events.hub import EventHub
 from waservice.events.model import Activity
-from waservice.events.recorder import EventRecorder
+from waservice.events.recorder import LINGER, EventRecorder
 from waservice.store import EventStore
 from waservice.store.eventlog import EventLog
 from waservice.store.webhooks import WebhookTables
@@ -198,7 +198,8 @@ async def test_a_down_receiver_holds_up_no_other_webhook_or_session(rig: Rig, au
     await rig.receiver.wait_for(
         lambda: len(rig.receiver.ids("http://up/")) == 10 and len(rig.receiver.ids("http://fine/")) == 5
     )
-    assert trio.current_time() - t0 == 0  # no waiting for the hanging receiver's 10 s timeouts
+    # No waiting for the hanging receiver's 10 s timeouts (only the log's gathering of a burst).
+    assert trio.current_time() - t0 <= 2 * LINGER
     assert len(rig.receiver.ids("http://down/")) == 2  # one request in flight per lane (s1, s2)
     assert len(rig.receiver.ids("http://flaky/")) == 1  # s1's first event, waiting for its retry
 
@@ -258,7 +259,8 @@ async def test_a_hung_receiver_with_many_sessions_takes_only_its_share(small_rig
     for n in range(10):
         await rig.emit(f"s{n}", n)
     await rig.receiver.wait_for(lambda: len(rig.receiver.ids("http://up/")) == 10)
-    assert trio.current_time() - t0 == 0  # not one of the hung requests' 10 s timeouts
+    # Not one of the hung requests' 10 s timeouts (only the log's gathering of a burst).
+    assert trio.current_time() - t0 <= 2 * LINGER
     assert len(rig.receiver.ids("http://down/")) == 2  # its share of the 8 places
 
 
