@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 import attrs
 import trio
 
-from ..config import EngineConfig, EventsConfig, cores
+from ..config import EngineConfig, EventsConfig
 from .worker import HISTORY_MESSAGES_ENV
 
 log = logging.getLogger("waservice.engine.pool")
@@ -134,16 +134,7 @@ def worker_environment(
     # `<bot biz_bot="1"/>` unless this is off.
     env["NEONIZE_BOT_TAG"] = "off"
     env.setdefault("GOTRACEBACK", "single")  # a panic prints its own goroutine, not all of them
-    env.setdefault("GOMAXPROCS", str(go_procs(workers)))
     return env
-
-
-def go_procs(workers: int) -> int:
-    """Go threads running Go code at once, per worker: the workers share the CPUs. Go's default
-    (every CPU in each runtime) oversubscribes them, and its idle threads spin and wake each other:
-    a 1,000-session restore on 2 CPUs and 2 workers made 10 % fewer context switches with 1 each,
-    and took a median 6 % less time over 11 interleaved pairs. A user's own GOMAXPROCS wins."""
-    return max(1, cores() // workers)
 
 
 def _level_name(logger: str) -> str:
