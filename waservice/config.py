@@ -72,8 +72,7 @@ class SessionsConfig:
     max: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
 
 
-def cores() -> int:
-    """The CPUs this process may run on (its affinity, not the machine's count)."""
+def _cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
@@ -81,7 +80,7 @@ def cores() -> int:
 class EngineConfig:
     """The real engine's worker processes (each one Go runtime hosting many sessions)."""
 
-    workers: int = attrs.field(factory=cores, validator=attrs.validators.ge(1))
+    workers: int = attrs.field(factory=_cores, validator=attrs.validators.ge(1))
     # Recycling: a worker past any of these is replaced gracefully (its sessions reconnect).
     # Open files beyond 8 per connected client (whatsmeow leaks a database handle per connect).
     max_leaked_fds: int = attrs.field(default=500, validator=attrs.validators.ge(16))

@@ -215,7 +215,6 @@ class WorkerPool:
         the environment they were launched with), each slot's first."""
         self.config = config
         self.activity = activity
-        self.events = events or EventsConfig()
         self.devices: DeviceStore = devices or SqliteDevices()
         self.limits = Limits(
             config.max_leaked_fds,
@@ -227,7 +226,7 @@ class WorkerPool:
         if head_start is not None:
             self._env = head_start.env
         else:
-            self._env = worker_environment(env, events, config.workers)
+            self._env = worker_environment(env, events)
         self.restart_causes: Counter[str] = Counter()  # for /metrics
         self._slots = [_Slot(i, config) for i in range(config.workers)]
         self._assigned: dict[str, _Slot] = {}
